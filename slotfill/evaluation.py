@@ -1,0 +1,28 @@
+"""Evaluating a saved artifact on a data split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .data import load_corpus
+from .errors import DataError
+from .metrics import evaluate
+from .predictor import Predictor
+from .text import normalize_token
+
+
+def evaluate_artifact(model_dir: str | Path, data_dir: str | Path, split: str = "test",
+                      batch_size: int = 256) -> dict[str, Any]:
+    predictor = Predictor.load(model_dir)
+    corpus = load_corpus(data_dir, scheme=predictor.config.scheme, tokenizer_config=predictor.tokenizer_config)
+    examples = getattr(corpus, split)
+    if not examples:
+        raise DataError(f"no '{split}' split found", data_dir)
+    norms = [[normalize_token(t, predictor.tokenizer_config) or t for t in e.tokens] for e in examples]
+    pred_tags, pred_intents = predictor.predict_labels(norms, batch_size=batch_size)
+    has_intents = predictor.intents is not None and any(e.intent is not None for e in examples)
+    report = evaluate([list(e.tags) for e in examples], pred_tags,
+                      [e.intent for e in examples] if has_intents else None, pred_intents if has_intents else None)
+    report["split"] = split
+    return report

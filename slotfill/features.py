@@ -1,0 +1,55 @@
+"""Turning normalised tokens into the padded id tensors a tagger reads."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .vocab import Vocab
+
+
+class Featurizer:
+    """Word ids + character ids for a batch of token sequences (already normalised)."""
+
+    def __init__(self, words: Vocab, chars: Vocab, max_word_chars: int):
+        self.words = words
+        self.chars = chars
+        self.max_word_chars = max_word_chars
+        self._char_cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def build(cls, token_lists: Iterable[Sequence[str]], *, min_freq: int = 1, max_word_chars: int = 24,
+              max_vocab: int | None = None) -> "Featurizer":
+        word_counts: Counter[str] = Counter()
+        char_counts: Counter[str] = Counter()
+        for tokens in token_lists:
+            word_counts.update(tokens)
+            for token in tokens:
+                char_counts.update(token)
+        return cls(Vocab.build(word_counts, min_freq=min_freq, max_size=max_vocab), Vocab.build(char_counts),
+                   max_word_chars)
+
+    def char_ids(self, token: str) -> list[int]:
+        ids = self._char_cache.get(token)
+        if ids is None:
+            ids = self.chars.encode(token[: self.max_word_chars]) or [self.chars.unk_id]
+            if len(self._char_cache) < 200_000:  # bounded: the service sees unbounded distinct words
+                self._char_cache[token] = ids
+        return ids
+
+    def batch(self, token_lists: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> word_ids (B, T), char_ids (B, T, L), lengths (B,). Every sequence must be non-empty."""
+        lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
+        steps = int(lengths.max())
+        words = np.zeros((len(token_lists), steps), dtype=np.int64)
+        char_lists = [[self.char_ids(token) for token in tokens] for tokens in token_lists]
+        width = max(len(c) for row in char_lists for c in row)
+        chars = np.zeros((len(token_lists), steps, width), dtype=np.int64)
+        for b, tokens in enumerate(token_lists):
+            words[b, : len(tokens)] = self.words.encode(tokens)
+            for t, ids in enumerate(char_lists[b]):
+                chars[b, t, : len(ids)] = ids
+        return torch.from_numpy(words), torch.from_numpy(chars), torch.from_numpy(lengths)

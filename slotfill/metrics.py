@@ -1,0 +1,374 @@
+"""Evaluation metrics: seqeval slot scores, intent accuracy, sentence accuracy and calibration.
+
+Slot scores come from seqeval (1.2.x):
+
+* ``slot_precision`` / ``slot_recall`` / ``slot_f1`` use seqeval's default mode, which is
+  compatible with conlleval.pl: an ``I-x`` that follows ``O`` or a different type starts a
+  new span, as if it were ``B-x``. This is the number the slot-filling literature reports.
+* ``slot_f1_strict`` uses ``mode="strict", scheme=IOB2``: a span must start with ``B-x``, so an
+  orphan ``I-x`` prediction is no span at all.
+* ``slot_f1_macro`` is the unweighted mean of the per-type F1 scores (default mode). Like
+  seqeval, it averages over every type that occurs in the gold *or* the predictions, so a
+  type that is only ever predicted (support 0) counts with F1 = 0.
+
+Every division by zero (a gold type never predicted, a predicted type absent from the gold)
+is resolved with ``zero_division=0``: the score is 0.0 and no ``UndefinedMetricWarning`` is
+raised. Tags are validated before seqeval sees them (``O``, ``B-<type>`` or ``I-<type>``), so
+seqeval's "seems not to be NE tag" warning and its strict-mode ``ValueError`` cannot occur.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from seqeval.metrics import classification_report
+from seqeval.metrics import f1_score as seqeval_f1_score
+from seqeval.scheme import IOB2
+
+__all__ = [
+    "evaluate",
+    "intent_matches",
+    "expected_calibration_error",
+    "reliability_bins",
+    "span_confidence_pairs",
+]
+
+_TAG_RE = re.compile(r"^(?:O|[BI]-.+)$")
+
+Span = tuple[str, int, int]
+
+
+# --------------------------------------------------------------------------- intents
+
+
+def intent_matches(predicted: str | None, gold: str) -> bool:
+    """Whether ``predicted`` counts as a correct intent for ``gold``.
+
+    ATIS annotates some utterances with several intents joined by ``#``
+    (``atis_flight#atis_airfare``). Following the convention used in the joint
+    intent/slot literature on ATIS, a prediction is correct when it equals the whole gold
+    string *or any one* of its ``#``-separated parts::
+
+        intent_matches("atis_airfare", "atis_flight#atis_airfare")              -> True
+        intent_matches("atis_flight#atis_airfare", "atis_flight#atis_airfare")  -> True
+        intent_matches("atis_airfare#atis_flight", "atis_flight#atis_airfare")  -> False
+        intent_matches("atis_flight", "atis_flight")                            -> True
+
+    A missing (``None``) or empty prediction never matches.
+    """
+    if not predicted:
+        return False
+    if predicted == gold:
+        return True
+    return predicted in (part for part in gold.split("#") if part)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _as_sentences(name: str, sequences: Sequence[Sequence[str]]) -> list[list[str]]:
+    if isinstance(sequences, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of tag sequences, not a string")
+    out: list[list[str]] = []
+    for index, sentence in enumerate(sequences):
+        if isinstance(sentence, (str, bytes)):
+            raise TypeError(f"{name}: sentence {index} is a string, expected a sequence of tags")
+        tags = list(sentence)
+        for position, tag in enumerate(tags):
+            if not isinstance(tag, str) or not _TAG_RE.match(tag):
+                raise ValueError(
+                    f"{name}: sentence {index}, token {position}: invalid IOB2 tag {tag!r} "
+                    "(expected 'O', 'B-<type>' or 'I-<type>')"
+                )
+        out.append(tags)
+    return out
+
+
+def _check_parallel(gold: list[list[str]], pred: list[list[str]]) -> None:
+    if len(gold) != len(pred):
+        raise ValueError(f"gold has {len(gold)} sentences but predictions have {len(pred)}")
+    for index, (g, p) in enumerate(zip(gold, pred)):
+        if len(g) != len(p):
+            raise ValueError(f"sentence {index}: gold has {len(g)} tags but prediction has {len(p)}")
+
+
+def _as_intents(name: str, intents: Sequence[str | None], n: int) -> list[str | None]:
+    if isinstance(intents, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of intent labels, not a string")
+    values = list(intents)
+    if len(values) != n:
+        raise ValueError(f"{name} has {len(values)} entries but there are {n} sentences")
+    for index, value in enumerate(values):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name}: sentence {index}: intent must be a string or None, got {value!r}")
+    return values
+
+
+# --------------------------------------------------------------------------- spans
+
+
+def _iob2_spans(tags: Sequence[str]) -> list[Span]:
+    """Spans ``(label, start, end)`` with ``end`` exclusive, read conlleval-style.
+
+    ``B-x`` always opens a span; ``I-x`` continues the open span only when that span has
+    type ``x``, otherwise (after ``O`` or another type) it opens a new one. For tags made
+    of ``O``/``B-``/``I-`` this yields exactly seqeval's default-mode entities.
+    """
+    spans: list[Span] = []
+    label: str | None = None
+    start = 0
+    for i, tag in enumerate(tags):
+        if tag == "O":
+            prefix, kind = "O", None
+        else:
+            prefix, kind = tag[0], tag[2:]
+        if label is not None and (prefix != "I" or kind != label):
+            spans.append((label, start, i))
+            label = None
+        if prefix == "B" or (prefix == "I" and label is None):
+            label, start = kind, i
+    if label is not None:
+        spans.append((label, start, len(tags)))
+    return spans
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def evaluate(
+    gold_tags: Sequence[Sequence[str]],
+    pred_tags: Sequence[Sequence[str]],
+    gold_intents: Sequence[str | None] | None = None,
+    pred_intents: Sequence[str | None] | None = None,
+) -> dict:
+    """Score predicted IOB2 tags (and optionally intents) against the gold.
+
+    Returns a JSON-serialisable dict; every score is a python float in [0, 1]:
+
+    ``slot_precision``, ``slot_recall``, ``slot_f1``
+        micro-averaged span scores, seqeval default (conlleval-compatible) mode.
+    ``slot_f1_strict``
+        micro F1 with ``mode="strict", scheme=IOB2``.
+    ``slot_f1_macro``
+        unweighted mean of the per-type F1 (default mode).
+    ``intent_accuracy``
+        share of sentences with a gold intent whose predicted intent matches it under
+        :func:`intent_matches`; ``None`` when there are no gold intents.
+    ``exact_match``
+        sentence-level semantic-frame accuracy (JointBERT's "sentence accuracy"): every tag right
+        and, where the sentence has a gold intent, the intent right as well.
+    ``per_slot``
+        ``{type: {"precision", "recall", "f1", "support"}}`` from seqeval's classification
+        report (default mode); ``support`` is the number of gold spans (an int).
+    ``n_sentences``, ``n_tokens``
+        corpus size (tokens counted on the gold side).
+
+    A gold entry of ``None`` in ``gold_intents`` means "no intent label for this sentence";
+    such sentences are left out of ``intent_accuracy`` and judged on tags alone in
+    ``exact_match``. Predicted intents without any gold intents are ignored.
+
+    When neither the gold nor the predictions contain a single span, every slot score is
+    0.0 (seqeval's ``zero_division=0`` convention) and ``per_slot`` is empty.
+
+    Raises ``ValueError`` for mismatched sentence counts, a sentence whose gold and
+    predicted lengths differ (naming its index), an invalid tag, an empty corpus, or gold
+    intents without predicted intents.
+    """
+    gold = _as_sentences("gold_tags", gold_tags)
+    pred = _as_sentences("pred_tags", pred_tags)
+    _check_parallel(gold, pred)
+    n = len(gold)
+    if n == 0:
+        raise ValueError("nothing to evaluate: no sentences")
+
+    golds_i: list[str | None] | None = None
+    preds_i: list[str | None] | None = None
+    if gold_intents is not None:
+        golds_i = _as_intents("gold_intents", gold_intents, n)
+        if all(value is None for value in golds_i):
+            golds_i = None
+    if pred_intents is not None:
+        preds_i = _as_intents("pred_intents", pred_intents, n)
+    if golds_i is not None and preds_i is None:
+        raise ValueError("gold_intents given without pred_intents")
+
+    # ---- slots
+    has_spans = any(_iob2_spans(s) for s in gold) or any(_iob2_spans(s) for s in pred)
+    per_slot: dict[str, dict] = {}
+    if has_spans:
+        table = classification_report(gold, pred, output_dict=True, zero_division=0)
+        for name, row in table.items():
+            if name.endswith(" avg"):
+                continue
+            per_slot[name] = {
+                "precision": float(row["precision"]),
+                "recall": float(row["recall"]),
+                "f1": float(row["f1-score"]),
+                "support": int(row["support"]),
+            }
+        micro = table["micro avg"]
+        slot_precision = float(micro["precision"])
+        slot_recall = float(micro["recall"])
+        slot_f1 = float(micro["f1-score"])
+        slot_f1_macro = float(table["macro avg"]["f1-score"])
+        slot_f1_strict = float(
+            seqeval_f1_score(gold, pred, mode="strict", scheme=IOB2, average="micro", zero_division=0)
+        )
+    else:
+        slot_precision = slot_recall = slot_f1 = slot_f1_macro = slot_f1_strict = 0.0
+
+    # ---- intents and sentence accuracy
+    intent_accuracy: float | None = None
+    intent_ok = [True] * n
+    if golds_i is not None:
+        assert preds_i is not None
+        labelled = 0
+        right = 0
+        for index, (g, p) in enumerate(zip(golds_i, preds_i)):
+            if g is None:
+                continue
+            labelled += 1
+            intent_ok[index] = intent_matches(p, g)
+            right += intent_ok[index]
+        intent_accuracy = right / labelled
+
+    exact = sum(1 for g, p, ok in zip(gold, pred, intent_ok) if ok and g == p)
+
+    return {
+        "slot_precision": slot_precision,
+        "slot_recall": slot_recall,
+        "slot_f1": slot_f1,
+        "slot_f1_strict": slot_f1_strict,
+        "slot_f1_macro": slot_f1_macro,
+        "intent_accuracy": intent_accuracy,
+        "exact_match": exact / n,
+        "per_slot": per_slot,
+        "n_sentences": n,
+        "n_tokens": sum(len(s) for s in gold),
+    }
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def _calibration_inputs(confidences, correct, n_bins) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+    conf = np.asarray(confidences, dtype=float)
+    hits = np.asarray(correct)
+    if conf.ndim != 1 or hits.ndim != 1:
+        raise ValueError("confidences and correct must be one-dimensional")
+    if conf.shape != hits.shape:
+        raise ValueError(f"{conf.size} confidences but {hits.size} correctness flags")
+    if not np.all(np.isfinite(conf)) or np.any(conf < 0.0) or np.any(conf > 1.0):
+        raise ValueError("confidences must be finite and within [0, 1]")
+    if hits.dtype != bool:
+        if hits.size and not np.all((hits == 0) | (hits == 1)):
+            raise ValueError("correct must hold booleans or 0/1 values")
+        hits = hits.astype(bool)
+    return conf, hits
+
+
+def _bin_index(conf: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    # Bins are (lo, hi] as in Guo et al. (2017), except that the first one also holds 0.
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.searchsorted(edges[1:-1], conf, side="left"), edges
+
+
+def reliability_bins(confidences, correct, n_bins: int = 15) -> list[dict]:
+    """Equal-width confidence bins over [0, 1] for a reliability diagram.
+
+    Bin ``k`` covers ``(lo, hi]`` with ``lo = k/n_bins`` and ``hi = (k+1)/n_bins``; the first
+    bin also takes confidence 0. Each entry is ``{"lo", "hi", "count", "mean_confidence",
+    "accuracy"}``; the last two are ``None`` for an empty bin. ``correct`` holds booleans (or
+    0/1) saying whether each prediction was right.
+    """
+    conf, hits = _calibration_inputs(confidences, correct, n_bins)
+    index, edges = _bin_index(conf, n_bins)
+    bins = []
+    for k in range(n_bins):
+        mask = index == k
+        count = int(mask.sum())
+        bins.append(
+            {
+                "lo": float(edges[k]),
+                "hi": float(edges[k + 1]),
+                "count": count,
+                "mean_confidence": float(conf[mask].mean()) if count else None,
+                "accuracy": float(hits[mask].mean()) if count else None,
+            }
+        )
+    return bins
+
+
+def expected_calibration_error(confidences, correct, n_bins: int = 15) -> float:
+    """Expected calibration error: ``sum_B |B|/N * |acc(B) - conf(B)|`` over equal-width bins.
+
+    Uses the same bins as :func:`reliability_bins`. Raises ``ValueError`` for empty input
+    (the ECE of no predictions is undefined).
+    """
+    conf, hits = _calibration_inputs(confidences, correct, n_bins)
+    if conf.size == 0:
+        raise ValueError("expected_calibration_error needs at least one prediction")
+    index, _ = _bin_index(conf, n_bins)
+    total = 0.0
+    for k in range(n_bins):
+        mask = index == k
+        count = int(mask.sum())
+        if count:
+            total += count * abs(float(hits[mask].mean()) - float(conf[mask].mean()))
+    return total / conf.size
+
+
+def span_confidence_pairs(
+    gold_tags: Sequence[Sequence[str]],
+    pred_tags: Sequence[Sequence[str]],
+    pred_span_confidences: Sequence[Sequence[float] | Mapping[Span, float]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pair each predicted span's confidence with whether the span is exactly right.
+
+    Spans are read from the tags with IOB2/conlleval rules (see ``_iob2_spans``) as
+    ``(label, start, end)`` in token indices, ``end`` exclusive. A predicted span is correct
+    when the gold has a span with the same label, start and end.
+
+    ``pred_span_confidences[i]`` gives the confidences for sentence ``i``, either
+
+    * a sequence of floats, one per predicted span in left-to-right order (its length must
+      equal the number of predicted spans), or
+    * a mapping ``{(label, start, end): confidence}``; predicted spans missing from it are
+      skipped, and a key that is not a predicted span is an error.
+
+    Returns ``(confidences, correct)``: a float array and a bool array of equal length,
+    ready for :func:`expected_calibration_error` / :func:`reliability_bins`.
+    """
+    gold = _as_sentences("gold_tags", gold_tags)
+    pred = _as_sentences("pred_tags", pred_tags)
+    _check_parallel(gold, pred)
+    if isinstance(pred_span_confidences, (str, bytes)) or len(pred_span_confidences) != len(pred):
+        raise ValueError(
+            f"pred_span_confidences must have one entry per sentence ({len(pred)} sentences)"
+        )
+    confidences: list[float] = []
+    correct: list[bool] = []
+    for index, (g, p, given) in enumerate(zip(gold, pred, pred_span_confidences)):
+        gold_spans = set(_iob2_spans(g))
+        pred_spans = _iob2_spans(p)
+        if isinstance(given, Mapping):
+            known = set(pred_spans)
+            unknown = [key for key in given if key not in known]
+            if unknown:
+                raise ValueError(f"sentence {index}: {unknown[0]!r} is not a predicted span")
+            chosen = [(span, given[span]) for span in pred_spans if span in given]
+        else:
+            values = list(given)
+            if len(values) != len(pred_spans):
+                raise ValueError(
+                    f"sentence {index}: {len(values)} confidences for {len(pred_spans)} predicted spans"
+                )
+            chosen = list(zip(pred_spans, values))
+        for span, value in chosen:
+            confidences.append(float(value))
+            correct.append(span in gold_spans)
+    return np.asarray(confidences, dtype=float), np.asarray(correct, dtype=bool)

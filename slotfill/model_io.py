@@ -1,0 +1,100 @@
+"""Saving and loading a complete tagger artifact (see :mod:`slotfill.artifact` for the layout)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .artifact import (MANIFEST, atomic_write_json, atomic_write_text, read_json, save_weights, load_weights,
+                       verify_manifest, write_manifest)
+from .errors import ArtifactError, ConfigError
+from .features import Featurizer
+from .models.config import TaggerConfig
+from .models.tagger import SlotTagger
+from .text import TokenizerConfig
+from .vocab import Vocab
+
+
+@dataclass
+class LoadedModel:
+    model: SlotTagger
+    featurizer: Featurizer
+    tokenizer: TokenizerConfig
+    card: dict[str, Any]
+    report: dict[str, Any] | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""
+
+
+def save_model(directory: str | Path, model: SlotTagger, featurizer: Featurizer, tokenizer: TokenizerConfig,
+               card: dict[str, Any], report: dict[str, Any] | None = None, report_text: str | None = None) -> dict:
+    """Write every artifact file atomically, then the manifest last; returns the manifest.
+
+    A reader that finds a manifest whose hashes match knows the whole artifact is complete.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    # An old manifest must not vouch for files that are about to change.
+    (directory / MANIFEST).unlink(missing_ok=True)
+    atomic_write_json(directory / "config.json", config.to_dict())
+    save_weights(model, directory / "model.safetensors")
+    atomic_write_json(directory / "tokenizer.json", tokenizer.to_dict())
+    atomic_write_text(directory / "vocab.json", featurizer.words.to_json())
+    atomic_write_text(directory / "chars.json", featurizer.chars.to_json())
+    atomic_write_text(directory / "labels.txt", "".join(f"{config.id2label[i]}\n" for i in range(config.num_labels)))
+    atomic_write_text(directory / "intents.txt", "".join(f"{config.id2intent[i]}\n" for i in range(config.num_intents)))
+    atomic_write_json(directory / "model_card.json", card)
+    names = ["config.json", "model.safetensors", "tokenizer.json", "vocab.json", "chars.json", "labels.txt",
+             "intents.txt", "model_card.json"]
+    if report is not None:
+        atomic_write_json(directory / "report.json", report)
+        names.append("report.json")
+        if report_text is not None:
+            atomic_write_text(directory / "report.txt", report_text)
+            names.append("report.txt")
+    return write_manifest(directory, names, extra={"name": card.get("name"), "version": card.get("version")})
+
+
+def _lines(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    return text.splitlines()
+
+
+def load_model(directory: str | Path) -> LoadedModel:
+    """Verify and load an artifact. Raises :class:`ArtifactError` naming the problem; never unpickles."""
+    directory = Path(directory)
+    manifest, digest = verify_manifest(directory)
+    try:
+        config = TaggerConfig.from_dict(read_json(directory / "config.json"))
+        tokenizer = TokenizerConfig.from_dict(read_json(directory / "tokenizer.json"))
+    except ConfigError as exc:
+        raise ArtifactError(f"{directory}: {exc}") from None
+    words = Vocab.load(directory / "vocab.json")
+    chars = Vocab.load(directory / "chars.json")
+    if len(words) != config.vocab_size:
+        raise ArtifactError(f"{directory / 'vocab.json'}: {len(words)} words, config.json says {config.vocab_size}")
+    if len(chars) != config.num_chars:
+        raise ArtifactError(f"{directory / 'chars.json'}: {len(chars)} characters, config.json says {config.num_chars}")
+    labels = _lines(directory / "labels.txt")
+    if labels != [config.id2label[i] for i in range(config.num_labels)]:
+        raise ArtifactError(f"{directory / 'labels.txt'}: does not match id2label in config.json")
+    intents = _lines(directory / "intents.txt")
+    if intents != [config.id2intent[i] for i in range(config.num_intents)]:
+        raise ArtifactError(f"{directory / 'intents.txt'}: does not match id2intent in config.json")
+    card = read_json(directory / "model_card.json")
+    if not isinstance(card, dict):
+        raise ArtifactError(f"{directory / 'model_card.json'}: must be a JSON object")
+    report = read_json(directory / "report.json") if "report.json" in manifest["files"] else None
+    model = SlotTagger(config)
+    load_weights(model, directory / "model.safetensors")
+    model.eval()
+    featurizer = Featurizer(words, chars, config.max_word_chars)
+    return LoadedModel(model=model, featurizer=featurizer, tokenizer=tokenizer, card=card, report=report,
+                       manifest=manifest, digest=digest)
+
+
+def card_summary(card: dict[str, Any]) -> str:
+    return json.dumps({k: card.get(k) for k in ("name", "version", "created")})

@@ -1,0 +1,141 @@
+"""The one configuration object a tagger is built from."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+
+CELLS = ("rnn", "lstm", "gru")
+DECODERS = ("softmax", "crf")
+SCHEMES = ("IOB2", "IOB1", "BIOES")
+
+# Upper bounds checked before anything is allocated, so a hostile or corrupt
+# config.json cannot make the loader allocate gigabytes.
+LIMITS = {
+    "vocab_size": 5_000_000,
+    "num_chars": 200_000,
+    "num_labels": 10_000,
+    "num_intents": 10_000,
+    "word_dim": 4096,
+    "char_dim": 1024,
+    "char_channels": 4096,
+    "char_kernel": 15,
+    "max_word_chars": 256,
+    "hidden_size": 8192,
+    "num_layers": 16,
+    "contextual_dim": 8192,
+}
+
+
+@dataclass
+class TaggerConfig:
+    """Architecture of a slot tagger (everything needed to rebuild it, nothing about training).
+
+    ``id2label`` / ``id2intent`` map output ids to names; JSON turns their keys into
+    strings, so :meth:`from_dict` converts them back to ``int``.
+    """
+
+    vocab_size: int
+    num_chars: int
+    id2label: dict[int, str]
+    id2intent: dict[int, str] = field(default_factory=dict)
+    word_dim: int = 100
+    char_dim: int = 32
+    char_channels: int = 64
+    char_kernel: int = 3
+    max_word_chars: int = 24
+    cell: str = "lstm"
+    hidden_size: int = 256
+    num_layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.3
+    decoder: str = "crf"
+    scheme: str = "IOB2"
+    intent_pooling: str = "max"
+    contextual_dim: int = 0
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @property
+    def num_intents(self) -> int:
+        return len(self.id2intent)
+
+    def __post_init__(self) -> None:
+        self.id2label = {int(k): v for k, v in self.id2label.items()}
+        self.id2intent = {int(k): v for k, v in self.id2intent.items()}
+        self.validate()
+
+    def validate(self) -> None:
+        def fail(key: str, message: str) -> None:
+            raise ConfigError(f"model config: {key}: {message}")
+
+        for key in ("vocab_size", "num_chars", "word_dim", "hidden_size", "num_layers", "max_word_chars"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                fail(key, f"must be a positive integer, got {value!r}")
+        for key in ("char_dim", "char_channels", "char_kernel", "contextual_dim"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                fail(key, f"must be a non-negative integer, got {value!r}")
+        sizes = {
+            **{k: getattr(self, k) for k in LIMITS if k not in ("num_labels", "num_intents")},
+            "num_labels": self.num_labels,
+            "num_intents": self.num_intents,
+        }
+        for key, value in sizes.items():
+            if value > LIMITS[key]:
+                fail(key, f"{value} exceeds the limit {LIMITS[key]}")
+        if self.cell not in CELLS:
+            fail("cell", f"must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.decoder not in DECODERS:
+            fail("decoder", f"must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
+        if self.scheme not in SCHEMES:
+            fail("scheme", f"must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
+        if self.intent_pooling not in ("max", "mean"):
+            fail("intent_pooling", f"must be 'max' or 'mean', got {self.intent_pooling!r}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            fail("dropout", f"must be in [0, 1), got {self.dropout!r}")
+        if self.num_labels < 1:
+            fail("id2label", "needs at least one label")
+        for mapping_name in ("id2label", "id2intent"):
+            mapping = getattr(self, mapping_name)
+            if sorted(mapping) != list(range(len(mapping))):
+                fail(mapping_name, "ids must be 0..n-1")
+            if len(set(mapping.values())) != len(mapping):
+                fail(mapping_name, "names must be unique")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        data["id2intent"] = {str(k): v for k, v in self.id2intent.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TaggerConfig":
+        if not isinstance(data, dict):
+            raise ConfigError("model config must be a JSON object")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"model config: unknown key(s): {', '.join(unknown)}")
+        missing = sorted(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                         and f.default_factory is dataclasses.MISSING and f.name not in data)
+        if missing:
+            raise ConfigError(f"model config: missing key(s): {', '.join(missing)}")
+        for key in ("id2label", "id2intent"):
+            value = data.get(key, {})
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ConfigError(f"model config: {key}: must map ids to label names")
+            try:
+                [int(k) for k in value]
+            except ValueError:
+                raise ConfigError(f"model config: {key}: keys must be integers") from None
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"model config: {exc}") from None

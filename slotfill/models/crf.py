@@ -1,0 +1,334 @@
+"""A linear-chain conditional random field with hard tagging-scheme constraints.
+
+Conventions (shared with AllenNLP, so its pretrained tables and habits carry over):
+
+* ``K`` real tags have ids ``0 .. K-1``; in the constraint table, id ``K`` is START and
+  ``K + 1`` is END.
+* ``transitions[i, j]`` scores moving from tag ``i`` at step ``t - 1`` to tag ``j`` at ``t``.
+* Masks are left-aligned: every row is a prefix of ``True`` of length >= 1.
+
+Disallowed transitions are given the finite score :data:`DISALLOWED` rather than ``-inf``:
+``-inf`` turns into NaN gradients as soon as a whole logsumexp row is forbidden, while
+``-1e4`` is already ``exp(-1e4) == 0`` in float32, so probabilities are unaffected.
+The constraints are used in *every* computation (likelihood, partition, Viterbi,
+marginals), so training optimises exactly the distribution that decoding searches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+DISALLOWED = -1e4
+
+SCHEMES = ("IOB2", "IOB1", "BIOES")
+_ALIASES = {"BIO": "IOB2"}
+# Tag prefixes each scheme knows; "O" is the only one without an entity type.
+_PREFIXES = {"IOB2": ("B", "I"), "IOB1": ("B", "I"), "BIOES": ("B", "I", "E", "S")}
+
+
+def _split_label(label: str, scheme: str) -> tuple[str, str]:
+    """``"B-fromloc.city_name"`` -> ``("B", "fromloc.city_name")``; ``"O"`` -> ``("O", "")``.
+
+    Splits on the *first* hyphen only, so entity types may themselves contain hyphens.
+    """
+    if label == "O":
+        return "O", ""
+    prefix, sep, entity = label.partition("-")
+    if not sep or not entity or prefix not in _PREFIXES[scheme]:
+        raise ValueError(
+            f"label {label!r} does not fit the {scheme} scheme: expected 'O' or "
+            f"'<{'|'.join(_PREFIXES[scheme])}>-<type>'"
+        )
+    return prefix, entity
+
+
+def _is_allowed(scheme: str, from_tag: str, from_entity: str, to_tag: str, to_entity: str) -> bool:
+    """Whether ``from_tag-from_entity -> to_tag-to_entity`` is a legal transition.
+
+    ``from_tag`` may be ``"START"`` and ``to_tag`` may be ``"END"``.
+    """
+    if to_tag == "START" or from_tag == "END":
+        return False
+    if from_tag == "START" and to_tag == "END":
+        return False  # sequences are never empty
+    same = from_entity == to_entity
+    if scheme == "IOB2":
+        if from_tag == "START":
+            return to_tag in ("O", "B")
+        if to_tag == "END":
+            return True
+        # O and B-x can follow anything; I-x only continues a chunk of the same type.
+        return to_tag in ("O", "B") or (to_tag == "I" and from_tag in ("B", "I") and same)
+    if scheme == "IOB1":
+        # In IOB1, I-x opens a chunk; B-x only separates two adjacent chunks of the same type.
+        if from_tag == "START":
+            return to_tag in ("O", "I")
+        if to_tag == "END":
+            return True
+        return to_tag in ("O", "I") or (to_tag == "B" and from_tag in ("B", "I") and same)
+    if scheme == "BIOES":
+        if from_tag == "START":
+            return to_tag in ("O", "B", "S")
+        if to_tag == "END":
+            return from_tag in ("O", "E", "S")
+        if from_tag in ("O", "E", "S"):
+            return to_tag in ("O", "B", "S")
+        # Inside a multi-token chunk (after B-x or I-x) only I-x or E-x of the same type.
+        return to_tag in ("I", "E") and same
+    raise AssertionError(scheme)  # unreachable: checked by allowed_transitions
+
+
+def allowed_transitions(scheme: str, labels: Mapping[int, str] | Sequence[str]) -> list[tuple[int, int]]:
+    """List the ``(from_id, to_id)`` pairs that ``scheme`` permits.
+
+    Parameters
+    ----------
+    scheme:
+        ``"IOB2"`` (alias ``"BIO"``), ``"IOB1"`` or ``"BIOES"``.
+    labels:
+        ``id -> label`` (ids must be ``0 .. K-1``) or a list of labels in id order.
+
+    Returns
+    -------
+    Pairs over ``0 .. K+1`` where ``K`` stands for START and ``K + 1`` for END, as
+    expected by :class:`CRF`'s ``constraints`` argument.
+    """
+    canonical = _ALIASES.get(scheme, scheme)
+    if canonical not in SCHEMES:
+        raise ValueError(f"unknown tagging scheme {scheme!r}; expected one of {', '.join(SCHEMES)} (or BIO)")
+    if isinstance(labels, Mapping):
+        if sorted(labels) != list(range(len(labels))):
+            raise ValueError("label ids must be exactly 0 .. num_labels-1")
+        names = [labels[i] for i in range(len(labels))]
+    else:
+        names = list(labels)
+    num_tags = len(names)
+    parsed = [_split_label(name, canonical) for name in names]
+    parsed += [("START", ""), ("END", "")]  # ids K and K + 1
+    return [
+        (i, j)
+        for i, (from_tag, from_entity) in enumerate(parsed)
+        for j, (to_tag, to_entity) in enumerate(parsed)
+        if _is_allowed(canonical, from_tag, from_entity, to_tag, to_entity)
+    ]
+
+
+class CRF(nn.Module):
+    """Linear-chain CRF over ``num_tags`` tags.
+
+    The score of a tag sequence ``y_1 .. y_n`` for emissions ``e`` is::
+
+        start[y_1] + sum_t e[t, y_t] + sum_{t>1} transitions[y_{t-1}, y_t] + end[y_n]
+
+    with disallowed transitions (see ``constraints``) replaced by :data:`DISALLOWED`.
+
+    Parameters
+    ----------
+    num_tags:
+        ``K``, the number of real tags.
+    constraints:
+        Allowed ``(from, to)`` pairs over ``0 .. K+1`` (``K`` = START, ``K+1`` = END), e.g. from
+        :func:`allowed_transitions`. ``None`` allows everything.
+    include_start_end:
+        Learn ``start_transitions`` / ``end_transitions``. When ``False`` they are fixed at zero
+        (constraints on START/END still apply).
+    """
+
+    def __init__(self, num_tags: int, constraints: list[tuple[int, int]] | None = None, include_start_end: bool = True):
+        super().__init__()
+        if num_tags < 1:
+            raise ValueError(f"num_tags must be >= 1, got {num_tags}")
+        self.num_tags = num_tags
+        self.include_start_end = include_start_end
+        # Initialised as in AllenNLP: xavier-normal transitions, standard-normal start/end.
+        self.transitions = nn.Parameter(torch.empty(num_tags, num_tags))
+        nn.init.xavier_normal_(self.transitions)
+        if include_start_end:
+            self.start_transitions = nn.Parameter(torch.randn(num_tags))
+            self.end_transitions = nn.Parameter(torch.randn(num_tags))
+        else:
+            self.register_parameter("start_transitions", None)
+            self.register_parameter("end_transitions", None)
+
+        # (K+2, K+2) bool, True = allowed. A buffer so it is saved with the weights (a loaded
+        # model decodes with the constraints it was trained with) and follows .to(device).
+        if constraints is None:
+            constraint_mask = torch.ones(num_tags + 2, num_tags + 2, dtype=torch.bool)
+        else:
+            constraint_mask = torch.zeros(num_tags + 2, num_tags + 2, dtype=torch.bool)
+            for i, j in constraints:
+                if not (0 <= i < num_tags + 2 and 0 <= j < num_tags + 2):
+                    raise ValueError(f"constraint ({i}, {j}) is outside 0 .. {num_tags + 1}")
+                constraint_mask[i, j] = True
+        self.register_buffer("constraint_mask", constraint_mask)
+
+    def extra_repr(self) -> str:
+        constrained = not bool(self.constraint_mask.all())
+        return f"num_tags={self.num_tags}, constrained={constrained}, include_start_end={self.include_start_end}"
+
+    # ------------------------------------------------------------------ helpers
+
+    def _potentials(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Constrained scores in ``dtype``: transitions (K, K), start (K), end (K)."""
+        k = self.num_tags
+        allowed = self.constraint_mask
+        transitions = self.transitions.to(dtype).masked_fill(~allowed[:k, :k], DISALLOWED)
+        if self.start_transitions is not None:
+            start = self.start_transitions.to(dtype)
+            end = self.end_transitions.to(dtype)
+        else:
+            start = self.transitions.new_zeros(k, dtype=dtype)
+            end = self.transitions.new_zeros(k, dtype=dtype)
+        start = start.masked_fill(~allowed[k, :k], DISALLOWED)
+        end = end.masked_fill(~allowed[:k, k + 1], DISALLOWED)
+        return transitions, start, end
+
+    def constrained_scores(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Transitions (K, K), start (K) and end (K) scores with the constraints applied, for
+        decoders outside torch (see :mod:`slotfill.decoding`)."""
+        return self._potentials(dtype)
+
+    def _check(self, emissions: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate shapes and mask layout; return emissions in the compute dtype and a bool mask."""
+        if emissions.dim() != 3 or emissions.size(-1) != self.num_tags:
+            raise ValueError(f"emissions must be (B, T, {self.num_tags}), got {tuple(emissions.shape)}")
+        if mask.shape != emissions.shape[:2]:
+            raise ValueError(f"mask must be {tuple(emissions.shape[:2])}, got {tuple(mask.shape)}")
+        if emissions.size(1) == 0:
+            raise ValueError("sequences must have at least one step")
+        mask = mask.bool()
+        # One host sync for both conditions; a bad mask would silently give wrong scores.
+        bad = (~mask[:, 0]).any() | (mask[:, 1:] & ~mask[:, :-1]).any()
+        if bool(bad):
+            raise ValueError("mask must be left-aligned (a prefix of True per row) with every length >= 1")
+        # Compute in the wider of the emission / parameter dtypes (float64 tests stay float64;
+        # half-precision emissions are lifted to the float32 parameters).
+        dtype = torch.promote_types(emissions.dtype, self.transitions.dtype)
+        return emissions.to(dtype), mask
+
+    def _forward_alphas(
+        self, emissions: torch.Tensor, mask: torch.Tensor, transitions: torch.Tensor, start: torch.Tensor
+    ) -> torch.Tensor:
+        """Forward log-potentials, (B, T, K): ``alpha[b, t, j]`` = log-sum of the scores of all
+        prefixes ending in tag ``j`` at step ``t`` (emission at ``t`` included). At padded steps
+        the last real alpha is carried along, so ``alpha[:, -1]`` is each sequence's final one.
+        """
+        alpha = start + emissions[:, 0]  # (B, K)
+        alphas = [alpha]
+        for t in range(1, emissions.size(1)):
+            # (B, K_from, 1) + (K_from, K_to) + (B, 1, K_to) -> logsumexp over K_from
+            step = torch.logsumexp(alpha.unsqueeze(2) + transitions + emissions[:, t].unsqueeze(1), dim=1)
+            alpha = torch.where(mask[:, t].unsqueeze(1), step, alpha)
+            alphas.append(alpha)
+        return torch.stack(alphas, dim=1)
+
+    # ------------------------------------------------------------------ public API
+
+    def forward(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Log-likelihood of the gold tags.
+
+        emissions: (B, T, K) float; tags: (B, T) long (values at padded positions are ignored,
+        e.g. -100 is fine); mask: (B, T) bool, left-aligned. Returns (B,) ``score(tags) - log Z``;
+        the training loss is its negation.
+        """
+        emissions, mask = self._check(emissions, mask)
+        transitions, start, end = self._potentials(emissions.dtype)
+        return self._gold_score(emissions, tags, mask, transitions, start, end) - self._log_partition(
+            emissions, mask, transitions, start, end
+        )
+
+    def _gold_score(
+        self,
+        emissions: torch.Tensor,
+        tags: torch.Tensor,
+        mask: torch.Tensor,
+        transitions: torch.Tensor,
+        start: torch.Tensor,
+        end: torch.Tensor,
+    ) -> torch.Tensor:
+        """Unnormalised score of ``tags``, (B,)."""
+        if tags.shape != mask.shape:
+            raise ValueError(f"tags must be {tuple(mask.shape)}, got {tuple(tags.shape)}")
+        # Padded tags may be anything (ignore indices); make them valid indices, then mask out.
+        tags = tags.long().masked_fill(~mask, 0)
+        zero = emissions.new_zeros(())
+        emitted = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # (B, T)
+        score = torch.where(mask, emitted, zero).sum(1)
+        pairs = transitions[tags[:, :-1], tags[:, 1:]]  # (B, T-1)
+        score = score + torch.where(mask[:, 1:], pairs, zero).sum(1)
+        last = tags.gather(1, (mask.sum(1) - 1).unsqueeze(1)).squeeze(1)  # (B,)
+        return score + start[tags[:, 0]] + end[last]
+
+    def _log_partition(
+        self,
+        emissions: torch.Tensor,
+        mask: torch.Tensor,
+        transitions: torch.Tensor,
+        start: torch.Tensor,
+        end: torch.Tensor,
+    ) -> torch.Tensor:
+        return torch.logsumexp(self._forward_alphas(emissions, mask, transitions, start)[:, -1] + end, dim=1)
+
+    def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """log Z: logsumexp of the scores of all tag sequences. emissions (B, T, K), mask (B, T) -> (B,)."""
+        emissions, mask = self._check(emissions, mask)
+        transitions, start, end = self._potentials(emissions.dtype)
+        return self._log_partition(emissions, mask, transitions, start, end)
+
+    @torch.no_grad()
+    def viterbi_decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Best tag sequence per row.
+
+        emissions: (B, T, K); mask: (B, T) bool, left-aligned.
+        Returns ``(paths (B, T) long, 0 at padded positions; scores (B,))`` where ``scores`` is the
+        unnormalised score of each path (subtract :meth:`log_partition` for its log-probability).
+        """
+        emissions, mask = self._check(emissions, mask)
+        transitions, start, end = self._potentials(emissions.dtype)
+        batch, steps, k = emissions.shape
+        # At padded steps the back-pointer is the identity, so the backtrack walks through the
+        # padding unchanged and enters the real part at each row's own last tag.
+        identity = torch.arange(k, device=emissions.device).expand(batch, k)
+        score = start + emissions[:, 0]  # (B, K)
+        backpointers = []
+        for t in range(1, steps):
+            best, arg = (score.unsqueeze(2) + transitions).max(dim=1)  # over K_from -> (B, K_to)
+            real = mask[:, t].unsqueeze(1)
+            score = torch.where(real, best + emissions[:, t], score)
+            backpointers.append(torch.where(real, arg, identity))
+        best_score, tag = (score + end).max(dim=1)  # (B,)
+        path = [tag]
+        for pointers in reversed(backpointers):
+            tag = pointers.gather(1, tag.unsqueeze(1)).squeeze(1)
+            path.append(tag)
+        path.reverse()
+        paths = torch.stack(path, dim=1).masked_fill(~mask, 0)
+        return paths, best_score
+
+    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Token posteriors ``p(y_t = k | x)`` by forward-backward in log space.
+
+        emissions (B, T, K), mask (B, T) -> (B, T, K); rows sum to 1 at real positions and are 0
+        at padded ones. Differentiable (useful for confidence scores or distillation).
+        """
+        emissions, mask = self._check(emissions, mask)
+        transitions, start, end = self._potentials(emissions.dtype)
+        alphas = self._forward_alphas(emissions, mask, transitions, start)  # (B, T, K)
+        log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)  # (B,)
+
+        # beta[b, t, i] = log-sum of scores of all suffixes after step t given tag i at t (END
+        # included, emission at t excluded). Running right to left and only updating real steps,
+        # beta stays ``end`` until the walk reaches each row's last real token.
+        beta = end.expand_as(emissions[:, 0])
+        betas = [beta]
+        for t in range(emissions.size(1) - 2, -1, -1):
+            # (K_from, K_to) + (B, 1, K_to) -> logsumexp over K_to
+            step = torch.logsumexp(transitions + (emissions[:, t + 1] + beta).unsqueeze(1), dim=2)
+            beta = torch.where(mask[:, t + 1].unsqueeze(1), step, beta)
+            betas.append(beta)
+        betas.reverse()
+        log_marginals = alphas + torch.stack(betas, dim=1) - log_z[:, None, None]
+        return log_marginals.exp().masked_fill(~mask.unsqueeze(2), 0.0)

@@ -1,0 +1,138 @@
+"""The recurrent slot tagger: word + character features -> RNN -> softmax or CRF, plus an intent head."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .char_cnn import CharCNN
+from .config import TaggerConfig
+from .crf import CRF, allowed_transitions
+from .encoder import RecurrentEncoder
+
+IGNORE_INTENT = -100
+
+
+@dataclass
+class TaggerOutput:
+    """emissions: (B, T, K) slot scores; intent_logits: (B, I) or None; losses only when targets are given."""
+
+    emissions: torch.Tensor
+    intent_logits: torch.Tensor | None
+    loss: torch.Tensor | None = None
+    slot_loss: torch.Tensor | None = None
+    intent_loss: torch.Tensor | None = None
+
+
+class SlotTagger(nn.Module):
+    """A BiLSTM/GRU(-CRF) slot tagger with a joint intent head; built from a :class:`TaggerConfig` only."""
+
+    def __init__(self, config: TaggerConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.word_embedding = nn.Embedding(config.vocab_size, config.word_dim, padding_idx=0)
+        input_size = config.word_dim + config.contextual_dim
+        self.char_cnn: CharCNN | None = None
+        if config.char_dim > 0 and config.char_channels > 0:
+            self.char_cnn = CharCNN(config.num_chars, config.char_dim, config.char_channels, config.char_kernel)
+            input_size += config.char_channels
+        self.dropout = nn.Dropout(config.dropout)
+        self.encoder = RecurrentEncoder(
+            config.cell,
+            input_size,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            bidirectional=config.bidirectional,
+            dropout=config.dropout,
+        )
+        self.emissions = nn.Linear(self.encoder.output_size, config.num_labels)
+        self.intent_head = nn.Linear(self.encoder.output_size, config.num_intents) if config.num_intents else None
+        self.crf: CRF | None = None
+        if config.decoder == "crf":
+            constraints = allowed_transitions(config.scheme, config.id2label)
+            self.crf = CRF(config.num_labels, constraints)
+
+    def forward(
+        self,
+        word_ids: torch.Tensor,
+        char_ids: torch.Tensor,
+        lengths: torch.Tensor,
+        tags: torch.Tensor | None = None,
+        intents: torch.Tensor | None = None,
+        contextual: torch.Tensor | None = None,
+        intent_loss_weight: float = 1.0,
+    ) -> TaggerOutput:
+        """Score a padded batch.
+
+        word_ids: (B, T) long, 0 = padding; char_ids: (B, T, L) long; lengths: (B,) long (>= 1);
+        tags: (B, T) long gold label ids (padding ignored); intents: (B,) long, ``IGNORE_INTENT``
+        where an utterance has no intent; contextual: (B, T, contextual_dim) precomputed features.
+        """
+        mask = word_ids.ne(0)
+        features = [self.word_embedding(word_ids)]
+        if contextual is not None:
+            features.append(contextual)
+        if self.char_cnn is not None:
+            features.append(self.char_cnn(char_ids, mask))
+        inputs = self.dropout(torch.cat(features, dim=-1) if len(features) > 1 else features[0])
+        states = self.dropout(self.encoder(inputs, lengths))  # (B, T, H)
+        emissions = self.emissions(states)
+
+        intent_logits = None
+        if self.intent_head is not None:
+            intent_logits = self.intent_head(self._pool(states, mask))
+
+        output = TaggerOutput(emissions=emissions, intent_logits=intent_logits)
+        if tags is not None:
+            output.slot_loss = self._slot_loss(emissions, tags, mask)
+            output.loss = output.slot_loss
+            if intents is not None and intent_logits is not None and bool((intents != IGNORE_INTENT).any()):
+                output.intent_loss = F.cross_entropy(intent_logits, intents, ignore_index=IGNORE_INTENT)
+                output.loss = output.loss + intent_loss_weight * output.intent_loss
+        return output
+
+    def _pool(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """states (B, T, H), mask (B, T) -> (B, H) over real tokens only."""
+        if self.config.intent_pooling == "mean":
+            weights = mask.unsqueeze(-1).to(states.dtype)
+            return (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        return states.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
+
+    def _slot_loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # Both decoders give a per-sentence sum over tokens, averaged over the batch,
+        # so the intent weight means the same thing whichever decoder is used.
+        batch = emissions.size(0)
+        if self.crf is not None:
+            return -self.crf(emissions, tags, mask).sum() / batch
+        logits = emissions[mask]
+        return F.cross_entropy(logits, tags[mask], reduction="sum") / batch
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # HF-style persistence: config.json + model.safetensors. The full artifact (vocabularies,
+    # tokenizer, manifest) is written by slotfill.artifact.
+    def save_pretrained(self, directory: str | Path) -> None:
+        from ..artifact import atomic_write_bytes, save_weights
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(directory / "config.json", json.dumps(self.config.to_dict(), indent=2).encode())
+        save_weights(self, directory / "model.safetensors")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "SlotTagger":
+        from ..artifact import load_weights, read_json
+
+        directory = Path(directory)
+        config = TaggerConfig.from_dict(read_json(directory / "config.json"))
+        model = cls(config)
+        load_weights(model, directory / "model.safetensors")
+        model.eval()
+        return model

@@ -1,0 +1,167 @@
+"""Inference: raw text or tokens in, labels, slot spans with offsets, confidences and intent out."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .decoding import CRFTables, forward_backward, path_segment_probability, softmax, viterbi
+from .model_io import LoadedModel, load_model
+from .predictions import IntentPrediction, Prediction, SlotPrediction, TokenPrediction
+from .schemes import repair, spans
+from .text import Token, normalize_token, tokenize
+
+
+def crf_tables(crf: torch.nn.Module) -> CRFTables:
+    """The CRF's scores as NumPy arrays with its transition constraints folded in."""
+    with torch.no_grad():
+        transitions, start, end = crf.constrained_scores(torch.float64)
+    return CRFTables(transitions.numpy(), start.numpy(), end.numpy())
+
+
+class Predictor:
+    """A loaded artifact ready to tag. Methods never mutate their inputs and are safe to call from threads."""
+
+    def __init__(self, loaded: LoadedModel, model_dir: str | Path | None = None):
+        self.loaded = loaded
+        self.model = loaded.model.eval()
+        self.config = loaded.model.config
+        self.featurizer = loaded.featurizer
+        self.tokenizer_config = loaded.tokenizer
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
+        self.intents = [self.config.id2intent[i] for i in range(self.config.num_intents)] or None
+        self.card = loaded.card
+        self.name = str(loaded.card.get("name", "slotfill"))
+        self.version = str(loaded.card.get("version", "0"))
+        self.created = str(loaded.card.get("created", ""))
+        self.metrics = loaded.report or {}
+        self.digest = loaded.digest
+        self._tables = crf_tables(self.model.crf) if self.model.crf is not None else None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "Predictor":
+        return cls(load_model(model_dir), model_dir)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "created": self.created, "labels": self.labels,
+                "intents": self.intents, "config": self.config.to_dict(), "tokenizer": self.tokenizer_config.to_dict(),
+                "metrics": self.metrics, "digest": self.digest}
+
+    def tokenize(self, text: str) -> list[Token]:
+        return tokenize(text, self.tokenizer_config)
+
+    def warmup(self) -> None:
+        self.predict_texts(["warm up the model", "a"])
+
+    # ------------------------------------------------------------------ public API
+    def predict_texts(self, texts: Sequence[str]) -> list[Prediction]:
+        """Tokenise each raw text as in training; offsets refer to that text."""
+        token_lists = [self.tokenize(text) for text in texts]
+        return self._predict(list(texts), token_lists)
+
+    def predict_tokens(self, token_lists: Sequence[Sequence[str]]) -> list[Prediction]:
+        """Pre-tokenised input; offsets refer to the tokens joined by single spaces."""
+        texts, tokenised = [], []
+        for tokens in token_lists:
+            offset, row = 0, []
+            for token in tokens:
+                row.append(Token(text=token, norm=normalize_token(token, self.tokenizer_config), start=offset,
+                                 end=offset + len(token)))
+                offset += len(token) + 1
+            texts.append(" ".join(tokens))
+            tokenised.append(row)
+        return self._predict(texts, tokenised)
+
+    # ------------------------------------------------------------------ internals
+    def _predict(self, texts: list[str], token_lists: list[list[Token]]) -> list[Prediction]:
+        results: list[Prediction | None] = [None] * len(texts)
+        nonempty = [i for i, tokens in enumerate(token_lists) if tokens]
+        for i, tokens in enumerate(token_lists):
+            if not tokens:  # nothing to tag (e.g. only punctuation): no slots, no intent evidence
+                results[i] = Prediction(text=texts[i], tokens=(), slots=(), intent=None)
+        if nonempty:
+            norms = [[token.norm or token.text for token in token_lists[i]] for i in nonempty]
+            label_ids, token_conf, span_conf_fn, intent_probs = self.decode_norms(norms)
+            for row, i in enumerate(nonempty):
+                results[i] = self._assemble(texts[i], token_lists[i], label_ids[row], token_conf[row],
+                                            lambda s, e, row=row: span_conf_fn(row, s, e),
+                                            None if intent_probs is None else intent_probs[row])
+        return results  # type: ignore[return-value]
+
+    def predict_labels(self, norms: list[list[str]], batch_size: int = 256) -> tuple[list[list[str]], list[str | None]]:
+        """Labels and intents for normalised token lists, without confidences (for evaluation)."""
+        labels: list[list[str]] = []
+        intents: list[str | None] = []
+        for start in range(0, len(norms), batch_size):
+            chunk = norms[start:start + batch_size]
+            paths, _, _, intent_probs = self.decode_norms(chunk, confidences=False)
+            for row, tokens in enumerate(chunk):
+                labels.append([self.labels[int(i)] for i in paths[row, : len(tokens)]])
+                intents.append(self.intents[int(intent_probs[row].argmax())] if intent_probs is not None and self.intents
+                               else None)
+        return labels, intents
+
+    def decode_norms(self, norms: list[list[str]], confidences: bool = True):
+        """Run the network on normalised tokens.
+
+        Returns label ids (B, T), token confidences (B, T) or None, a function (row, start, end) -> span
+        confidence, and intent probabilities (B, I) or None.
+        """
+        word_ids, char_ids, lengths = self.featurizer.batch(norms)
+        with torch.inference_mode():
+            out = self.model(word_ids, char_ids, lengths)
+        emissions = out.emissions.numpy().astype(np.float64)
+        lens = lengths.numpy()
+        intent_probs = softmax(out.intent_logits.numpy().astype(np.float64)) if out.intent_logits is not None else None
+        if not confidences:
+            paths = viterbi(emissions, lens, self._tables) if self._tables is not None else emissions.argmax(axis=2)
+            return paths, None, None, intent_probs
+        if self._tables is not None:
+            paths = viterbi(emissions, lens, self._tables)
+            fb = forward_backward(emissions, lens, self._tables)
+            marginals = fb.marginals
+            token_conf = np.take_along_axis(marginals, paths[:, :, None], axis=2)[:, :, 0]
+            tables = self._tables
+
+            def span_conf(row: int, start: int, end: int) -> float:
+                return path_segment_probability(fb, emissions, tables, row, paths[row], start, end)
+        else:
+            probs = softmax(emissions)
+            paths = probs.argmax(axis=2)
+            token_conf = np.take_along_axis(probs, paths[:, :, None], axis=2)[:, :, 0]
+
+            def span_conf(row: int, start: int, end: int) -> float:
+                # Independent per-token decisions: the span's probability is their product.
+                return float(np.prod(token_conf[row, start:end]))
+        return paths, token_conf, span_conf, intent_probs
+
+    def _assemble(self, text: str, tokens: list[Token], label_ids: np.ndarray, token_conf: np.ndarray,
+                  span_conf, intent_probs: np.ndarray | None) -> Prediction:
+        n = len(tokens)
+        labels = [self.labels[int(i)] for i in label_ids[:n]]
+        # Softmax decoding can emit an I- without its B-; read it as the start of a span,
+        # as conlleval does, rather than dropping it.
+        valid = repair(labels, self.config.scheme)
+        token_predictions = tuple(
+            TokenPrediction(text=token.text, start=token.start, end=token.end, label=label,
+                            confidence=round(float(conf), 6))
+            for token, label, conf in zip(tokens, valid, token_conf[:n])
+        )
+        slots = []
+        for slot, start, end in spans(valid, self.config.scheme):
+            char_start, char_end = tokens[start].start, tokens[end - 1].end
+            slots.append(SlotPrediction(slot=slot, value=text[char_start:char_end], start=char_start, end=char_end,
+                                        confidence=round(span_conf(start, end), 6)))
+        intent = None
+        if intent_probs is not None and self.intents:
+            best = int(intent_probs.argmax())
+            intent = IntentPrediction(name=self.intents[best], confidence=round(float(intent_probs[best]), 6))
+        return Prediction(text=text, tokens=token_predictions, slots=tuple(slots), intent=intent)

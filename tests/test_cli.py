@@ -1,0 +1,86 @@
+"""The slotfill command line, run as a user runs it: clear errors, JSONL in and out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from training.cli import build_parser
+
+from .conftest import REPO
+
+
+def slotfill(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "training.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          input=stdin, timeout=300)
+
+
+def test_parser_has_every_command():
+    parser = build_parser()
+    for argv in (["train", "--out", "x"], ["evaluate", "--model", "m", "--data", "d"], ["tag", "--model", "m"],
+                 ["compare", "--out", "x"], ["serve", "--model", "m"], ["data", "fetch", "atis"]):
+        assert parser.parse_args(argv).command == argv[0]
+
+
+def test_bad_data_gives_file_and_line_without_traceback(tmp_path):
+    data = tmp_path / "data" / "train"
+    data.mkdir(parents=True)
+    (data / "seq.in").write_text("book a table\nfor two people\n")
+    (data / "seq.out").write_text("O O O\nO B-party_size\n")
+    result = slotfill("train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--quiet")
+    assert result.returncode == 2
+    assert "seq.out:2" in result.stderr or "seq.in:2" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_setting_is_named(tmp_path):
+    result = slotfill("train", "--out", str(tmp_path / "out"), "--set", "hiden_size=3")
+    assert result.returncode == 2
+    assert "hiden_size" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tag_text_and_jsonl(sample_model_dir, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("book a table for four at an italian place tomorrow at 7pm\n\n"
+                      '{"tokens": ["find", "a", "cheap", "thai", "restaurant"]}\n')
+    out = tmp_path / "out.jsonl"
+    result = slotfill("tag", "--model", str(sample_model_dir), "--input", str(source), "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["line"] for r in records] == [1, 3]
+    first = records[0]
+    assert len(first["labels"]) == 12
+    for slot in first["slots"]:
+        assert first["text"][slot["start"]:slot["end"]] == slot["value"]
+    assert records[1]["text"] == "find a cheap thai restaurant"
+
+
+def test_tag_reports_bad_json_line(sample_model_dir, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "a table for two"}\n{"text": 3}\n')
+    result = slotfill("tag", "--model", str(sample_model_dir), "--input", str(source))
+    assert result.returncode == 2
+    assert "in.jsonl:2" in result.stderr and "'text' must be a string" in result.stderr
+
+
+def test_tag_refuses_tampered_model(sample_model_dir, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(sample_model_dir, model)
+    (model / "vocab.json").write_text("[]")
+    result = slotfill("tag", "--model", str(model), stdin="a table for two\n")
+    assert result.returncode == 2
+    assert "vocab.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_evaluate_writes_report(sample_model_dir, sample_dir, tmp_path):
+    result = slotfill("evaluate", "--model", str(sample_model_dir), "--data", str(sample_dir), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    saved = json.loads((sample_model_dir / "report.json").read_text())
+    assert report["slot_f1"] == pytest.approx(saved["slot_f1"])
+    assert "slot F1" in result.stdout or "F1" in result.stdout

@@ -1,0 +1,93 @@
+"""NumPy decoding reproduces the torch CRF exactly, and span probabilities are exact."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from slotfill.decoding import forward_backward, path_segment_probability, softmax, viterbi
+from slotfill.models.crf import CRF, allowed_transitions
+from slotfill.predictor import crf_tables
+
+LABELS = ["O", "B-a", "I-a", "B-b", "I-b"]
+
+
+def make_crf(seed: int, constrained: bool) -> CRF:
+    torch.manual_seed(seed)
+    crf = CRF(len(LABELS), allowed_transitions("IOB2", LABELS) if constrained else None)
+    with torch.no_grad():
+        crf.transitions.normal_(0, 1.5)
+    return crf.double()
+
+
+def random_emissions(seed: int, lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    emissions = rng.normal(0, 2, (len(lengths), max(lengths), len(LABELS)))
+    return emissions, np.array(lengths)
+
+
+@pytest.mark.parametrize("constrained", [True, False])
+@pytest.mark.parametrize("seed", range(4))
+def test_numpy_viterbi_and_marginals_match_torch_crf(seed, constrained):
+    crf = make_crf(seed, constrained)
+    emissions, lengths = random_emissions(seed, [5, 1, 3, 4])
+    mask = torch.arange(5)[None, :] < torch.from_numpy(lengths)[:, None]
+    torch_paths, _ = crf.viterbi_decode(torch.from_numpy(emissions), mask)
+    tables = crf_tables(crf)
+    paths = viterbi(emissions, lengths, tables)
+    assert np.array_equal(paths, torch_paths.numpy())
+    fb = forward_backward(emissions, lengths, tables)
+    expected = crf.marginals(torch.from_numpy(emissions), mask).detach().numpy()
+    got = np.where(mask.numpy()[:, :, None], fb.marginals, 0.0)
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+    np.testing.assert_allclose(fb.log_z, crf.log_partition(torch.from_numpy(emissions), mask).detach().numpy(),
+                               rtol=1e-10)
+
+
+def brute_force_segment_probability(tables, emissions, path, start, end):
+    n, k = emissions.shape
+    total, hit = [], []
+    for candidate in itertools.product(range(k), repeat=n):
+        score = tables.start[candidate[0]] + tables.end[candidate[-1]]
+        score += sum(emissions[t, candidate[t]] for t in range(n))
+        score += sum(tables.transitions[candidate[t - 1], candidate[t]] for t in range(1, n))
+        total.append(score)
+        if tuple(candidate[start:end]) == tuple(path[start:end]):
+            hit.append(score)
+    total, hit = np.array(total), np.array(hit)
+    return np.exp(np.logaddexp.reduce(hit) - np.logaddexp.reduce(total))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_span_probability_equals_brute_force(seed):
+    crf = make_crf(seed, constrained=True)
+    emissions, lengths = random_emissions(seed + 10, [4])
+    tables = crf_tables(crf)
+    path = viterbi(emissions, lengths, tables)[0]
+    fb = forward_backward(emissions, lengths, tables)
+    for start, end in [(0, 1), (1, 3), (0, 4), (3, 4)]:
+        expected = brute_force_segment_probability(tables, emissions[0], path, start, end)
+        assert path_segment_probability(fb, emissions, tables, 0, path, start, end) == pytest.approx(expected, rel=1e-9)
+
+
+def test_constrained_viterbi_never_emits_forbidden_transition():
+    crf = make_crf(0, constrained=True)
+    # Emissions that scream "I-b" everywhere: the decoder must still start with a B-b.
+    emissions = np.full((1, 6, len(LABELS)), -5.0)
+    emissions[0, :, 4] = 10.0
+    path = viterbi(emissions, np.array([6]), crf_tables(crf))[0]
+    labels = [LABELS[i] for i in path]
+    assert labels[0] != "I-b"
+    for prev, cur in zip(labels, labels[1:]):
+        if cur.startswith("I-"):
+            assert prev[2:] == cur[2:] and prev != "O"
+
+
+def test_softmax_rows_sum_to_one_and_are_stable():
+    x = np.array([[1000.0, 1001.0, 999.0], [-1000.0, -1000.0, -1000.0]])
+    p = softmax(x.copy())
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    assert np.isfinite(p).all()

@@ -1,0 +1,1 @@
+"""The slotfill training pipeline and command line."""

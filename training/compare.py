@@ -1,0 +1,92 @@
+"""``slotfill compare``: several configurations x several seeds -> a Markdown table."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from slotfill.artifact import atomic_write_json, atomic_write_text
+from slotfill.errors import ConfigError
+from slotfill.predictor import Predictor
+from slotfill.reporting import markdown_table, mean_std
+
+from .config import TrainConfig
+from .pipeline import Trainer
+
+# name -> settings applied on top of the base configuration
+CONFIGURATIONS: dict[str, dict[str, Any]] = {
+    "lstm": {"cell": "lstm", "bidirectional": False, "decoder": "softmax"},
+    "gru": {"cell": "gru", "bidirectional": False, "decoder": "softmax"},
+    "bilstm": {"cell": "lstm", "bidirectional": True, "decoder": "softmax"},
+    "bigru": {"cell": "gru", "bidirectional": True, "decoder": "softmax"},
+    "bilstm-crf": {"cell": "lstm", "bidirectional": True, "decoder": "crf"},
+    "bigru-crf": {"cell": "gru", "bidirectional": True, "decoder": "crf"},
+}
+DEFAULT_CONFIGS = list(CONFIGURATIONS)
+
+
+def tagging_speed(predictor: Predictor, texts: list[list[str]], *, limit: int = 500) -> tuple[float, float]:
+    """Sentences per second, one at a time and in batches of 64 (in-process, after load)."""
+    sample = texts[:limit]
+    predictor.predict_tokens(sample[:8])  # warm-up
+    started = time.perf_counter()
+    for tokens in sample:
+        predictor.predict_tokens([tokens])
+    single = len(sample) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for i in range(0, len(sample), 64):
+        predictor.predict_tokens(sample[i:i + 64])
+    batched = len(sample) / (time.perf_counter() - started)
+    return single, batched
+
+
+def run_comparison(data_dir: Path, out_dir: Path, base: TrainConfig, *, configs: list[str] | None = None,
+                   seeds: int = 3, log=print) -> str:
+    names = configs or DEFAULT_CONFIGS
+    unknown = [n for n in names if n not in CONFIGURATIONS]
+    if unknown:
+        raise ConfigError(f"--configs: unknown configuration(s) {', '.join(unknown)}; known: {', '.join(CONFIGURATIONS)}")
+    results: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        for seed in range(seeds):
+            config = copy.deepcopy(base)
+            for key, value in CONFIGURATIONS[name].items():
+                config.set(key, value, source=name)
+            config.seed = base.seed + seed
+            config.name = name
+            run_dir = out_dir / name / f"seed{config.seed}"
+            trainer = Trainer(data_dir, run_dir, config, overwrite=True, progress=False, log=lambda m: None)
+            result = trainer.run()
+            predictor = Predictor.load(run_dir)
+            examples = trainer.test_examples or trainer.valid_examples
+            single, batched = tagging_speed(predictor, [list(e.tokens) for e in examples])
+            row = {"seed": config.seed, "slot_f1": result.report["slot_f1"],
+                   "intent_accuracy": result.report["intent_accuracy"], "split": result.report["split"],
+                   "train_seconds": result.train_seconds, "epochs": result.epochs,
+                   "train_sentences_per_second": result.sentences_per_second, "parameters": result.parameters,
+                   "tag_single_per_second": single, "tag_batch64_per_second": batched}
+            results.setdefault(name, []).append(row)
+            log(f"{name} seed {config.seed}: slot F1 {100 * row['slot_f1']:.2f}  ({row['train_seconds']:.0f}s)")
+            atomic_write_json(out_dir / "compare.json", {"data": str(data_dir), "base": base.to_dict(), "results": results})
+
+    headers = ["configuration", "slot F1", "intent acc.", "train time (s)", "parameters", "tag/s (1)", "tag/s (64)"]
+    rows = []
+    for name, runs in results.items():
+        intents = [r["intent_accuracy"] for r in runs if r["intent_accuracy"] is not None]
+        rows.append([
+            name,
+            mean_std([100 * r["slot_f1"] for r in runs]),
+            mean_std([100 * v for v in intents]) if intents else "n/a",
+            f"{statistics.mean(r['train_seconds'] for r in runs):.0f}",
+            f"{runs[0]['parameters']:,}",
+            f"{statistics.mean(r['tag_single_per_second'] for r in runs):,.0f}",
+            f"{statistics.mean(r['tag_batch64_per_second'] for r in runs):,.0f}",
+        ])
+    split = next(iter(results.values()))[0]["split"]
+    table = (f"Data: `{data_dir}` ({split} split), {seeds} seed(s) per configuration, mean ± std.\n\n"
+             + markdown_table(headers, rows))
+    atomic_write_text(out_dir / "compare.md", table + "\n")
+    return table

@@ -1,0 +1,176 @@
+"""Training configuration: one flat dataclass, settable from a JSON file and ``--set key=value``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slotfill.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Defaults are the best recurrent recipe found on ATIS and SNIPS (see BENCHMARKS.md)."""
+
+    # architecture
+    cell: str = "lstm"
+    bidirectional: bool = True
+    hidden_size: int = 256
+    num_layers: int = 1
+    dropout: float = 0.3
+    decoder: str = "crf"
+    word_dim: int = 100
+    char_dim: int = 32
+    char_channels: int = 64
+    char_kernel: int = 3
+    max_word_chars: int = 24
+    intent_pooling: str = "max"
+    # data
+    scheme: str = "IOB2"
+    repair: bool = False
+    min_freq: int = 1
+    singleton_unk: float = 0.3
+    word_vectors: str | None = None
+    tokenizer: dict | None = None
+    valid_fraction: float = 0.1
+    # optimisation
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "linear"
+    warmup_ratio: float = 0.02
+    batch_size: int = 32
+    epochs: int = 40
+    patience: int = 8
+    clip_norm: float = 5.0
+    intent_loss_weight: float = 1.0
+    eval_batch_size: int = 256
+    seed: int = 0
+    threads: int = 0
+    # identity of the exported model
+    name: str = "slotfill-model"
+    version: str = "1"
+
+    def validate(self) -> None:
+        def fail(key: str, message: str) -> None:
+            raise ConfigError(f"{key}: {message}")
+
+        choices = {"cell": ("rnn", "lstm", "gru"), "decoder": ("softmax", "crf"), "scheme": ("IOB2", "IOB1", "BIOES"),
+                   "optimizer": ("adamw", "sgd"), "schedule": ("constant", "linear", "cosine"),
+                   "intent_pooling": ("max", "mean")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                fail(key, f"must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        for key in ("hidden_size", "num_layers", "word_dim", "batch_size", "epochs", "eval_batch_size", "max_word_chars",
+                    "min_freq"):
+            if getattr(self, key) < 1:
+                fail(key, f"must be >= 1, got {getattr(self, key)}")
+        for key in ("char_dim", "char_channels", "patience", "threads", "clip_norm", "weight_decay", "seed"):
+            if getattr(self, key) < 0:
+                fail(key, f"must be >= 0, got {getattr(self, key)}")
+        for key in ("dropout", "singleton_unk", "warmup_ratio", "valid_fraction"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                fail(key, f"must be in [0, 1), got {getattr(self, key)}")
+        if not self.lr > 0:
+            fail("lr", f"must be > 0, got {self.lr}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "TrainConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: must be a JSON object of settings")
+        config = cls()
+        for key, value in data.items():
+            config.set(key, value, source=source)
+        return config
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        return cls.from_dict(data, source=str(path))
+
+    def set(self, key: str, value: Any, *, source: str = "--set") -> None:
+        """Set one field, converting strings from the command line to the field's type."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        if key.startswith("tokenizer."):
+            tokenizer = dict(self.tokenizer or {})
+            tokenizer[key.split(".", 1)[1]] = _parse_scalar(value) if isinstance(value, str) else value
+            self.tokenizer = tokenizer
+            return
+        if key not in fields:
+            close = [name for name in fields if key.replace("-", "_") == name or name.startswith(key[:4])]
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{source}: unknown setting {key!r}{hint}")
+        self.__dict__[key] = _coerce(key, value, typing.get_type_hints(type(self))[key], source)
+
+    def apply_overrides(self, pairs: list[str]) -> None:
+        for pair in pairs:
+            if "=" not in pair:
+                raise ConfigError(f"--set {pair!r}: expected key=value")
+            key, value = pair.split("=", 1)
+            self.set(key.strip(), value.strip())
+
+
+def _parse_scalar(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    if lowered in ("none", "null"):
+        return None
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
+    args = typing.get_args(hint)
+    optional = (typing.get_origin(hint) in (typing.Union, types.UnionType)) and type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    if isinstance(value, str) and base is not str:
+        value = _parse_scalar(value)
+    if value is None or (isinstance(value, str) and optional and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"{source}: {key} cannot be empty")
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if base is str:
+            return str(value)
+        if base is dict:
+            if not isinstance(value, dict):
+                raise TypeError
+            return value
+    except (TypeError, ValueError):
+        pass
+    name = getattr(base, "__name__", str(base))
+    raise ConfigError(f"{source}: {key} must be {name}, got {value!r}")

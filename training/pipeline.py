@@ -1,0 +1,404 @@
+"""The training pipeline: data -> vocabularies -> model -> training loop -> evaluation -> artifact."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import slotfill
+from slotfill.artifact import MANIFEST, atomic_write_json, save_weights
+from slotfill.data import Example, load_corpus
+from slotfill.errors import ConfigError, DataError, SlotfillError
+from slotfill.features import Featurizer
+from slotfill.metrics import evaluate as evaluate_tags
+from slotfill.model_io import LoadedModel, save_model
+from slotfill.models.config import TaggerConfig
+from slotfill.models.tagger import IGNORE_INTENT, SlotTagger
+from slotfill.predictor import Predictor
+from slotfill.reporting import format_report, plot_training_curves
+from slotfill.schemes import parse_tag
+from slotfill.text import TokenizerConfig, infer_tokenizer_config, normalize_token
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+
+STATE_DIR = "training"
+
+
+class TrainingError(SlotfillError):
+    """Training cannot go on (e.g. the loss became NaN)."""
+
+
+@dataclass
+class Encoded:
+    """One training sentence as arrays: word ids (T,), char ids (T, L), tag ids (T,), intent id."""
+
+    words: np.ndarray
+    chars: np.ndarray
+    tags: np.ndarray
+    intent: int
+    singletons: np.ndarray
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    report: dict[str, Any]
+    dev_report: dict[str, Any]
+    epochs: int
+    train_seconds: float
+    sentences_per_second: float
+    parameters: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def label_order(labels: set[str]) -> list[str]:
+    """'O' first, then by slot name with B, I, E, S together, so ids are stable across data orderings."""
+    rank = {"B": 0, "I": 1, "E": 2, "S": 3}
+
+    def key(label: str) -> tuple:
+        prefix, slot = parse_tag(label)
+        return (slot or "", rank.get(prefix, 9))
+
+    return ["O"] + sorted((label for label in labels if label != "O"), key=key)
+
+
+def normalise_examples(examples: list[Example], tokenizer: TokenizerConfig) -> list[list[str]]:
+    return [[normalize_token(token, tokenizer) or token for token in example.tokens] for example in examples]
+
+
+def load_word_vectors(path: str, featurizer: Featurizer, dim: int, embedding: torch.nn.Embedding) -> int:
+    """Initialise embedding rows from a GloVe/word2vec text file; returns how many words were found."""
+    found = 0
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot read word vectors ({exc.strerror})", path) from None
+    with handle, torch.no_grad():
+        for line_no, line in enumerate(handle, 1):
+            parts = line.rstrip("\n").split(" ")
+            if line_no == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                continue  # word2vec header: "count dim"
+            if len(parts) != dim + 1:
+                raise DataError(f"expected a word and {dim} numbers (word_dim), found {len(parts) - 1} values", path, line_no)
+            index = featurizer.words.stoi.get(parts[0])
+            if index is None:
+                continue
+            try:
+                embedding.weight[index] = torch.tensor([float(x) for x in parts[1:]])
+            except ValueError:
+                raise DataError("not a number in the vector", path, line_no) from None
+            found += 1
+    return found
+
+
+class Trainer:
+    def __init__(self, data_dir: str | Path, out_dir: str | Path, config: TrainConfig, *, resume: bool = False,
+                 overwrite: bool = False, progress: bool | None = None, log=None):
+        config.validate()
+        self.config = config
+        self.data_dir = Path(data_dir)
+        self.out_dir = Path(out_dir)
+        self.state_dir = self.out_dir / STATE_DIR
+        self.resume = resume
+        self.overwrite = overwrite
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+
+    # ------------------------------------------------------------------ data
+    def prepare(self) -> None:
+        cfg = self.config
+        tokenizer = TokenizerConfig.from_dict(cfg.tokenizer) if cfg.tokenizer else None
+        corpus = load_corpus(self.data_dir, scheme=cfg.scheme, repair=cfg.repair, tokenizer_config=tokenizer)
+        train, valid = list(corpus.train), list(corpus.valid)
+        if not valid:
+            # No dev split: hold out a seeded fraction of train for early stopping.
+            rng = random.Random(cfg.seed)
+            order = list(range(len(train)))
+            rng.shuffle(order)
+            cut = max(1, int(len(train) * cfg.valid_fraction))
+            held = set(order[:cut])
+            valid = [e for i, e in enumerate(train) if i in held]
+            train = [e for i, e in enumerate(train) if i not in held]
+            self.log(f"no validation split in {self.data_dir}; holding out {len(valid)} training sentences")
+        if not train:
+            raise DataError("no training sentences", self.data_dir)
+        self.train_examples, self.valid_examples, self.test_examples = train, valid, list(corpus.test)
+        self.tokenizer = tokenizer or infer_tokenizer_config([e.tokens for e in train])
+        self.train_norms = normalise_examples(train, self.tokenizer)
+        self.featurizer = Featurizer.build(self.train_norms, min_freq=cfg.min_freq, max_word_chars=cfg.max_word_chars)
+        self.labels = label_order({tag for e in train for tag in e.tags} | {"O"})
+        self.label2id = {label: i for i, label in enumerate(self.labels)}
+        intents = sorted({e.intent for e in train if e.intent is not None})
+        self.intents = intents
+        self.intent2id = {intent: i for i, intent in enumerate(intents)}
+        counts = Counter(token for norms in self.train_norms for token in norms)
+        self.encoded = [self._encode(norms, e, counts) for norms, e in zip(self.train_norms, train)]
+
+    def _encode(self, norms: list[str], example: Example, counts: Counter) -> Encoded:
+        f = self.featurizer
+        char_lists = [f.char_ids(token) for token in norms]
+        chars = np.zeros((len(norms), max(len(c) for c in char_lists)), dtype=np.int64)
+        for t, ids in enumerate(char_lists):
+            chars[t, : len(ids)] = ids
+        intent = self.intent2id.get(example.intent, IGNORE_INTENT) if example.intent is not None else IGNORE_INTENT
+        return Encoded(words=np.array(f.words.encode(norms), dtype=np.int64), chars=chars,
+                       tags=np.array([self.label2id[t] for t in example.tags], dtype=np.int64), intent=intent,
+                       singletons=np.array([counts[t] == 1 for t in norms]))
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        """Shuffled batches of similar length (less padding), deterministic for (seed, epoch)."""
+        size = self.config.batch_size
+        gen = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.encoded), generator=gen).tolist()
+        chunk = size * 32
+        batches = []
+        for start in range(0, len(order), chunk):
+            block = sorted(order[start:start + chunk], key=lambda i: len(self.encoded[i].words))
+            batches.extend(block[i:i + size] for i in range(0, len(block), size))
+        perm = torch.randperm(len(batches), generator=gen).tolist()
+        return [batches[i] for i in perm]
+
+    def _collate(self, indices: list[int], gen: torch.Generator) -> dict[str, torch.Tensor]:
+        items = [self.encoded[i] for i in indices]
+        lengths = np.array([len(e.words) for e in items])
+        steps, width = int(lengths.max()), max(e.chars.shape[1] for e in items)
+        words = np.zeros((len(items), steps), dtype=np.int64)
+        chars = np.zeros((len(items), steps, width), dtype=np.int64)
+        tags = np.zeros((len(items), steps), dtype=np.int64)
+        singles = np.zeros((len(items), steps), dtype=bool)
+        for b, e in enumerate(items):
+            n = len(e.words)
+            words[b, :n], tags[b, :n], singles[b, :n] = e.words, e.tags, e.singletons
+            chars[b, :n, : e.chars.shape[1]] = e.chars
+        word_ids = torch.from_numpy(words)
+        if self.config.singleton_unk > 0:
+            # Replace rare training words by <unk> now and then, so the model learns
+            # to rely on characters and context for words it will not know at test time.
+            drop = torch.from_numpy(singles) & (torch.rand(word_ids.shape, generator=gen) < self.config.singleton_unk)
+            word_ids = word_ids.masked_fill(drop, self.featurizer.words.unk_id)
+        return {"word_ids": word_ids, "char_ids": torch.from_numpy(chars), "lengths": torch.from_numpy(lengths),
+                "tags": torch.from_numpy(tags), "intents": torch.tensor([e.intent for e in items])}
+
+    # ------------------------------------------------------------------ model
+    def build_model(self) -> SlotTagger:
+        cfg = self.config
+        tagger_config = TaggerConfig(
+            vocab_size=len(self.featurizer.words), num_chars=len(self.featurizer.chars),
+            id2label=dict(enumerate(self.labels)), id2intent=dict(enumerate(self.intents)),
+            word_dim=cfg.word_dim, char_dim=cfg.char_dim, char_channels=cfg.char_channels, char_kernel=cfg.char_kernel,
+            max_word_chars=cfg.max_word_chars, cell=cfg.cell, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+            bidirectional=cfg.bidirectional, dropout=cfg.dropout, decoder=cfg.decoder, scheme=cfg.scheme,
+            intent_pooling=cfg.intent_pooling)
+        torch.manual_seed(cfg.seed)
+        model = SlotTagger(tagger_config)
+        if cfg.word_vectors:
+            found = load_word_vectors(cfg.word_vectors, self.featurizer, cfg.word_dim, model.word_embedding)
+            self.log(f"word vectors: {found}/{len(self.featurizer.words)} vocabulary words initialised")
+        return model
+
+    def _optimizer(self, model: SlotTagger, total_steps: int):
+        cfg = self.config
+        if cfg.optimizer == "sgd":
+            optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warmup = int(total_steps * cfg.warmup_ratio)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            if cfg.schedule == "constant":
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+            if cfg.schedule == "cosine":
+                return 0.5 * (1.0 + math.cos(math.pi * progress))
+            return max(0.0, 1.0 - progress)
+
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    def predictor(self, model: SlotTagger) -> Predictor:
+        return Predictor(LoadedModel(model=model, featurizer=self.featurizer, tokenizer=self.tokenizer, card=self.card()))
+
+    def evaluate(self, model: SlotTagger, examples: list[Example]) -> dict[str, Any]:
+        was_training = model.training
+        model.eval()
+        predictor = self.predictor(model)
+        norms = normalise_examples(examples, self.tokenizer)
+        pred_tags, pred_intents = predictor.predict_labels(norms, batch_size=self.config.eval_batch_size)
+        model.train(was_training)
+        has_intents = bool(self.intents) and any(e.intent is not None for e in examples)
+        return evaluate_tags([list(e.tags) for e in examples], pred_tags,
+                             [e.intent for e in examples] if has_intents else None,
+                             pred_intents if has_intents else None)
+
+    def card(self) -> dict[str, Any]:
+        return {"name": self.config.name, "version": self.config.version,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "library_version": slotfill.__version__, "training": self.config.to_dict(),
+                "data": str(self.data_dir), "train_sentences": len(self.train_examples)}
+
+    # ------------------------------------------------------------------ loop
+    def _check_out_dir(self) -> None:
+        last = self.state_dir / "last.safetensors"
+        if self.resume:
+            return
+        if self.out_dir.exists() and any(self.out_dir.iterdir()) and not self.overwrite:
+            what = "a training run" if last.exists() else "files"
+            raise ConfigError(f"{self.out_dir} already holds {what}; pass --resume to continue it, --overwrite to "
+                              "start over, or choose another --out")
+        if self.overwrite and self.state_dir.exists():
+            for name in ("last.safetensors", "best.safetensors", "metrics.jsonl"):
+                (self.state_dir / name).unlink(missing_ok=True)
+
+    def run(self) -> TrainResult:
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self._check_out_dir()
+        self.prepare()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        model = self.build_model()
+        steps_per_epoch = math.ceil(len(self.encoded) / cfg.batch_size)
+        optimizer, scheduler = self._optimizer(model, steps_per_epoch * cfg.epochs)
+        run_info = {"config": cfg.to_dict(), "data": str(self.data_dir), "labels": self.labels, "intents": self.intents}
+        state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0, "sentences": 0}
+        last_path, best_path = self.state_dir / "last.safetensors", self.state_dir / "best.safetensors"
+        metrics_path = self.state_dir / "metrics.jsonl"
+        if self.resume and last_path.exists():
+            previous = json.loads((self.state_dir / "run.json").read_text()) if (self.state_dir / "run.json").exists() else {}
+            if previous and (previous.get("labels") != self.labels or previous.get("config") != cfg.to_dict()):
+                raise ConfigError(f"{self.out_dir}: --resume with different settings or data than the interrupted run")
+            state = load_checkpoint(last_path, model, optimizer, scheduler)
+            self.log(f"resuming after epoch {state['epoch']} (best dev slot F1 {100 * state['best_f1']:.2f})")
+            _truncate_metrics(metrics_path, state["epoch"])
+        else:
+            atomic_write_json(self.state_dir / "run.json", run_info)
+            metrics_path.unlink(missing_ok=True)
+            torch.manual_seed(cfg.seed)
+        self.log(f"training {cfg.cell} ({'bi' if cfg.bidirectional else 'uni'}directional, {cfg.decoder}) on "
+                 f"{len(self.encoded)} sentences, {len(self.labels)} labels, {len(self.intents)} intents, "
+                 f"{model.num_parameters():,} parameters")
+
+        history = _read_metrics(metrics_path)
+        for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+            if state["bad_epochs"] > cfg.patience > 0:
+                break
+            gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+            model.train()
+            started, total_loss, seen = time.perf_counter(), 0.0, 0
+            batches = self._batches(epoch)
+            bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not self.progress,
+                       leave=False, file=sys.stderr)
+            for step, indices in enumerate(bar):
+                batch = self._collate(indices, gen)
+                out = model(**batch, intent_loss_weight=cfg.intent_loss_weight)
+                loss = out.loss
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, batch {step + 1}; lower the "
+                                        f"learning rate (lr={cfg.lr}) or check the data")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.clip_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+                optimizer.step()
+                scheduler.step()
+                total_loss += loss.item() * len(indices)
+                seen += len(indices)
+                if self.progress:
+                    bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+            elapsed = time.perf_counter() - started
+            state["train_seconds"] += elapsed
+            state["sentences"] += seen
+            dev = self.evaluate(model, self.valid_examples)
+            record = {"epoch": epoch, "train_loss": total_loss / seen, "dev_slot_f1": dev["slot_f1"],
+                      "dev_intent_accuracy": dev["intent_accuracy"], "dev_exact_match": dev["exact_match"],
+                      "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(elapsed, 3),
+                      "sentences_per_second": round(seen / elapsed, 1)}
+            score = dev["slot_f1"] + 1e-3 * (dev["intent_accuracy"] or 0.0)
+            if score > state["best_f1"]:
+                state.update(best_f1=score, best_epoch=epoch, bad_epochs=0)
+                save_weights(model, best_path)
+                record["best"] = True
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch
+            with open(metrics_path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+            history.append(record)
+            save_checkpoint(last_path, model, optimizer, scheduler, state)
+            intent = "" if dev["intent_accuracy"] is None else f"  intent acc {100 * dev['intent_accuracy']:.2f}"
+            self.log(f"epoch {epoch}: loss {record['train_loss']:.4f}  dev slot F1 {100 * dev['slot_f1']:.2f}{intent}"
+                     f"  ({seen / elapsed:.0f} sentences/s){'  *' if record.get('best') else ''}")
+        return self.finish(model, state, history)
+
+    def finish(self, model: SlotTagger, state: dict, history: list[dict]) -> TrainResult:
+        from slotfill.artifact import load_weights
+
+        load_weights(model, self.state_dir / "best.safetensors")
+        model.eval()
+        dev_report = self.evaluate(model, self.valid_examples)
+        dev_report["split"] = "valid"
+        report = dev_report
+        if self.test_examples:
+            report = self.evaluate(model, self.test_examples)
+            report["split"] = "test"
+        report["best_epoch"] = state["best_epoch"]
+        atomic_write_json(self.state_dir / "dev_report.json", dev_report)
+        text = format_report(report, title=f"{self.config.name} on {self.data_dir} ({report['split']})")
+        card = self.card()
+        card.update(best_epoch=state["best_epoch"], train_seconds=round(state["train_seconds"], 2),
+                    parameters=model.num_parameters())
+        save_model(self.out_dir, model, self.featurizer, self.tokenizer, card, report, text)
+        plot_training_curves(self.state_dir / "metrics.jsonl", self.out_dir / "training_curves.png")
+        speed = state["sentences"] / state["train_seconds"] if state["train_seconds"] else 0.0
+        return TrainResult(out_dir=self.out_dir, report=report, dev_report=dev_report, epochs=state["epoch"],
+                           train_seconds=state["train_seconds"], sentences_per_second=speed,
+                           parameters=model.num_parameters(), history=history)
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _truncate_metrics(path: Path, epoch: int) -> None:
+    """After a kill, drop metric lines of epochs whose checkpoint was never completed."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("epoch", 0) <= epoch:
+                kept.append(line)
+        except ValueError:
+            break  # a line cut short by the kill
+    from slotfill.artifact import atomic_write_text
+
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+def train(data_dir: str | Path, out_dir: str | Path, overrides: dict[str, Any] | None = None, seed: int | None = None,
+          *, config: TrainConfig | None = None, resume: bool = False, overwrite: bool = False,
+          progress: bool | None = None, log=None) -> TrainResult:
+    """Train on ``data_dir`` and export the artifact to ``out_dir``."""
+    config = config or TrainConfig()
+    for key, value in (overrides or {}).items():
+        config.set(key, value, source="overrides")
+    if seed is not None:
+        config.seed = seed
+    return Trainer(data_dir, out_dir, config, resume=resume, overwrite=overwrite, progress=progress, log=log).run()

@@ -1,0 +1,79 @@
+"""``slotfill tag``: text lines or JSONL requests in, JSONL predictions out."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from slotfill.artifact import atomic_write_text
+from slotfill.errors import DataError
+from slotfill.predictor import Predictor
+
+
+def _requests(source: BinaryIO, input_format: str, name: str) -> Iterator[tuple[int, str, object]]:
+    """Yield (line number, kind, payload) with kind 'text' or 'tokens'; blank lines are skipped."""
+    for line_no, raw in enumerate(source, 1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"not valid UTF-8 (byte {exc.start})", name, line_no) from None
+        if not line.strip():
+            continue
+        as_json = input_format == "jsonl" or (input_format == "auto" and line.lstrip().startswith("{"))
+        if not as_json:
+            yield line_no, "text", line
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise DataError(f"invalid JSON ({exc.msg})", name, line_no) from None
+        if not isinstance(obj, dict):
+            raise DataError("expected a JSON object with 'text' or 'tokens'", name, line_no)
+        if ("text" in obj) == ("tokens" in obj):
+            raise DataError("give exactly one of 'text' or 'tokens'", name, line_no)
+        if "text" in obj:
+            if not isinstance(obj["text"], str):
+                raise DataError("'text' must be a string", name, line_no)
+            yield line_no, "text", obj["text"]
+        else:
+            tokens = obj["tokens"]
+            if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t and not any(
+                    c.isspace() for c in t) for t in tokens):
+                raise DataError("'tokens' must be a non-empty list of non-empty strings without spaces", name, line_no)
+            yield line_no, "tokens", tokens
+
+
+def tag_stream(model_dir: str | Path, source: BinaryIO, output: Path | None, *, input_format: str = "auto",
+               batch_size: int = 64, source_name: str = "<stdin>") -> int:
+    """Tag every request in ``source``; write JSONL to ``output`` (atomically) or stdout. Returns the count."""
+    predictor = Predictor.load(model_dir)
+    lines: list[tuple[int, str]] = []
+    pending: list[tuple[int, str, object]] = []
+
+    def flush() -> None:
+        for kind in ("text", "tokens"):
+            group = [(n, p) for n, k, p in pending if k == kind]
+            if not group:
+                continue
+            fn = predictor.predict_texts if kind == "text" else predictor.predict_tokens
+            for (line_no, _), prediction in zip(group, fn([p for _, p in group])):
+                record = {"line": line_no, **prediction.to_dict()}
+                lines.append((line_no, json.dumps(record, ensure_ascii=False)))
+        pending.clear()
+
+    for request in _requests(source, input_format, source_name):
+        pending.append(request)
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    lines.sort(key=lambda item: item[0])
+    text = "".join(f"{line}\n" for _, line in lines)
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        atomic_write_text(output, text)
+    return len(lines)
