@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from pathlib import Path
 from slotfill import schemes
 from slotfill.data.example import Example
 from slotfill.errors import DataError
+from slotfill.fileio import atomic_write_text
 from slotfill.text import TokenizerConfig, tokenize
 
 SPLITS = ("train", "valid", "test")
@@ -355,24 +354,6 @@ def load_corpus(
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and ``os.replace``: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        # mkstemp creates 0600; data files are meant to be shared like any other file.
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _check_writable(examples: Sequence[Example]) -> None:
     for example in examples:
         if not example.tokens:
@@ -392,11 +373,11 @@ def write_folder_split(examples: Iterable[Example], split_dir: str | Path) -> No
     with_intent = sum(example.intent is not None for example in examples)
     if 0 < with_intent < len(examples):
         raise ValueError("either all examples or none must have an intent (label is one line per example)")
-    _atomic_write_text(split_dir / "seq.in", "".join(" ".join(e.tokens) + "\n" for e in examples))
-    _atomic_write_text(split_dir / "seq.out", "".join(" ".join(e.tags) + "\n" for e in examples))
+    atomic_write_text(split_dir / "seq.in", "".join(" ".join(e.tokens) + "\n" for e in examples))
+    atomic_write_text(split_dir / "seq.out", "".join(" ".join(e.tags) + "\n" for e in examples))
     label = split_dir / "label"
     if with_intent:
-        _atomic_write_text(label, "".join(f"{e.intent}\n" for e in examples))
+        atomic_write_text(label, "".join(f"{e.intent}\n" for e in examples))
     elif label.exists():
         label.unlink()  # a stale label file would misalign with the new split
 
@@ -422,7 +403,7 @@ def write_jsonl(examples: Iterable[Example], path: str | Path, scheme: str = "IO
         if example.intent is not None:
             record["intent"] = example.intent
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    _atomic_write_text(Path(path), "".join(lines))
+    atomic_write_text(Path(path), "".join(lines))
 
 
 def write_conll(examples: Iterable[Example], path: str | Path) -> None:
@@ -434,4 +415,4 @@ def write_conll(examples: Iterable[Example], path: str | Path) -> None:
         lines = [f"# intent = {example.intent}\n"] if example.intent is not None else []
         lines.extend(f"{token}\t{tag}\n" for token, tag in zip(example.tokens, example.tags))
         blocks.append("".join(lines))
-    _atomic_write_text(Path(path), "\n".join(blocks))
+    atomic_write_text(Path(path), "\n".join(blocks))

@@ -1,0 +1,110 @@
+"""The application factory.
+
+``create_app(settings)`` builds the app without touching the model; the model is loaded,
+verified and warmed up in the lifespan (in a worker thread), so importing this module or
+building an app is cheap and side-effect free. ``create_app_from_env`` is the uvicorn factory
+(``uvicorn --factory service.app:create_app_from_env``) used by ``serve()``, so every worker
+process builds its own app from the same environment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.middleware.cors import CORSMiddleware
+
+from slotfill import __version__
+from slotfill.errors import ConfigError
+
+from .errors import install_error_handlers
+from .logs import configure_logging
+from .metrics import Metrics
+from .middleware import BodyLimitMiddleware, RequestContextMiddleware
+from .routers import admin, health, metrics, model, tag
+from .settings import Settings, load_settings
+from .state import Loader, ModelState, PredictorLike, load_predictor
+
+logger = logging.getLogger("slotfill.service")
+
+
+def create_app(settings: Settings | None = None, *, predictor: PredictorLike | None = None,
+               loader: Loader | None = None) -> FastAPI:
+    """Build the app.
+
+    ``predictor`` serves an already-loaded model (embedding, tests); otherwise the lifespan
+    loads ``settings.model_dir`` with ``loader`` (default: verify + load + warm up the artifact).
+    """
+    settings = settings if settings is not None else load_settings()
+    state = ModelState(model_dir=settings.model_dir, loader=loader or load_predictor)
+    app_metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if predictor is not None:
+            loaded = predictor
+        elif state.model_dir is not None:
+            # Off the event loop: loading verifies hashes and reads weights.
+            loaded = await anyio.to_thread.run_sync(state.loader, state.model_dir)
+        else:
+            raise ConfigError("no model to serve: set SLOTFILL_MODEL_DIR or pass --model")
+        app.state.reload_lock = anyio.Lock()
+        state.swap(loaded, state.model_dir)
+        app_metrics.set_model(loaded.name, loaded.version, loaded.digest)
+        logger.info("ready", extra={"model": loaded.name, "version": loaded.version})
+        try:
+            yield
+        finally:
+            state.ready = False
+
+    app = FastAPI(
+        title="slotfill",
+        version=__version__,
+        summary="Slot filling (and intent detection) for dialogue systems.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.model = state
+    app.state.metrics = app_metrics
+
+    install_error_handlers(app)
+    routers = (tag.router, model.router, health.router, admin.router, metrics.router)
+    for router in routers:
+        app.include_router(router)
+    route_patterns = [(route.path_regex, route.path) for router in routers for route in router.routes
+                      if isinstance(route, APIRoute)]
+
+    # add_middleware prepends: the last one added is the outermost.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app_metrics)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "Authorization", "X-Request-ID"],
+                           expose_headers=["X-Request-ID"], max_age=600)
+    app.add_middleware(RequestContextMiddleware, metrics=app_metrics, route_patterns=route_patterns)
+    return app
+
+
+def configure_process(settings: Settings) -> None:
+    """Process-wide setup for a serving process (not done by ``create_app``: tests build many apps)."""
+    if not logging.getLogger("slotfill").handlers:  # run by plain `uvicorn --factory`, not serve()
+        configure_logging(settings.log_format, settings.log_level)
+    if settings.torch_threads:
+        # Measured on 2 shared cores: one intra-op thread gave 2.2 ms median per /v1/tag against
+        # 5.4 ms with torch's default of 2 (and 24 vs 29 ms per 64-item batch); concurrency comes
+        # from the request threadpool instead, without oversubscribing the cores.
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+
+
+def create_app_from_env() -> FastAPI:
+    """Uvicorn factory (one call per worker process): settings from ``SLOTFILL_*`` and ``SLOTFILL_SETTINGS_FILE``."""
+    settings = load_settings()
+    configure_process(settings)
+    return create_app(settings)
+

@@ -1,0 +1,70 @@
+"""A route class that checks a JSON body's transport before FastAPI parses it.
+
+For a request with a body it answers 415 unless the content type is ``application/json``
+(or ``application/*+json``; a ``charset`` other than UTF-8 is refused too), 400 ``invalid_utf8``
+when the bytes are not UTF-8, and 400 ``invalid_json`` when they are not JSON, including the
+cases where Python's parser raises something other than ``JSONDecodeError`` (nesting too deep,
+an integer literal over the conversion limit). The parsed value is handed on so FastAPI does not
+parse it twice.
+"""
+
+from __future__ import annotations
+
+import email.message
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+from .errors import APIError
+
+
+def _is_json(content_type: str) -> tuple[bool, str | None]:
+    message = email.message.Message()
+    message["content-type"] = content_type
+    if message.get_content_maintype() != "application":
+        return False, None
+    subtype = message.get_content_subtype()
+    charset = message.get_param("charset")
+    return (subtype == "json" or subtype.endswith("+json")), (str(charset) if charset else None)
+
+
+async def check_json_body(request: Request) -> None:
+    body = await request.body()
+    if not body:
+        return  # FastAPI reports a missing body as a 422 on the field "body" (or uses the default)
+    content_type = request.headers.get("content-type", "")
+    is_json, charset = _is_json(content_type) if content_type else (False, None)
+    if not is_json:
+        raise APIError(415, "unsupported_media_type",
+                       f"content type must be application/json, not {content_type or 'missing'!r}")
+    if charset is not None and charset.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        raise APIError(415, "unsupported_media_type", f"charset must be utf-8, not {charset!r}")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise APIError(400, "invalid_utf8", f"request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise APIError(400, "invalid_json", f"request body is not valid JSON: {exc.msg} at character {exc.pos}") \
+            from None
+    except (ValueError, RecursionError) as exc:
+        raise APIError(400, "invalid_json", f"request body is not valid JSON: {exc}"[:300]) from None
+    # Starlette caches the parsed body here; FastAPI's ``await request.json()`` then reuses it.
+    request._json = parsed  # noqa: SLF001
+
+
+class JSONBodyRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def checked_handler(request: Request) -> Response:
+            await check_json_body(request)
+            return await handler(request)
+
+        return checked_handler

@@ -1,0 +1,123 @@
+"""Service settings: environment variables ``SLOTFILL_*`` and an optional settings file.
+
+Precedence, highest first:
+
+1. keyword arguments (``Settings(max_chars=500)``; what ``serve()`` and the CLI pass),
+2. environment variables with the ``SLOTFILL_`` prefix (``SLOTFILL_MAX_CHARS=500``),
+3. the settings file named by ``SLOTFILL_SETTINGS_FILE``:
+   a ``.json`` file holds an object keyed by field name (``{"max_chars": 500}``);
+   any other file is read as a dotenv file keyed by variable name (``SLOTFILL_MAX_CHARS=500``),
+4. the defaults below.
+
+Unknown keys in a settings file are errors (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    JsonConfigSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from slotfill.errors import ConfigError
+
+ENV_PREFIX = "SLOTFILL_"
+SETTINGS_FILE_ENV = "SLOTFILL_SETTINGS_FILE"
+
+LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
+
+
+class Settings(BaseSettings):
+    """Everything the service can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True,
+                                      case_sensitive=False)
+
+    model_dir: Path | None = Field(None, description="Artifact directory to serve (required to start).")
+    max_chars: int = Field(1000, ge=1, description="Longest text, in Unicode code points.")
+    max_tokens: int = Field(128, ge=1, description="Most tokens per utterance (after tokenisation).")
+    max_batch_items: int = Field(64, ge=1, description="Most items in one /v1/tag/batch request.")
+    max_body_bytes: int = Field(1024 * 1024, ge=1, description="Largest request body, checked before parsing.")
+    workers: int = Field(1, ge=1, description="Uvicorn worker processes.")
+    torch_threads: int = Field(1, ge=0, description="torch intra-op threads per worker process (0: torch's default). "
+                                                    "Requests run in parallel in a threadpool instead.")
+    log_format: Literal["json", "text"] = "json"
+    log_level: LogLevel = "INFO"
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Allowed CORS origins; empty disables CORS. Comma-separated or a JSON list.")
+    admin_token: SecretStr | None = Field(None, description="Bearer token for /v1/admin/*; unset disables them.")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("["):
+                return json.loads(value)
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("admin_token", mode="after")
+    @classmethod
+    def _empty_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        # SLOTFILL_ADMIN_TOKEN="" must not enable the admin API with an empty password.
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        settings_file = os.environ.get(SETTINGS_FILE_ENV, "").strip()
+        if settings_file:
+            path = Path(settings_file)
+            if not path.is_file():
+                raise ConfigError(f"{SETTINGS_FILE_ENV}: no such file: {path}")
+            if path.suffix.lower() == ".json":
+                sources.append(JsonConfigSettingsSource(settings_cls, json_file=path))
+            else:
+                sources.append(DotEnvSettingsSource(settings_cls, env_file=path))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build :class:`Settings`, turning validation problems into one clear :class:`ConfigError`."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}" for error in exc.errors())
+        raise ConfigError(f"invalid service settings: {problems}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid settings file {os.environ.get(SETTINGS_FILE_ENV)}: {exc}") from None

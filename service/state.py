@@ -1,0 +1,87 @@
+"""The served model: what the service needs from a predictor, and how it is loaded and swapped.
+
+The service types against :class:`PredictorLike` (structural) rather than importing
+``slotfill.predictor`` at import time, so importing ``service`` does not import torch and
+tests can hand ``create_app`` any object with this shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from slotfill.predictions import Prediction
+
+logger = logging.getLogger("slotfill.service")
+
+
+@runtime_checkable
+class PredictorLike(Protocol):
+    name: str
+    version: str
+    created: str
+    labels: list[str]
+    intents: list[str] | None
+    metrics: dict
+    digest: str
+
+    @property
+    def config(self) -> Any: ...
+
+    def tokenize(self, text: str) -> list[Any]: ...
+
+    def predict_texts(self, texts: Sequence[str]) -> list[Prediction]: ...
+
+    def predict_tokens(self, tokens: Sequence[Sequence[str]]) -> list[Prediction]: ...
+
+    def warmup(self) -> None: ...
+
+
+Loader = Callable[[Path], PredictorLike]
+
+
+def load_predictor(model_dir: Path) -> PredictorLike:
+    """Load and verify an artifact (``Predictor.load`` checks the sha256 manifest) and warm it up.
+
+    Blocking: call it in a worker thread.
+    """
+    from slotfill.predictor import Predictor  # imports torch: only when a model is actually loaded
+
+    started = time.perf_counter()
+    predictor = Predictor.load(model_dir)
+    predictor.warmup()
+    logger.info("model loaded", extra={"model_dir": str(model_dir), "model": predictor.name,
+                                       "version": predictor.version, "digest": predictor.digest,
+                                       "load_ms": round((time.perf_counter() - started) * 1000, 1)})
+    return predictor
+
+
+def config_dict(predictor: PredictorLike) -> dict[str, Any]:
+    config = predictor.config
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()
+    return dict(config or {})
+
+
+@dataclass
+class ModelState:
+    """Mutable holder in ``app.state.model``. ``predictor`` is replaced by a single assignment,
+    so a request that already fetched the old predictor finishes with it."""
+
+    model_dir: Path | None = None
+    predictor: PredictorLike | None = None
+    ready: bool = False
+    loaded_at: float | None = None
+    loader: Loader = load_predictor
+
+    def swap(self, predictor: PredictorLike, model_dir: Path | None) -> PredictorLike | None:
+        previous = self.predictor
+        self.predictor = predictor
+        self.model_dir = model_dir
+        self.loaded_at = time.time()
+        self.ready = True
+        return previous

@@ -1,0 +1,51 @@
+"""Fixtures for the service tests: a real trained artifact and real servers on real sockets.
+
+* ``model_dir`` (session): the artifact trained on the bundled sample data by ``tests/conftest.py``.
+* ``predictor`` (session): that artifact loaded in this process.
+* ``server`` (session): ``python -m service`` in a subprocess on a free 127.0.0.1 port, waited on
+  until ``/ready`` answers 200, terminated at the end. Its JSON log lines are in ``server.log_path``.
+* ``ThreadServer`` (service_testlib): the app in uvicorn on a background thread (still a real
+  socket), for tests that reach into the app (a slow loader, another configuration).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # service_testlib, whatever pytest's import mode
+
+from service_testlib import SERVER_ENV, Server, start_server, stop_server  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def model_dir(sample_model_dir: Path) -> Path:
+    """The session's sample model (tests/conftest.py); tests that change an artifact copy it first."""
+    return sample_model_dir
+
+
+@pytest.fixture(scope="session")
+def predictor(model_dir: Path) -> Any:
+    from service.state import load_predictor
+
+    return load_predictor(model_dir)
+
+
+@pytest.fixture(scope="session")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start_server(model_dir, tmp_path_factory.mktemp("server") / "server.log", SERVER_ENV)
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with server.client() as http:
+        yield http

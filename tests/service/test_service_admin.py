@@ -1,0 +1,188 @@
+"""``POST /v1/admin/reload``: auth, atomic swap, tampered artifacts, requests during a reload."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from service_testlib import ThreadServer, assert_error
+
+from service.app import create_app
+from service.settings import Settings
+from service.state import load_predictor
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def tampered_copy(model_dir: Path, destination: Path) -> Path:
+    shutil.copytree(model_dir, destination)
+    weights = destination / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit in the middle of the tensor data
+    weights.write_bytes(bytes(data))
+    return destination
+
+
+# ----------------------------------------------------------------------------- against the server process
+def test_reload_requires_the_token(server, client: httpx.Client) -> None:
+    response = client.post("/v1/admin/reload")
+    assert_error(response, 401, "unauthorized")
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert_error(client.post("/v1/admin/reload", headers=auth("wrong")), 401, "unauthorized")
+    assert_error(client.post("/v1/admin/reload", headers=auth(server.admin_token + "x")), 401, "unauthorized")
+    assert_error(client.post("/v1/admin/reload", headers={"Authorization": server.admin_token}), 401,
+                 "unauthorized")
+    assert_error(client.post("/v1/admin/reload", headers={"Authorization": f"Basic {server.admin_token}"}), 401,
+                 "unauthorized")
+    assert_error(client.get("/v1/admin/reload", headers=auth(server.admin_token)), 405, "method_not_allowed")
+
+
+def test_reload_same_model(server, client: httpx.Client) -> None:
+    before = client.get("/v1/model").json()
+    response = client.post("/v1/admin/reload", headers=auth(server.admin_token))
+    assert response.status_code == 200, response.text
+    summary = {key: before[key] for key in ("name", "version", "digest")}
+    assert response.json() == {"previous": summary, "current": summary}
+    assert client.get("/v1/model").json() == before
+
+
+def test_reload_from_another_directory(server, client: httpx.Client, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(server.model_dir, copy)
+    response = client.post("/v1/admin/reload", headers=auth(server.admin_token), json={"model_dir": str(copy)})
+    assert response.status_code == 200, response.text
+    assert response.json()["current"]["digest"] == client.get("/v1/model").json()["digest"]
+    # Back to the original so the other tests see the fixture's directory.
+    back = client.post("/v1/admin/reload", headers=auth(server.admin_token),
+                       json={"model_dir": str(server.model_dir)})
+    assert back.status_code == 200, back.text
+
+
+def test_reload_tampered_artifact_keeps_the_old_model(server, client: httpx.Client, tmp_path: Path) -> None:
+    before = client.get("/v1/model").json()
+    tagged_before = client.post("/v1/tag", json={"text": "book a table at chez pierre"}).json()
+    bad = tampered_copy(server.model_dir, tmp_path / "tampered")
+    response = client.post("/v1/admin/reload", headers=auth(server.admin_token), json={"model_dir": str(bad)})
+    error = assert_error(response, 422, "artifact_invalid", "model_dir")
+    assert "model.safetensors" in error["message"], error
+    assert "previous model" in error["message"], error
+    # Still serving, and the same model.
+    assert client.get("/ready").status_code == 200
+    assert client.get("/v1/model").json() == before
+    assert client.post("/v1/tag", json={"text": "book a table at chez pierre"}).json() == tagged_before
+    # A bodyless reload afterwards reloads the directory that is still being served, not the bad one.
+    assert client.post("/v1/admin/reload", headers=auth(server.admin_token)).json()["current"]["digest"] == \
+        before["digest"]
+
+
+@pytest.mark.parametrize(("body", "code", "field"), [
+    ({"model_dir": "/nonexistent/slotfill-model"}, "artifact_invalid", "model_dir"),
+    ({"model_dir": 3}, "wrong_type", "model_dir"),
+    ({"model": "x"}, "unknown_field", "model"),
+])
+def test_reload_bad_requests(server, client: httpx.Client, body: dict, code: str, field: str) -> None:
+    response = client.post("/v1/admin/reload", headers=auth(server.admin_token), json=body)
+    assert_error(response, 422, code, field)
+    assert client.get("/ready").status_code == 200
+
+
+def test_reload_of_an_empty_directory(server, client: httpx.Client, tmp_path: Path) -> None:
+    response = client.post("/v1/admin/reload", headers=auth(server.admin_token), json={"model_dir": str(tmp_path)})
+    assert_error(response, 422, "artifact_invalid", "model_dir")
+
+
+def test_requests_during_a_reload_succeed(server, client: httpx.Client) -> None:
+    """Tag continuously while the server reloads: every request gets a 200."""
+    done = threading.Event()
+    results: list[tuple[float, int]] = []
+
+    def hammer() -> None:
+        with server.client() as http:
+            while not done.is_set():
+                started = time.monotonic()
+                status = http.post("/v1/tag", json={"text": "book a table for two"}).status_code
+                results.append((started, status))
+
+    windows: list[tuple[float, float]] = []
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(hammer) for _ in range(2)]
+        try:
+            time.sleep(0.1)
+            for _ in range(5):  # reloads are quick: repeat until one overlapped a request (almost always the first)
+                reload_started = time.monotonic()
+                response = client.post("/v1/admin/reload", headers=auth(server.admin_token))
+                windows.append((reload_started, time.monotonic()))
+                assert response.status_code == 200, response.text
+                if any(start <= started <= end for started, _ in list(results) for start, end in windows):
+                    break
+                time.sleep(0.05)
+        finally:
+            done.set()
+            for future in futures:
+                future.result()
+    assert results and all(status == 200 for _, status in results), results
+    assert any(start <= started <= end for started, _ in results for start, end in windows), \
+        "no request overlapped a reload"
+
+
+# ----------------------------------------------------------------------------- in-process server (real socket)
+class SlowLoader:
+    """Loads the real artifact, but blocks until released, and marks the result's version."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, path: Path) -> Any:
+        predictor = load_predictor(path)
+        self.entered.set()
+        assert self.release.wait(30)
+        predictor.version = f"{predictor.version}-reloaded"
+        return predictor
+
+
+def test_reload_swaps_atomically_while_requests_are_served(model_dir: Path, predictor: Any) -> None:
+    old, new = predictor.version, f"{predictor.version}-reloaded"
+    loader = SlowLoader()
+    app = create_app(Settings(model_dir=model_dir, admin_token="t0k"), predictor=predictor, loader=loader)
+    with ThreadServer(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as http, \
+            ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(http.post, "/v1/admin/reload", headers=auth("t0k"))
+        assert loader.entered.wait(30)
+        # While the new model loads, the old one answers, readiness stays green, a second reload is refused.
+        during = http.post("/v1/tag", json={"text": "book a table"})
+        assert during.status_code == 200
+        assert during.json()["model"]["version"] == old
+        assert http.get("/ready").status_code == 200
+        assert_error(http.post("/v1/admin/reload", headers=auth("t0k")), 409, "reload_in_progress")
+        loader.release.set()
+        response = pending.result(timeout=30)
+        assert response.status_code == 200, response.text
+        assert response.json()["previous"]["version"] == old
+        assert response.json()["current"]["version"] == new
+        assert http.post("/v1/tag", json={"text": "book a table"}).json()["model"]["version"] == new
+        assert http.get("/v1/model").json()["version"] == new
+        info_lines = [line for line in http.get("/metrics").text.splitlines()
+                      if line.startswith("slotfill_model_info{")]
+        assert len(info_lines) == 1 and f'version="{new}"' in info_lines[0], info_lines
+
+
+def test_admin_disabled_without_a_token(predictor: Any) -> None:
+    app = create_app(Settings(), predictor=predictor)
+    with ThreadServer(app) as base_url, httpx.Client(base_url=base_url) as http:
+        assert_error(http.post("/v1/admin/reload"), 403, "admin_disabled")
+        assert_error(http.post("/v1/admin/reload", headers=auth("anything")), 403, "admin_disabled")
+
+
+def test_reload_refused_with_several_workers(predictor: Any) -> None:
+    app = create_app(Settings(admin_token="t0k", workers=2), predictor=predictor)
+    with ThreadServer(app) as base_url, httpx.Client(base_url=base_url) as http:
+        assert_error(http.post("/v1/admin/reload", headers=auth("t0k")), 409, "reload_unsupported")
