@@ -3,9 +3,12 @@
 Inference never needs autograd, and NumPy's per-call overhead is a fraction of
 torch's, which dominates for utterances of ~10 tokens. The torch ``CRF`` module
 is used for training; these functions reproduce its ``viterbi_decode`` and
-``marginals`` exactly (tests compare them).
+``marginals`` (tests compare them).
 
-Shapes: B batch, T padded length, K labels. ``lengths`` (B,) are >= 1.
+Shapes: B batch, T padded length, K labels. ``lengths`` (B,) are >= 1. The
+functions compute in the dtype of ``emissions`` (float32 when serving, float64 in
+tests). Rows are processed longest first, so step ``t`` only touches the prefix
+of rows still running: the work is proportional to the real tokens, not B * T.
 """
 
 from __future__ import annotations
@@ -23,9 +26,8 @@ class CRFTables:
     start: np.ndarray  # (K,)
     end: np.ndarray  # (K,)
 
-    @property
-    def exp_transitions(self) -> np.ndarray:
-        return np.exp(self.transitions - self.transitions.max())
+    def astype(self, dtype) -> "CRFTables":
+        return CRFTables(self.transitions.astype(dtype), self.start.astype(dtype), self.end.astype(dtype))
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -35,98 +37,132 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return shifted
 
 
+def _longest_first(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row order by decreasing length, and for each step t the number of rows with length > t."""
+    order = np.argsort(-lengths, kind="stable")
+    steps = int(lengths.max())
+    running = (lengths[None, :] > np.arange(steps)[:, None]).sum(axis=1)  # (T,)
+    return order, running
+
+
 def viterbi(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTables) -> np.ndarray:
     """Best label path per sequence. Returns (B, T) int64, 0 past each length."""
     batch, steps, num_tags = emissions.shape
-    trans = tables.transitions[None]  # (1, K, K)
-    score = tables.start[None] + emissions[:, 0]  # (B, K)
-    backpointers = np.empty((steps, batch, num_tags), dtype=np.int64)
-    identity = np.broadcast_to(np.arange(num_tags), (batch, num_tags))
+    lengths = np.asarray(lengths)
+    order, running = _longest_first(lengths)
+    em = emissions[order]
+    trans_t = np.ascontiguousarray(tables.transitions.T)[None]  # (1, K_to, K_from): reduce over the last axis
+    score = tables.start[None] + em[:, 0]  # (B, K)
+    backpointers = np.zeros((steps, batch, num_tags), dtype=np.int64)  # only [t, :running[t]] is used
     for t in range(1, steps):
-        candidates = score[:, :, None] + trans  # (B, K_from, K_to)
-        best_prev = candidates.argmax(axis=1)  # (B, K)
-        new_score = np.take_along_axis(candidates, best_prev[:, None, :], axis=1)[:, 0] + emissions[:, t]
-        active = (t < lengths)[:, None]
-        # Finished sequences keep their score and point to themselves, so one
-        # backtrack from T-1 works for every length.
-        score = np.where(active, new_score, score)
-        backpointers[t] = np.where(active, best_prev, identity)
-    score = score + tables.end[None]
+        n = running[t]
+        if n == 0:
+            break
+        candidates = score[:n, None, :] + trans_t  # (n, K_to, K_from)
+        best_prev = candidates.argmax(axis=2)  # (n, K_to)
+        score[:n] = np.take_along_axis(candidates, best_prev[:, :, None], axis=2)[:, :, 0] + em[:n, t]
+        backpointers[t, :n] = best_prev
+    final = (score + tables.end[None]).argmax(axis=1)  # (B,) best last label per row
     paths = np.zeros((batch, steps), dtype=np.int64)
-    best = score.argmax(axis=1)
-    paths[:, steps - 1] = best
-    rows = np.arange(batch)
-    for t in range(steps - 1, 0, -1):
-        best = backpointers[t, rows, best]
-        paths[:, t - 1] = best
-    paths[np.arange(steps)[None, :] >= lengths[:, None]] = 0
-    return paths
+    current = np.zeros(batch, dtype=np.int64)
+    for t in range(steps - 1, -1, -1):
+        n = running[t]  # rows still real at t
+        m = running[t + 1] if t + 1 < steps else 0  # rows that go on after t
+        current[m:n] = final[m:n]  # rows ending at t start their backtrack here
+        paths[:n, t] = current[:n]
+        if t > 0:
+            current[:n] = backpointers[t, np.arange(n), current[:n]]
+    out = np.zeros_like(paths)
+    out[order] = paths
+    return out
 
 
 @dataclass(frozen=True)
 class ForwardBackward:
-    """Scaled forward-backward quantities; see :func:`forward_backward`."""
+    """Rescaled forward-backward quantities (see :func:`forward_backward`).
 
-    log_alpha: np.ndarray  # (B, T, K) log of forward sums (emission at t included)
-    log_beta: np.ndarray  # (B, T, K) log of backward sums (end transition included)
+    ``alpha[b, t] * exp(log_alpha_scale[b, t])`` is the forward sum (emission at t included),
+    ``beta[b, t] * exp(log_beta_scale[b, t])`` the backward sum (end transition included).
+    """
+
+    alpha: np.ndarray  # (B, T, K), each row sums to 1 at real steps
+    beta: np.ndarray  # (B, T, K)
+    log_alpha_scale: np.ndarray  # (B, T)
+    log_beta_scale: np.ndarray  # (B, T)
     log_z: np.ndarray  # (B,)
 
     @property
     def marginals(self) -> np.ndarray:
-        """(B, T, K) posterior of each label at each position (garbage past each length)."""
-        return np.exp(self.log_alpha + self.log_beta - self.log_z[:, None, None])
+        """(B, T, K) posterior of each label at each position (0 past each length)."""
+        product = self.alpha * self.beta
+        total = product.sum(axis=2, keepdims=True)
+        return np.divide(product, total, out=np.zeros_like(product), where=total > 0)
+
+    def log_alpha(self, row: int, t: int, tag: int) -> float:
+        return float(np.log(self.alpha[row, t, tag]) + self.log_alpha_scale[row, t])
+
+    def log_beta(self, row: int, t: int, tag: int) -> float:
+        return float(np.log(self.beta[row, t, tag]) + self.log_beta_scale[row, t])
 
 
 def forward_backward(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTables) -> ForwardBackward:
-    """Forward-backward in probability space with per-step rescaling (matrix products, no logsumexp)."""
+    """Forward-backward in probability space with per-step rescaling: matrix products, no logsumexp."""
     batch, steps, num_tags = emissions.shape
+    dtype = emissions.dtype
+    lengths = np.asarray(lengths)
+    order, running = _longest_first(lengths)
+    em = emissions[order]
     trans_shift = tables.transitions.max()
-    exp_trans = np.exp(tables.transitions - trans_shift)  # (K, K)
-    em_shift = emissions.max(axis=2, keepdims=True)  # (B, T, 1)
-    exp_em = np.exp(emissions - em_shift)  # (B, T, K)
+    exp_trans = np.exp(tables.transitions - trans_shift)  # (K, K); forbidden moves -> 0
+    exp_trans_t = np.ascontiguousarray(exp_trans.T)
+    em_shift = em.max(axis=2)  # (B, T)
+    exp_em = np.exp(em - em_shift[:, :, None])  # (B, T, K)
 
-    log_alpha = np.empty((batch, steps, num_tags))
-    start = tables.start - tables.start.max()
-    alpha = np.exp(start)[None] * exp_em[:, 0]
-    scale = alpha.sum(axis=1, keepdims=True)
-    alpha = alpha / scale
-    log_scale = np.log(scale) + em_shift[:, 0] + tables.start.max()  # (B, 1) cumulative
-    log_alpha[:, 0] = np.log(alpha + 1e-300) + log_scale
+    alpha = np.zeros((batch, steps, num_tags), dtype=dtype)
+    log_a = np.zeros((batch, steps), dtype=np.float64)
+    start_shift = tables.start.max()
+    first = np.exp(tables.start - start_shift)[None] * exp_em[:, 0]
+    scale = first.sum(axis=1)
+    alpha[:, 0] = first / scale[:, None]
+    log_a[:, 0] = np.log(scale) + em_shift[:, 0] + start_shift
     for t in range(1, steps):
-        alpha = (alpha @ exp_trans) * exp_em[:, t]
-        scale = alpha.sum(axis=1, keepdims=True)
-        alpha = alpha / scale
-        log_scale = log_scale + np.log(scale) + em_shift[:, t] + trans_shift
-        log_alpha[:, t] = np.log(alpha + 1e-300) + log_scale
+        n = running[t]
+        stepped = (alpha[:n, t - 1] @ exp_trans) * exp_em[:n, t]
+        scale = stepped.sum(axis=1)
+        alpha[:n, t] = stepped / scale[:, None]
+        log_a[:n, t] = log_a[:n, t - 1] + np.log(scale) + em_shift[:n, t] + trans_shift
 
-    log_beta = np.zeros((batch, steps, num_tags))
+    beta = np.zeros((batch, steps, num_tags), dtype=dtype)
+    log_b = np.zeros((batch, steps), dtype=np.float64)
     end_shift = tables.end.max()
-    beta_end = np.exp(tables.end - end_shift)[None].repeat(batch, axis=0)  # (B, K)
-    beta = beta_end.copy()
-    log_scale_b = np.full((batch, 1), end_shift)
-    last = (lengths - 1)[:, None]
+    exp_end = np.exp(tables.end - end_shift)
     for t in range(steps - 1, -1, -1):
-        if t < steps - 1:
-            stepped = (exp_trans @ (exp_em[:, t + 1] * beta).T).T  # (B, K)
-            norm = stepped.sum(axis=1, keepdims=True)
-            stepped = stepped / norm
-            stepped_scale = log_scale_b + np.log(norm) + em_shift[:, t + 1] + trans_shift
-            inside = t < last
-            beta = np.where(inside, stepped, beta_end)
-            log_scale_b = np.where(inside, stepped_scale, end_shift)
-        log_beta[:, t] = np.log(beta + 1e-300) + log_scale_b
+        n_here = running[t]  # rows with length > t
+        n_next = running[t + 1] if t + 1 < steps else 0  # rows that continue past t
+        if n_next:
+            stepped = (exp_em[:n_next, t + 1] * beta[:n_next, t + 1]) @ exp_trans_t
+            norm = stepped.sum(axis=1)
+            beta[:n_next, t] = stepped / norm[:, None]
+            log_b[:n_next, t] = log_b[:n_next, t + 1] + np.log(norm) + em_shift[:n_next, t + 1] + trans_shift
+        if n_here > n_next:  # rows whose last step is t
+            beta[n_next:n_here, t] = exp_end
+            log_b[n_next:n_here, t] = end_shift
+    last = lengths[order] - 1
     rows = np.arange(batch)
-    final = log_alpha[rows, lengths - 1] + tables.end[None]
-    top = final.max(axis=1)
-    log_z = top + np.log(np.exp(final - top[:, None]).sum(axis=1))
-    return ForwardBackward(log_alpha=log_alpha, log_beta=log_beta, log_z=log_z)
+    final = alpha[rows, last] * exp_end[None]
+    log_z = np.log(final.sum(axis=1)) + log_a[rows, last] + end_shift
+
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(batch)
+    return ForwardBackward(alpha=alpha[inverse], beta=beta[inverse], log_alpha_scale=log_a[inverse],
+                           log_beta_scale=log_b[inverse], log_z=log_z[inverse])
 
 
 def path_segment_probability(fb: ForwardBackward, emissions: np.ndarray, tables: CRFTables, row: int,
                              path: np.ndarray, start: int, end: int) -> float:
     """P(y[start:end] == path[start:end] | x) for sequence ``row`` (end exclusive)."""
-    log_p = fb.log_alpha[row, start, path[start]]
+    log_p = fb.log_alpha(row, start, int(path[start]))
     for t in range(start + 1, end):
-        log_p += tables.transitions[path[t - 1], path[t]] + emissions[row, t, path[t]]
-    log_p += fb.log_beta[row, end - 1, path[end - 1]] - fb.log_z[row]
+        log_p += float(tables.transitions[path[t - 1], path[t]] + emissions[row, t, path[t]])
+    log_p += fb.log_beta(row, end - 1, int(path[end - 1])) - float(fb.log_z[row])
     return float(min(1.0, np.exp(log_p)))

@@ -42,7 +42,8 @@ class Predictor:
         self.created = str(loaded.card.get("created", ""))
         self.metrics = loaded.report or {}
         self.digest = loaded.digest
-        self._tables = crf_tables(self.model.crf) if self.model.crf is not None else None
+        # float32 is plenty for confidences rounded to 6 digits, and halves the memory traffic.
+        self._tables = crf_tables(self.model.crf).astype(np.float32) if self.model.crf is not None else None
         self._lock = threading.Lock()
 
     @classmethod
@@ -118,9 +119,9 @@ class Predictor:
         word_ids, char_ids, lengths = self.featurizer.batch(norms)
         with torch.inference_mode():
             out = self.model(word_ids, char_ids, lengths)
-        emissions = out.emissions.numpy().astype(np.float64)
+        emissions = out.emissions.numpy()
         lens = lengths.numpy()
-        intent_probs = softmax(out.intent_logits.numpy().astype(np.float64)) if out.intent_logits is not None else None
+        intent_probs = softmax(out.intent_logits.numpy()) if out.intent_logits is not None else None
         if not confidences:
             paths = viterbi(emissions, lens, self._tables) if self._tables is not None else emissions.argmax(axis=2)
             return paths, None, None, intent_probs
