@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--data", default="sample")
     compare.add_argument("--out", required=True, type=Path)
     compare.add_argument("--configs", nargs="+", default=None,
-                         help="configurations to compare (default: lstm gru bilstm bigru bilstm-crf bigru-crf)")
+                         help="configurations to compare: default lstm gru bilstm bigru bilstm-crf bigru-crf "
+                              "(default: all but 'default')")
     compare.add_argument("--seeds", type=int, default=3, help="number of seeds per configuration")
     _add_train_options(compare)
 

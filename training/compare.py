@@ -18,6 +18,7 @@ from .pipeline import Trainer
 
 # name -> settings applied on top of the base configuration
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
+    "default": {},  # `slotfill train`'s defaults (a BiLSTM-CRF), plus any --config/--set given
     "lstm": {"cell": "lstm", "bidirectional": False, "decoder": "softmax"},
     "gru": {"cell": "gru", "bidirectional": False, "decoder": "softmax"},
     "bilstm": {"cell": "lstm", "bidirectional": True, "decoder": "softmax"},
@@ -25,7 +26,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "bilstm-crf": {"cell": "lstm", "bidirectional": True, "decoder": "crf"},
     "bigru-crf": {"cell": "gru", "bidirectional": True, "decoder": "crf"},
 }
-DEFAULT_CONFIGS = list(CONFIGURATIONS)
+DEFAULT_CONFIGS = ["lstm", "gru", "bilstm", "bigru", "bilstm-crf", "bigru-crf"]
 
 
 def tagging_speed(predictor: Predictor, texts: list[list[str]], *, limit: int = 500) -> tuple[float, float]:
