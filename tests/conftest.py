@@ -11,8 +11,8 @@ SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
 # Small enough to train in a few seconds on 2 cores, big enough to tag the sample data well.
 # One torch thread: OpenMP workers that spin on a busy 2-core machine can slow training tenfold.
-SMALL_MODEL = {"epochs": 6, "hidden_size": 64, "word_dim": 50, "char_dim": 16, "char_channels": 32, "patience": 0,
-               "threads": 1}
+SMALL_MODEL = {"epochs": 6, "hidden_size": 64, "word_dim": 50, "char_dim": 16, "char_channels": 32, "dropout": 0.3,
+               "patience": 0, "threads": 1}
 
 
 @pytest.fixture(scope="session")

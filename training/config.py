@@ -20,9 +20,9 @@ class TrainConfig:
     # architecture
     cell: str = "lstm"
     bidirectional: bool = True
-    hidden_size: int = 256
+    hidden_size: int = 200
     num_layers: int = 1
-    dropout: float = 0.3
+    dropout: float = 0.5
     decoder: str = "crf"
     word_dim: int = 100
     char_dim: int = 32

@@ -48,10 +48,10 @@ class TaggerConfig:
     char_kernel: int = 3
     max_word_chars: int = 24
     cell: str = "lstm"
-    hidden_size: int = 256
+    hidden_size: int = 200
     num_layers: int = 1
     bidirectional: bool = True
-    dropout: float = 0.3
+    dropout: float = 0.5
     decoder: str = "crf"
     scheme: str = "IOB2"
     intent_pooling: str = "max"
