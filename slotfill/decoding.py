@@ -105,6 +105,16 @@ class ForwardBackward:
         return float(np.log(self.beta[row, t, tag]) + self.log_beta_scale[row, t])
 
 
+# Probabilities below this (relative to the step's largest) are set to 0. Without it, confident
+# models drive float32 values into the subnormal range, where each multiply costs ~100x more.
+_FLUSH = 1e-30
+
+
+def _flush(x: np.ndarray) -> np.ndarray:
+    x[x < _FLUSH] = 0.0
+    return x
+
+
 def forward_backward(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTables) -> ForwardBackward:
     """Forward-backward in probability space with per-step rescaling: matrix products, no logsumexp."""
     batch, steps, num_tags = emissions.shape
@@ -113,10 +123,10 @@ def forward_backward(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTabl
     order, running = _longest_first(lengths)
     em = emissions[order]
     trans_shift = tables.transitions.max()
-    exp_trans = np.exp(tables.transitions - trans_shift)  # (K, K); forbidden moves -> 0
+    exp_trans = _flush(np.exp(tables.transitions - trans_shift))  # (K, K); forbidden moves -> 0
     exp_trans_t = np.ascontiguousarray(exp_trans.T)
     em_shift = em.max(axis=2)  # (B, T)
-    exp_em = np.exp(em - em_shift[:, :, None])  # (B, T, K)
+    exp_em = _flush(np.exp(em - em_shift[:, :, None]))  # (B, T, K)
 
     alpha = np.zeros((batch, steps, num_tags), dtype=dtype)
     log_a = np.zeros((batch, steps), dtype=np.float64)
@@ -129,7 +139,7 @@ def forward_backward(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTabl
         n = running[t]
         stepped = (alpha[:n, t - 1] @ exp_trans) * exp_em[:n, t]
         scale = stepped.sum(axis=1)
-        alpha[:n, t] = stepped / scale[:, None]
+        alpha[:n, t] = _flush(stepped / scale[:, None])
         log_a[:n, t] = log_a[:n, t - 1] + np.log(scale) + em_shift[:n, t] + trans_shift
 
     beta = np.zeros((batch, steps, num_tags), dtype=dtype)
@@ -142,7 +152,7 @@ def forward_backward(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTabl
         if n_next:
             stepped = (exp_em[:n_next, t + 1] * beta[:n_next, t + 1]) @ exp_trans_t
             norm = stepped.sum(axis=1)
-            beta[:n_next, t] = stepped / norm[:, None]
+            beta[:n_next, t] = _flush(stepped / norm[:, None])
             log_b[:n_next, t] = log_b[:n_next, t + 1] + np.log(norm) + em_shift[:n_next, t + 1] + trans_shift
         if n_here > n_next:  # rows whose last step is t
             beta[n_next:n_here, t] = exp_end

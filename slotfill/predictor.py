@@ -13,7 +13,7 @@ import torch
 from .decoding import CRFTables, forward_backward, path_segment_probability, softmax, viterbi
 from .model_io import LoadedModel, load_model
 from .predictions import IntentPrediction, Prediction, SlotPrediction, TokenPrediction
-from .schemes import repair, spans
+from .schemes import parse_tag, repair, spans
 from .text import Token, normalize_token, tokenize
 
 
@@ -35,6 +35,8 @@ class Predictor:
         self.tokenizer_config = loaded.tokenizer
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
+        self._label_parts = [parse_tag(label) for label in self.labels]
+        self._begin_label = {slot: f"B-{slot}" for _, slot in self._label_parts if slot is not None}
         self.intents = [self.config.id2intent[i] for i in range(self.config.num_intents)] or None
         self.card = loaded.card
         self.name = str(loaded.card.get("name", "slotfill"))
@@ -70,16 +72,26 @@ class Predictor:
 
     def predict_tokens(self, token_lists: Sequence[Sequence[str]]) -> list[Prediction]:
         """Pre-tokenised input; offsets refer to the tokens joined by single spaces."""
+        rows = [self._pretokenized(tokens) for tokens in token_lists]
+        return self._predict([text for text, _ in rows], [row for _, row in rows])
+
+    def predict_mixed(self, items: Sequence[str | Sequence[str]]) -> list[Prediction]:
+        """Raw texts (``str``) and pre-split token lists in one padded forward pass, answers in order;
+        each answer equals what ``predict_texts`` / ``predict_tokens`` gives for that item."""
         texts, tokenised = [], []
-        for tokens in token_lists:
-            offset, row = 0, []
-            for token in tokens:
-                row.append(Token(text=token, norm=normalize_token(token, self.tokenizer_config), start=offset,
-                                 end=offset + len(token)))
-                offset += len(token) + 1
-            texts.append(" ".join(tokens))
+        for item in items:
+            text, row = (item, self.tokenize(item)) if isinstance(item, str) else self._pretokenized(item)
+            texts.append(text)
             tokenised.append(row)
         return self._predict(texts, tokenised)
+
+    def _pretokenized(self, tokens: Sequence[str]) -> tuple[str, list[Token]]:
+        offset, row = 0, []
+        for token in tokens:
+            row.append(Token(text=token, norm=normalize_token(token, self.tokenizer_config), start=offset,
+                             end=offset + len(token)))
+            offset += len(token) + 1
+        return " ".join(tokens), row
 
     # ------------------------------------------------------------------ internals
     def _predict(self, texts: list[str], token_lists: list[list[Token]]) -> list[Prediction]:
@@ -144,20 +156,46 @@ class Predictor:
                 return float(np.prod(token_conf[row, start:end]))
         return paths, token_conf, span_conf, intent_probs
 
+    def _labels_and_spans(self, ids: list[int]) -> tuple[list[str], list[tuple[str, int, int]]]:
+        """Label strings and (slot, start, end) spans for one decoded sequence.
+
+        Softmax decoding can emit an I- without its B-; it is read as the start of a span, as
+        conlleval does, rather than dropped, and reported as B-. IOB2 (the default) takes a
+        precomputed fast path; other schemes go through :mod:`slotfill.schemes`.
+        """
+        if self.config.scheme != "IOB2":
+            valid = repair([self.labels[i] for i in ids], self.config.scheme)
+            return valid, spans(valid, self.config.scheme)
+        labels, found = [], []
+        current, start = None, 0
+        for position, label_id in enumerate(ids):
+            prefix, slot = self._label_parts[label_id]
+            if prefix == "I" and slot == current:
+                labels.append(self.labels[label_id])
+                continue
+            if current is not None:
+                found.append((current, start, position))
+                current = None
+            if prefix == "O":
+                labels.append("O")
+            else:
+                current, start = slot, position
+                labels.append(self.labels[label_id] if prefix == "B" else self._begin_label[slot])
+        if current is not None:
+            found.append((current, start, len(ids)))
+        return labels, found
+
     def _assemble(self, text: str, tokens: list[Token], label_ids: np.ndarray, token_conf: np.ndarray,
                   span_conf, intent_probs: np.ndarray | None) -> Prediction:
         n = len(tokens)
-        labels = [self.labels[int(i)] for i in label_ids[:n]]
-        # Softmax decoding can emit an I- without its B-; read it as the start of a span,
-        # as conlleval does, rather than dropping it.
-        valid = repair(labels, self.config.scheme)
+        valid, label_spans = self._labels_and_spans(label_ids[:n].tolist())
         token_predictions = tuple(
             TokenPrediction(text=token.text, start=token.start, end=token.end, label=label,
                             confidence=round(float(conf), 6))
             for token, label, conf in zip(tokens, valid, token_conf[:n])
         )
         slots = []
-        for slot, start, end in spans(valid, self.config.scheme):
+        for slot, start, end in label_spans:
             char_start, char_end = tokens[start].start, tokens[end - 1].end
             slots.append(SlotPrediction(slot=slot, value=text[char_start:char_end], start=char_start, end=char_end,
                                         confidence=round(span_conf(start, end), 6)))

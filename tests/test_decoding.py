@@ -91,3 +91,16 @@ def test_softmax_rows_sum_to_one_and_are_stable():
     p = softmax(x.copy())
     np.testing.assert_allclose(p.sum(axis=1), 1.0)
     assert np.isfinite(p).all()
+
+
+def test_predictor_span_fast_path_matches_the_schemes_module(sample_model_dir):
+    """The IOB2 fast path in Predictor gives what repair() + spans() give, on arbitrary label ids."""
+    from slotfill.predictor import Predictor
+    from slotfill.schemes import repair, spans
+
+    predictor = Predictor.load(sample_model_dir)
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        ids = rng.integers(0, len(predictor.labels), size=rng.integers(1, 9)).tolist()
+        expected = repair([predictor.labels[i] for i in ids], "IOB2")
+        assert predictor._labels_and_spans(ids) == (expected, spans(expected, "IOB2"))
