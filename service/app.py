@@ -22,6 +22,8 @@ from starlette.middleware.cors import CORSMiddleware
 from slotfill import __version__
 from slotfill.errors import ConfigError
 
+from . import gc_tuning
+from .batching import MicroBatcher
 from .errors import install_error_handlers
 from .logs import configure_logging
 from .metrics import Metrics
@@ -54,13 +56,24 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
         else:
             raise ConfigError("no model to serve: set SLOTFILL_MODEL_DIR or pass --model")
         app.state.reload_lock = anyio.Lock()
+        if settings.batching:
+            # Created here, on the serving event loop; it outlives reloads (batches are keyed by model).
+            state.batcher = make_batcher(settings, app_metrics)
         state.swap(loaded, state.model_dir)
         app_metrics.set_model(loaded.name, loaded.version, loaded.digest)
-        logger.info("ready", extra={"model": loaded.name, "version": loaded.version})
+        logger.info("ready", extra={"model": loaded.name, "version": loaded.version, "batching": settings.batching,
+                                    "batch_max_size": settings.batch_max_size,
+                                    "batch_max_wait_ms": settings.batch_max_wait_ms})
+        del loaded  # this frame lives as long as the app: it must not keep the first model alive past a reload
+        if app.state.gc_freeze:
+            gc_tuning.freeze("startup")
         try:
             yield
         finally:
             state.ready = False
+            if state.batcher is not None:
+                await state.batcher.aclose()  # runs what is queued, waits for running batches
+            await gc_tuning.cancel_refreeze(app.state)
 
     app = FastAPI(
         title="slotfill",
@@ -71,6 +84,7 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
     app.state.settings = settings
     app.state.model = state
     app.state.metrics = app_metrics
+    app.state.gc_freeze = False  # process-wide: create_app_from_env (a serving process) turns it on
 
     install_error_handlers(app)
     routers = (tag.router, model.router, health.router, admin.router, metrics.router)
@@ -87,6 +101,18 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
                            expose_headers=["X-Request-ID"], max_age=600)
     app.add_middleware(RequestContextMiddleware, metrics=app_metrics, route_patterns=route_patterns)
     return app
+
+
+def make_batcher(settings: Settings, app_metrics: Metrics) -> MicroBatcher:
+    """The micro-batcher for ``/v1/tag`` and ``/v1/tag/batch`` items (``service/batching.py``)."""
+    micro_sizes = app_metrics.batch_size.labels(kind="micro")
+
+    def observe(size: int, waited: float) -> None:
+        micro_sizes.observe(size)
+        app_metrics.batch_wait.observe(waited)
+
+    return MicroBatcher(tag.respond, max_size=settings.batch_max_size, max_wait_s=settings.batch_max_wait_ms / 1000.0,
+                        max_concurrency=settings.batch_max_concurrency or None, on_batch=observe)
 
 
 def configure_process(settings: Settings) -> None:
@@ -106,5 +132,7 @@ def create_app_from_env() -> FastAPI:
     """Uvicorn factory (one call per worker process): settings from ``SLOTFILL_*`` and ``SLOTFILL_SETTINGS_FILE``."""
     settings = load_settings()
     configure_process(settings)
-    return create_app(settings)
+    app = create_app(settings)
+    app.state.gc_freeze = True  # service/gc_tuning.py: keep full collections off the loaded model
+    return app
 

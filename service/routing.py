@@ -11,6 +11,7 @@ parse it twice.
 from __future__ import annotations
 
 import email.message
+import functools
 import json
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -21,6 +22,7 @@ from fastapi.routing import APIRoute
 from .errors import APIError
 
 
+@functools.lru_cache(maxsize=256)  # clients send a handful of distinct values; parsing one is not free
 def _is_json(content_type: str) -> tuple[bool, str | None]:
     message = email.message.Message()
     message["content-type"] = content_type

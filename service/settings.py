@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="Uvicorn worker processes.")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads per worker process (0: torch's default). "
                                                     "Requests run in parallel in a threadpool instead.")
+    batching: bool = Field(True, description="Group concurrent /v1/tag requests (and /v1/tag/batch items) into "
+                                             "one padded forward pass; false: each request runs on its own.")
+    batch_max_size: int = Field(32, ge=1, description="Most items in one micro-batch.")
+    batch_max_wait_ms: float = Field(2.0, ge=0, le=10_000, description="Longest an item waits for its micro-batch "
+                                                                       "to start (the first item starts the clock).")
+    batch_max_concurrency: int = Field(0, ge=0, description="Most micro-batches running at once (0: no limit, so no "
+                                       "batch waits past max_wait). At the limit, the next batch keeps collecting "
+                                       "(up to batch_max_size) and starts when a running one ends.")
     log_format: Literal["json", "text"] = "json"
     log_level: LogLevel = "INFO"
     cors_origins: Annotated[list[str], NoDecode] = Field(

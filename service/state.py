@@ -16,6 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from slotfill.predictions import Prediction
 
+from .batching import MicroBatcher
+
 logger = logging.getLogger("slotfill.service")
 
 
@@ -70,13 +72,20 @@ def config_dict(predictor: PredictorLike) -> dict[str, Any]:
 @dataclass
 class ModelState:
     """Mutable holder in ``app.state.model``. ``predictor`` is replaced by a single assignment,
-    so a request that already fetched the old predictor finishes with it."""
+    so a request that already fetched the old predictor finishes with it.
+
+    ``batcher`` (``None`` with batching off) is created in the lifespan and outlives reloads: each
+    micro-batch is keyed by the predictor its requests fetched, and :meth:`swap` closes the
+    batch pending for the old model (it runs on the old model) in the same event-loop step as
+    the assignment.
+    """
 
     model_dir: Path | None = None
     predictor: PredictorLike | None = None
     ready: bool = False
     loaded_at: float | None = None
     loader: Loader = load_predictor
+    batcher: MicroBatcher | None = None
 
     def swap(self, predictor: PredictorLike, model_dir: Path | None) -> PredictorLike | None:
         previous = self.predictor
@@ -84,4 +93,6 @@ class ModelState:
         self.model_dir = model_dir
         self.loaded_at = time.time()
         self.ready = True
+        if self.batcher is not None and previous is not None and previous is not predictor:
+            self.batcher.model_changed()
         return previous

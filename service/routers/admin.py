@@ -25,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from slotfill.errors import SlotfillError
 
+from .. import gc_tuning
 from ..dependencies import MetricsDep, ModelStateDep, SettingsDep
 from ..errors import APIError
 from ..routing import JSONBodyRoute
@@ -92,7 +93,9 @@ async def reload(request: Request, state: ModelStateDep, settings: SettingsDep, 
                            extra={"model_dir": str(target), "error": str(exc)})
             raise APIError(422, "artifact_invalid", f"reload failed, still serving the previous model: {exc}",
                            "model_dir") from None
-        state.swap(predictor, target)
+        state.swap(predictor, target)  # also closes the micro-batch pending for the old model
+        if getattr(request.app.state, "gc_freeze", False):
+            gc_tuning.schedule_refreeze(request.app.state, previous)
         metrics.set_model(predictor.name, predictor.version, predictor.digest)
         metrics.reloads.labels(outcome="ok").inc()
         logger.info("model reloaded", extra={"model_dir": str(target), "model": predictor.name,

@@ -1,15 +1,21 @@
-"""``POST /v1/tag`` and ``POST /v1/tag/batch``."""
+"""``POST /v1/tag`` and ``POST /v1/tag/batch``.
+
+With batching on (the default) validated items go to the app's micro-batcher (``service/batching.py``)
+and share padded forward passes with concurrent requests; with ``SLOTFILL_BATCHING=false`` each
+request runs the model on its own items in one worker-thread hop.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import anyio.to_thread
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from slotfill.predictions import Prediction
 
-from ..dependencies import MetricsDep, PredictorDep, SettingsDep
+from ..batching import MicroBatcher, run_detached
+from ..dependencies import tag_context
 from ..errors import APIError
 from ..routing import JSONBodyRoute
 from ..schemas import (
@@ -47,6 +53,8 @@ def check_limits(item: TagRequest, predictor: PredictorLike, settings: Settings,
         if len(item.text) > settings.max_chars:
             raise APIError(422, "too_long", f"text has {len(item.text)} characters; the limit is "
                                             f"{settings.max_chars}", f"{prefix}text")
+        if len(item.text) <= settings.max_tokens:
+            return  # every token has at least one character: no need to tokenise (the model does it again)
         count = len(predictor.tokenize(item.text))
         if count > settings.max_tokens:
             raise APIError(422, "too_many_tokens", f"text has {count} tokens; the limit is {settings.max_tokens}",
@@ -75,22 +83,39 @@ def to_response(prediction: Prediction, model: ModelRef) -> TagResponse:
     )
 
 
-def tag_items(items: Sequence[TagRequest], predictor: PredictorLike, settings: Settings,
-              batch: bool) -> list[TagResponse]:
-    """Check limits, run the model once for the text items and once for the token items, keep order."""
-    for index, item in enumerate(items):
-        check_limits(item, predictor, settings, f"items.{index}." if batch else "")
+def predict_items(predictor: PredictorLike, items: Sequence[TagRequest]) -> list[Prediction]:
+    """One forward pass for any mix of text and token items (``predict_mixed`` when the predictor
+    has it, else one call per kind), answers in order. Blocking: run it in a worker thread."""
+    texts = [item.text for item in items if item.text is not None]
+    if len(texts) == len(items):
+        return predictor.predict_texts(texts)  # type: ignore[arg-type]
+    if not texts:
+        return predictor.predict_tokens([item.tokens or [] for item in items])
+    mixed = getattr(predictor, "predict_mixed", None)
+    if mixed is not None:
+        return mixed([item.text if item.text is not None else item.tokens for item in items])
     text_rows = [i for i, item in enumerate(items) if item.text is not None]
     token_rows = [i for i, item in enumerate(items) if item.text is None]
     predictions: list[Prediction | None] = [None] * len(items)
-    if text_rows:
-        for row, prediction in zip(text_rows, predictor.predict_texts([items[i].text for i in text_rows])):
-            predictions[row] = prediction
-    if token_rows:
-        for row, prediction in zip(token_rows, predictor.predict_tokens([items[i].tokens for i in token_rows])):
-            predictions[row] = prediction
+    for row, prediction in zip(text_rows, predictor.predict_texts(texts)):  # type: ignore[arg-type]
+        predictions[row] = prediction
+    for row, prediction in zip(token_rows, predictor.predict_tokens([items[i].tokens or [] for i in token_rows])):
+        predictions[row] = prediction
+    return predictions  # type: ignore[return-value]
+
+
+def respond(predictor: PredictorLike, items: list[TagRequest]) -> list[TagResponse]:
+    """Run the model on validated items and build the responses (the micro-batcher's ``run_batch``)."""
     model = ModelRef(name=predictor.name, version=predictor.version)
-    return [to_response(prediction, model) for prediction in predictions]  # type: ignore[arg-type]
+    return [to_response(prediction, model) for prediction in predict_items(predictor, items)]
+
+
+def tag_items(items: Sequence[TagRequest], predictor: PredictorLike, settings: Settings,
+              batch: bool) -> list[TagResponse]:
+    """Unbatched path: check limits, run the model once on these items, keep order."""
+    for index, item in enumerate(items):
+        check_limits(item, predictor, settings, f"items.{index}." if batch else "")
+    return respond(predictor, list(items))
 
 
 # Model calls run in anyio's worker threads, not on the event loop -- decided by measurement
@@ -103,22 +128,34 @@ def tag_items(items: Sequence[TagRequest], predictor: PredictorLike, settings: S
 run_model = anyio.to_thread.run_sync
 
 
+async def run_items(items: list[TagRequest], predictor: PredictorLike, settings: Settings,
+                    batcher: MicroBatcher | None, batch: bool) -> list[TagResponse]:
+    """Micro-batched when a batcher runs (limits checked here first, so a bad item is its own
+    request's 422 and never reaches a shared batch); otherwise the direct path in one thread hop."""
+    if batcher is None:
+        return await run_detached(tag_items, items, predictor, settings, batch, run_in_thread=run_model)
+    for index, item in enumerate(items):
+        check_limits(item, predictor, settings, f"items.{index}." if batch else "")
+    return await batcher.submit(predictor, items)
+
+
 @router.post("/tag", response_model=TagResponse, responses=ERROR_RESPONSES,
              summary="Tag one utterance (text or tokens)")
-async def tag(body: TagRequest, predictor: PredictorDep, settings: SettingsDep, metrics: MetricsDep) -> TagResponse:
-    [response] = await run_model(tag_items, [body], predictor, settings, False)
+async def tag(body: TagRequest, request: Request) -> TagResponse:
+    predictor, settings, metrics, batcher = tag_context(request)
+    [response] = await run_items([body], predictor, settings, batcher, False)
     metrics.tagged.inc()
     return response
 
 
 @router.post("/tag/batch", response_model=BatchResponse, responses=ERROR_RESPONSES,
              summary="Tag several utterances; answers in request order")
-async def tag_batch(body: BatchRequest, predictor: PredictorDep, settings: SettingsDep,
-                    metrics: MetricsDep) -> BatchResponse:
+async def tag_batch(body: BatchRequest, request: Request) -> BatchResponse:
+    predictor, settings, metrics, batcher = tag_context(request)
     if len(body.items) > settings.max_batch_items:
         raise APIError(422, "too_many_items", f"{len(body.items)} items; the limit is {settings.max_batch_items}",
                        "items")
-    metrics.batch_size.observe(len(body.items))
-    responses = await run_model(tag_items, body.items, predictor, settings, True)
+    metrics.batch_size.labels(kind="request").observe(len(body.items))
+    responses = await run_items(body.items, predictor, settings, batcher, True)
     metrics.tagged.inc(len(responses))
     return BatchResponse(items=responses)

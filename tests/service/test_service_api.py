@@ -217,7 +217,13 @@ def test_metrics_count_requests(client: httpx.Client) -> None:
     assert delta("slotfill_http_requests_total", route="<unmatched>", status="404") == 1
     assert delta("slotfill_errors_total", code="empty_text") == 1
     assert delta("slotfill_errors_total", code="not_found") == 1
-    assert delta("slotfill_batch_size_count") == 1 and delta("slotfill_batch_size_sum") == 5
+    assert delta("slotfill_batch_size_count", kind="request") == 1
+    assert delta("slotfill_batch_size_sum", kind="request") == 5
+    # The server batches (the default): every item went through a micro-batch, 3 singles + the 5 items
+    # (in one or more forward passes; sequential requests never share one).
+    assert delta("slotfill_batch_size_sum", kind="micro") == 8
+    assert 4 <= delta("slotfill_batch_size_count", kind="micro") <= 8
+    assert delta("slotfill_batch_wait_seconds_count") == delta("slotfill_batch_size_count", kind="micro")
     assert delta("slotfill_http_request_duration_seconds_count", route="/v1/tag") == 4
     assert delta("slotfill_utterances_tagged_total") == 8
     info = client.get("/v1/model").json()
