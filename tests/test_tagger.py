@@ -93,6 +93,7 @@ def test_config_json_round_trip_restores_int_keys():
     ("cell", "transformer", "must be one of"),
     ("dropout", 1.5, "[0, 1)"),
     ("vocab_size", -3, "positive integer"),
+    ("char_kernel", 4, "odd"),
 ])
 def test_config_rejects_bad_values(key, value, message):
     data = make_config().to_dict()
@@ -126,3 +127,14 @@ def test_load_rejects_weights_of_another_shape(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(make_config(hidden_size=12).to_dict()))
     with pytest.raises(ArtifactError, match="shape"):
         SlotTagger.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5, 7])
+def test_char_cnn_matrix_product_equals_the_convolution(kernel):
+    from slotfill.models.char_cnn import CharCNN
+
+    torch.manual_seed(kernel)
+    cnn = CharCNN(num_chars=20, char_dim=6, channels=7, kernel=kernel).double()
+    chars = cnn.embedding(torch.randint(1, 20, (5, 9))).double()  # (N, L, C)
+    expected = cnn.conv(chars.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(cnn._convolve(chars), expected, rtol=0, atol=1e-12)

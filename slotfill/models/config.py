@@ -90,6 +90,8 @@ class TaggerConfig:
         for key, value in sizes.items():
             if value > LIMITS[key]:
                 fail(key, f"{value} exceeds the limit {LIMITS[key]}")
+        if self.char_kernel % 2 == 0 and self.char_channels > 0 and self.char_dim > 0:
+            fail("char_kernel", f"must be odd (a window centred on each character), got {self.char_kernel}")
         if self.cell not in CELLS:
             fail("cell", f"must be one of {', '.join(CELLS)}, got {self.cell!r}")
         if self.decoder not in DECODERS:
