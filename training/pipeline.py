@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 import slotfill
-from slotfill.artifact import MANIFEST, atomic_write_json, save_weights
+from slotfill.artifact import atomic_write_json, save_weights
 from slotfill.data import Example, load_corpus
 from slotfill.errors import ConfigError, DataError, SlotfillError
 from slotfill.features import Featurizer
@@ -196,13 +196,11 @@ class Trainer:
     # ------------------------------------------------------------------ model
     def build_model(self) -> SlotTagger:
         cfg = self.config
+        # Every architecture setting has the same name in TrainConfig and TaggerConfig.
+        shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TaggerConfig) if hasattr(cfg, f.name)}
         tagger_config = TaggerConfig(
             vocab_size=len(self.featurizer.words), num_chars=len(self.featurizer.chars),
-            id2label=dict(enumerate(self.labels)), id2intent=dict(enumerate(self.intents)),
-            word_dim=cfg.word_dim, char_dim=cfg.char_dim, char_channels=cfg.char_channels, char_kernel=cfg.char_kernel,
-            max_word_chars=cfg.max_word_chars, cell=cfg.cell, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-            bidirectional=cfg.bidirectional, dropout=cfg.dropout, decoder=cfg.decoder, scheme=cfg.scheme,
-            intent_pooling=cfg.intent_pooling)
+            id2label=dict(enumerate(self.labels)), id2intent=dict(enumerate(self.intents)), **shared)
         torch.manual_seed(cfg.seed)
         model = SlotTagger(tagger_config)
         if cfg.word_vectors:

@@ -105,7 +105,6 @@ def allowed_transitions(scheme: str, labels: Mapping[int, str] | Sequence[str]) 
         names = [labels[i] for i in range(len(labels))]
     else:
         names = list(labels)
-    num_tags = len(names)
     parsed = [_split_label(name, canonical) for name in names]
     parsed += [("START", ""), ("END", "")]  # ids K and K + 1
     return [
