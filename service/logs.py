@@ -17,9 +17,17 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {key: value for key, value in vars(record).items() if key not in _STANDARD and not key.startswith("_")}
 
 
+# (whole second, its text), swapped as one tuple (thread-safe): strftime once a second, not once a line.
+_last_second: tuple[int, str] = (-1, "")
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-    return f"{seconds}.{int(record.msecs):03d}Z"
+    global _last_second
+    whole = int(record.created)
+    cached = _last_second
+    if cached[0] != whole:
+        cached = _last_second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{cached[1]}.{int(record.msecs):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):

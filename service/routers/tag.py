@@ -8,9 +8,11 @@ request runs the model on its own items in one worker-thread hop.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from pydantic_core import to_json
 
 from slotfill.predictions import Prediction
 
@@ -22,12 +24,8 @@ from ..schemas import (
     BatchRequest,
     BatchResponse,
     ErrorResponse,
-    IntentOut,
-    ModelRef,
-    SlotOut,
     TagRequest,
     TagResponse,
-    TokenOut,
 )
 from ..settings import Settings
 from ..state import PredictorLike
@@ -70,17 +68,28 @@ def check_limits(item: TagRequest, predictor: PredictorLike, settings: Settings,
                                             f"{settings.max_chars}", f"{prefix}tokens")
 
 
-def to_response(prediction: Prediction, model: ModelRef) -> TagResponse:
-    return TagResponse(
-        tokens=[TokenOut(text=t.text, start=int(t.start), end=int(t.end), label=t.label,
-                         confidence=float(t.confidence)) for t in prediction.tokens],
-        labels=[t.label for t in prediction.tokens],
-        slots=[SlotOut(slot=s.slot, value=s.value, start=int(s.start), end=int(s.end),
-                       confidence=float(s.confidence)) for s in prediction.slots],
-        intent=(IntentOut(name=prediction.intent.name, confidence=float(prediction.intent.confidence))
-                if prediction.intent is not None else None),
-        model=model,
-    )
+def to_response(prediction: Prediction, model: dict[str, str]) -> dict[str, Any]:
+    """One ``TagResponse`` as plain dicts (built in the worker thread; serialised by :func:`json_response`).
+
+    Pydantic models for every nested token and slot cost more CPU than the rest of a request;
+    the OpenAPI schema still comes from ``response_model=TagResponse`` on the route."""
+    tokens = prediction.tokens
+    return {
+        "tokens": [{"text": t.text, "start": int(t.start), "end": int(t.end), "label": t.label,
+                    "confidence": float(t.confidence)} for t in tokens],
+        "labels": [t.label for t in tokens],
+        "slots": [{"slot": s.slot, "value": s.value, "start": int(s.start), "end": int(s.end),
+                   "confidence": float(s.confidence)} for s in prediction.slots],
+        "intent": ({"name": prediction.intent.name, "confidence": float(prediction.intent.confidence)}
+                   if prediction.intent is not None else None),
+        "model": model,
+    }
+
+
+def json_response(content: Any) -> Response:
+    """A pre-serialised JSON 200 (pydantic-core's serialiser: the same output as the response
+    models, NaN/infinity as null); FastAPI skips its response-model serialisation for a ``Response``."""
+    return Response(to_json(content, inf_nan_mode="null"), media_type="application/json")
 
 
 def predict_items(predictor: PredictorLike, items: Sequence[TagRequest]) -> list[Prediction]:
@@ -104,14 +113,15 @@ def predict_items(predictor: PredictorLike, items: Sequence[TagRequest]) -> list
     return predictions  # type: ignore[return-value]
 
 
-def respond(predictor: PredictorLike, items: list[TagRequest]) -> list[TagResponse]:
-    """Run the model on validated items and build the responses (the micro-batcher's ``run_batch``)."""
-    model = ModelRef(name=predictor.name, version=predictor.version)
+def respond(predictor: PredictorLike, items: list[TagRequest]) -> list[dict[str, Any]]:
+    """Run the model on validated items and build the responses as plain dicts (the micro-batcher's
+    ``run_batch``)."""
+    model = {"name": predictor.name, "version": predictor.version}
     return [to_response(prediction, model) for prediction in predict_items(predictor, items)]
 
 
 def tag_items(items: Sequence[TagRequest], predictor: PredictorLike, settings: Settings,
-              batch: bool) -> list[TagResponse]:
+              batch: bool) -> list[dict[str, Any]]:
     """Unbatched path: check limits, run the model once on these items, keep order."""
     for index, item in enumerate(items):
         check_limits(item, predictor, settings, f"items.{index}." if batch else "")
@@ -129,7 +139,7 @@ run_model = anyio.to_thread.run_sync
 
 
 async def run_items(items: list[TagRequest], predictor: PredictorLike, settings: Settings,
-                    batcher: MicroBatcher | None, batch: bool) -> list[TagResponse]:
+                    batcher: MicroBatcher | None, batch: bool) -> list[dict[str, Any]]:
     """Micro-batched when a batcher runs (limits checked here first, so a bad item is its own
     request's 422 and never reaches a shared batch); otherwise the direct path in one thread hop."""
     if batcher is None:
@@ -141,16 +151,16 @@ async def run_items(items: list[TagRequest], predictor: PredictorLike, settings:
 
 @router.post("/tag", response_model=TagResponse, responses=ERROR_RESPONSES,
              summary="Tag one utterance (text or tokens)")
-async def tag(body: TagRequest, request: Request) -> TagResponse:
+async def tag(body: TagRequest, request: Request) -> Response:
     predictor, settings, metrics, batcher = tag_context(request)
     [response] = await run_items([body], predictor, settings, batcher, False)
     metrics.tagged.inc()
-    return response
+    return json_response(response)
 
 
 @router.post("/tag/batch", response_model=BatchResponse, responses=ERROR_RESPONSES,
              summary="Tag several utterances; answers in request order")
-async def tag_batch(body: BatchRequest, request: Request) -> BatchResponse:
+async def tag_batch(body: BatchRequest, request: Request) -> Response:
     predictor, settings, metrics, batcher = tag_context(request)
     if len(body.items) > settings.max_batch_items:
         raise APIError(422, "too_many_items", f"{len(body.items)} items; the limit is {settings.max_batch_items}",
@@ -158,4 +168,4 @@ async def tag_batch(body: BatchRequest, request: Request) -> BatchResponse:
     metrics.batch_size.labels(kind="request").observe(len(body.items))
     responses = await run_items(body.items, predictor, settings, batcher, True)
     metrics.tagged.inc(len(responses))
-    return BatchResponse(items=responses)
+    return json_response({"items": responses})
