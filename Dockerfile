@@ -1,15 +1,25 @@
-# slotfill: train and serve recurrent slot taggers (CPU).
-#   docker build -t slotfill .
-#   docker run -v models:/models -p 8000:8000 slotfill          # serves /models/current
-#   docker compose up                                            # trains on the bundled sample, then serves
-FROM python:3.11-slim
+# slotfill: two images from one file.
+#   docker build -t slotfill-api .                      # the API (default target): onnxruntime, no torch
+#   docker build --target train -t slotfill-train .    # training and export: CPU torch
+#   docker run -v models:/models -p 8000:8000 slotfill-api   # serves /models/current
+#   docker compose up                                   # trains on the bundled sample, then serves
+FROM python:3.11-slim AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# Unprivileged user; /models belongs to it so a fresh named volume is writable by the train job.
+RUN groupadd --system --gid 10001 slotfill \
+    && useradd --system --uid 10001 --gid slotfill --home-dir /home/slotfill --create-home slotfill \
+    && mkdir -p /models \
+    && chown slotfill:slotfill /models
 WORKDIR /app
+
+
+# ---------------------------------------------------------------- training (and ONNX export)
+FROM base AS train
 
 # CPU-only torch first, pinned, from the PyTorch CPU index: the biggest layer, cached across code changes.
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
@@ -18,24 +28,39 @@ COPY pyproject.toml README.md ./
 COPY slotfill ./slotfill
 COPY training ./training
 COPY service ./service
-RUN pip install . && rm -rf /app/build
+RUN pip install ".[train]" && rm -rf /app/build
 
-# Unprivileged user; /models belongs to it so a fresh named volume is writable by the train job.
-RUN groupadd --system --gid 10001 slotfill \
-    && useradd --system --uid 10001 --gid slotfill --home-dir /home/slotfill --create-home slotfill \
-    && mkdir -p /models \
-    && chown slotfill:slotfill /models
+USER slotfill
+WORKDIR /home/slotfill
+VOLUME ["/models"]
+CMD ["slotfill", "train", "--data", "sample", "--out", "/models/current", "--resume"]
+
+
+# ---------------------------------------------------------------- the API (last stage: the default target)
+FROM base AS api
+
+# Every dependency pinned with its sha256 (scripts/lock.sh writes the lock); pip refuses anything else.
+COPY requirements/serve.lock ./requirements/serve.lock
+RUN pip install --require-hashes --no-deps -r requirements/serve.lock
+
+COPY pyproject.toml README.md ./
+COPY slotfill ./slotfill
+COPY training ./training
+COPY service ./service
+RUN pip install --no-deps . && rm -rf /app/build
+
 USER slotfill
 WORKDIR /home/slotfill
 VOLUME ["/models"]
 
 ENV SLOTFILL_MODEL_DIR=/models/current \
-    SLOTFILL_LOG_FORMAT=json
+    SLOTFILL_LOG_FORMAT=json \
+    SLOTFILL_BACKEND=onnx
 
 EXPOSE 8000
 
 # Healthy = ready: the model is loaded and warmed up (GET /ready answers 200). No curl in slim images.
-HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=2).status == 200 else 1)"]
 
 CMD ["slotfill", "serve", "--model", "/models/current", "--host", "0.0.0.0", "--port", "8000"]

@@ -30,7 +30,7 @@ from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware
 from .routers import admin, health, metrics, model, tag
 from .settings import Settings, load_settings
-from .state import Loader, ModelState, PredictorLike, load_predictor
+from .state import Loader, ModelState, PredictorLike, settings_loader
 
 logger = logging.getLogger("slotfill.service")
 
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
     loads ``settings.model_dir`` with ``loader`` (default: verify + load + warm up the artifact).
     """
     settings = settings if settings is not None else load_settings()
-    state = ModelState(model_dir=settings.model_dir, loader=loader or load_predictor)
+    state = ModelState(model_dir=settings.model_dir, loader=loader or settings_loader(settings))
     app_metrics = Metrics()
 
     @asynccontextmanager
@@ -61,7 +61,8 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
             state.batcher = make_batcher(settings, app_metrics)
         state.swap(loaded, state.model_dir)
         app_metrics.set_model(loaded.name, loaded.version, loaded.digest)
-        logger.info("ready", extra={"model": loaded.name, "version": loaded.version, "batching": settings.batching,
+        logger.info("ready", extra={"model": loaded.name, "version": loaded.version,
+                                    "backend": getattr(loaded, "backend", None), "batching": settings.batching,
                                     "batch_max_size": settings.batch_max_size,
                                     "batch_max_wait_ms": settings.batch_max_wait_ms})
         del loaded  # this frame lives as long as the app: it must not keep the first model alive past a reload
@@ -119,13 +120,8 @@ def configure_process(settings: Settings) -> None:
     """Process-wide setup for a serving process (not done by ``create_app``: tests build many apps)."""
     if not logging.getLogger("slotfill").handlers:  # run by plain `uvicorn --factory`, not serve()
         configure_logging(settings.log_format, settings.log_level)
-    if settings.torch_threads:
-        # Measured on 2 shared cores: one intra-op thread gave 2.2 ms median per /v1/tag against
-        # 5.4 ms with torch's default of 2 (and 24 vs 29 ms per 64-item batch); concurrency comes
-        # from the request threadpool instead, without oversubscribing the cores.
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
+    # Backend threads are set by the loader (service/state.py), once it knows which backend runs:
+    # importing torch here would defeat the torch-free onnx backend.
 
 
 def create_app_from_env() -> FastAPI:

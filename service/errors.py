@@ -8,7 +8,8 @@ see ``tests/service``).
 Status codes (``code`` in the body; the README has the same table):
 
 ====  ======================  ===============================================================
-400   invalid_json            body is not JSON (also: nesting too deep, integer literal too long)
+400   invalid_json            body is not JSON (also: nesting too deep, integer literal too long,
+                              NaN / Infinity)
 400   invalid_utf8            body bytes are not UTF-8 (UTF-16 JSON included)
 401   unauthorized            admin token missing or wrong (``WWW-Authenticate: Bearer``)
 403   admin_disabled          no admin token configured: the admin API is off
@@ -23,6 +24,7 @@ Status codes (``code`` in the body; the README has the same table):
 422   missing_body            no body (``field`` null)
 422   wrong_type              wrong JSON type anywhere (incl. a body that is not an object)
 422   unknown_field           a field the schema does not have
+422   duplicate_field         an object repeats a key (``field`` names it): rejected, not last-one-wins
 422   missing_field           a required field is absent (e.g. ``items``)
 422   missing_input           neither ``text`` nor ``tokens``
 422   text_and_tokens         both ``text`` and ``tokens``
@@ -38,6 +40,8 @@ Status codes (``code`` in the body; the README has the same table):
 422   artifact_invalid        reload target missing, corrupt or tampered with; the old model serves on
 500   internal_error          a bug, logged with its traceback; never caused by client input
 503   not_ready               no model loaded yet (``Retry-After: 1``)
+503   overloaded              ``max_pending`` tag requests in flight (``Retry-After: retry_after_s``;
+                              ``service/admission.py``)
 ====  ======================  ===============================================================
 
 ``field`` is the dotted path of the offending value (``text``, ``tokens.2``, ``items.3.text``,

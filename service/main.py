@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,39 @@ from .logs import logging_config
 from .settings import ENV_PREFIX, Settings, load_settings
 
 FACTORY = "service.app:create_app_from_env"
+# Longest uvicorn waits, after SIGTERM, for the requests in flight before it cancels them. Under
+# Kubernetes' default grace period (30 s, then SIGKILL), so the lifespan shutdown still runs.
+GRACEFUL_SHUTDOWN_S = 25
+
+
+class _Terminated(BaseException):
+    """SIGTERM outside uvicorn's own handlers (before it serves, or re-raised after its shutdown)."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_exits_cleanly() -> Iterator[None]:
+    """A SIGTERM ends :func:`serve` normally (``python -m service`` exits 0).
+
+    On SIGTERM uvicorn shuts down gracefully (stops accepting, finishes the requests in flight,
+    runs the lifespan shutdown, which drains the micro-batcher), then restores the handler it
+    found and raises the signal again so the process dies of it (exit status -15 / 143, which
+    supervisors read as a crash or a kill). The handler installed here turns that re-raise, and a
+    SIGTERM that lands before uvicorn installs its own handlers, into a normal return instead.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    except _Terminated:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _env_value(value: Any) -> str:
@@ -39,6 +75,10 @@ def serve(model_dir: str | Path | None = None, host: str | None = None, port: in
     (``workers > 1`` starts separate processes through the app factory) builds the same app.
     With ``check_model`` the artifact is verified here first, so a bad model fails at once
     with :class:`~slotfill.errors.ArtifactError` instead of inside each worker.
+
+    SIGTERM (``docker stop``, Kubernetes) or Ctrl-C drains: no new connections, the requests in
+    flight are answered (up to ``GRACEFUL_SHUTDOWN_S``), the micro-batcher runs what it holds,
+    then ``serve`` returns (exit status 0 for ``python -m service``).
     """
     import uvicorn
 
@@ -55,22 +95,26 @@ def serve(model_dir: str | Path | None = None, host: str | None = None, port: in
         if value is not None:
             os.environ[f"{ENV_PREFIX}{key.upper()}"] = _env_value(getattr(settings, key))
     if check_model:
-        from slotfill.predictor import Predictor
+        # Verify the manifest and that the backend can run here (cheap, and imports no torch);
+        # each worker loads the network itself.
+        from slotfill.engines import resolve_backend
+        from slotfill.model_io import read_artifact
 
-        Predictor.load(settings.model_dir)  # raises ArtifactError with the reason
-    uvicorn.run(
-        FACTORY,
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_config=logging_config(settings.log_format, settings.log_level),
-        log_level=settings.log_level.lower(),
-        access_log=False,  # our middleware logs one structured line per request
-        server_header=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=30,
-    )
+        resolve_backend(read_artifact(settings.model_dir), settings.backend)
+    with _sigterm_exits_cleanly():
+        uvicorn.run(
+            FACTORY,
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_config=logging_config(settings.log_format, settings.log_level),
+            log_level=settings.log_level.lower(),
+            access_log=False,  # our middleware logs one structured line per request
+            server_header=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default 1)")
+    parser.add_argument("--backend", choices=["auto", "torch", "onnx"], help="inference backend (default auto)")
     parser.add_argument("--log-format", choices=["json", "text"])
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--settings-file", help="JSON or .env settings file (same as $SLOTFILL_SETTINGS_FILE)")
@@ -91,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["SLOTFILL_SETTINGS_FILE"] = args.settings_file
     try:
         serve(args.model_dir, args.host, args.port, args.workers, log_format=args.log_format,
-              log_level=args.log_level)
+              log_level=args.log_level, backend=args.backend)
     except SlotfillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

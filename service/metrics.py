@@ -41,6 +41,9 @@ class Metrics:
                                 ["name", "version", "digest"], registry=self.registry)
         self.reloads = Counter("slotfill_model_reloads", "Model reloads by outcome.", ["outcome"],
                                registry=self.registry)
+        # Read from service/admission.py when scraped (set_function): no update on the hot path.
+        self.admitted = Gauge("slotfill_tag_requests_admitted", "Tag requests admitted and not yet answered; past "
+                              "max_pending the next one is refused (503 overloaded).", registry=self.registry)
 
     def set_model(self, name: str, version: str, digest: str) -> None:
         self.model_info.clear()

@@ -4,8 +4,16 @@ For a request with a body it answers 415 unless the content type is ``applicatio
 (or ``application/*+json``; a ``charset`` other than UTF-8 is refused too), 400 ``invalid_utf8``
 when the bytes are not UTF-8, and 400 ``invalid_json`` when they are not JSON, including the
 cases where Python's parser raises something other than ``JSONDecodeError`` (nesting too deep,
-an integer literal over the conversion limit). The parsed value is handed on so FastAPI does not
-parse it twice.
+an integer literal over the conversion limit) and the ``NaN`` / ``Infinity`` literals Python
+accepts but JSON does not. An object with the same key twice is a 422 ``duplicate_field`` naming
+it (``items.2.text``): Python would silently keep the last value, and a proxy or logger in front
+of the service that keeps the first one would then see a different request from the one served.
+A number too big for a float (``1e999999``) is valid JSON; it parses to infinity and fails the
+schema like any other number where a string is expected. The parsed value is handed on so
+FastAPI does not parse it twice.
+
+:class:`AdmittedRoute` (the tag routes) also puts each request behind the app's admission limit
+(``service/admission.py``) before its JSON is parsed.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
+from .admission import admission_for
 from .errors import APIError
 
 
@@ -33,6 +42,65 @@ def _is_json(content_type: str) -> tuple[bool, str | None]:
     subtype = message.get_content_subtype()
     charset = message.get_param("charset")
     return (subtype == "json" or subtype.endswith("+json")), (str(charset) if charset else None)
+
+
+class _DuplicateKey(ValueError):
+    """An object has the same key twice (raised by the parser's object hook; the path is found afterwards)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Called by the C parser once per object: building the dict from the pairs and comparing the
+    # lengths costs about what the parser's own dict building does.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateKey
+    return obj
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+# One decoder, made once: ``json.loads`` with keyword arguments would build a new one per call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_not_json)
+
+
+class _Marked(dict):
+    """An object that had a duplicated key (``duplicate``); only built on the error path."""
+
+    duplicate: str | None = None
+
+
+def _mark_duplicates(pairs: list[tuple[str, Any]]) -> _Marked:
+    obj = _Marked(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                obj.duplicate = key
+                break
+            seen.add(key)
+    return obj
+
+
+def duplicate_key_path(text: str) -> str | None:
+    """Dotted path of a duplicated key in JSON ``text`` (``items.2.text``), or ``None``.
+
+    The error path only: it parses again, marking the objects with a duplicated key, and walks
+    the result (iteratively: the nesting is as deep as the parser allowed)."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(json.loads(text, object_pairs_hook=_mark_duplicates), ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            if isinstance(value, _Marked) and value.duplicate is not None:
+                return ".".join((*path, value.duplicate))
+            children = [(child, (*path, str(key))) for key, child in value.items()]
+        elif isinstance(value, list):
+            children = [(child, (*path, str(index))) for index, child in enumerate(value)]
+        else:
+            continue
+        stack.extend(reversed(children))  # depth first, in document order
+    return None
 
 
 async def check_json_body(request: Request) -> None:
@@ -50,15 +118,31 @@ async def check_json_body(request: Request) -> None:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise APIError(400, "invalid_utf8", f"request body is not valid UTF-8 (byte {exc.start})") from None
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise APIError(400, "invalid_json", f"request body is not valid JSON: {exc.msg} at character {exc.pos}") \
-            from None
-    except (ValueError, RecursionError) as exc:
-        raise APIError(400, "invalid_json", f"request body is not valid JSON: {exc}"[:300]) from None
     # Starlette caches the parsed body here; FastAPI's ``await request.json()`` then reuses it.
-    request._json = parsed  # noqa: SLF001
+    request._json = parse_json(text)  # noqa: SLF001
+
+
+def _invalid_json(exc: Exception) -> APIError:
+    if isinstance(exc, json.JSONDecodeError):
+        return APIError(400, "invalid_json", f"request body is not valid JSON: {exc.msg} at character {exc.pos}")
+    return APIError(400, "invalid_json", f"request body is not valid JSON: {exc}"[:300])
+
+
+def parse_json(text: str) -> Any:
+    """The JSON value of ``text``, or the :class:`APIError` that answers it (400 or 422 ``duplicate_field``)."""
+    try:
+        return _DECODER.decode(text)
+    except _DuplicateKey:
+        pass
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise _invalid_json(exc) from None
+    try:
+        # The parser stopped at the first duplicate: what follows it may still be broken (a 400 then).
+        field = duplicate_key_path(text)
+    except (ValueError, RecursionError) as exc:
+        raise _invalid_json(exc) from None
+    raise APIError(422, "duplicate_field", f"field {field!r} appears more than once" if field else
+                   "a field appears more than once", field)
 
 
 _NOT_PARSED = object()
@@ -123,3 +207,23 @@ class JSONBodyRoute(APIRoute):
             return await handler(request)  # no body, or a bad one: FastAPI answers (and words the error)
 
         return fast_handler
+
+
+class AdmittedRoute(JSONBodyRoute):
+    """A :class:`JSONBodyRoute` behind the app's admission limit (``service/admission.py``): at the
+    limit it answers 503 ``overloaded`` before the body's JSON is parsed. Answers of every kind
+    (200, 4xx, 500) leave the count, so it never leaks."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def admitted_handler(request: Request) -> Response:
+            gate = admission_for(request.app)
+            if not gate.try_enter():
+                return gate.refuse(request)
+            try:
+                return await handler(request)
+            finally:
+                gate.leave()
+
+        return admitted_handler

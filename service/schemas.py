@@ -179,6 +179,7 @@ class ModelInfo(StrictModel):
     config: dict[str, Any]
     metrics: dict[str, Any]
     digest: str
+    backend: str | None = Field(None, description="Inference backend running the model: onnx or torch.")
     limits: Limits
 
 

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="Uvicorn worker processes.")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads per worker process (0: torch's default). "
                                                     "Requests run in parallel in a threadpool instead.")
+    backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="Inference backend: onnx (onnxruntime, no torch in the process) or torch; auto takes "
+                            "onnx when the artifact has a model.onnx and onnxruntime is installed.")
+    onnx_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads per worker process (0: its default).")
     batching: bool = Field(True, description="Group concurrent /v1/tag requests (and /v1/tag/batch items) into "
                                              "one padded forward pass; false: each request runs on its own.")
     batch_max_size: int = Field(32, ge=1, description="Most items in one micro-batch.")
@@ -59,6 +63,11 @@ class Settings(BaseSettings):
     batch_max_concurrency: int = Field(0, ge=0, description="Most micro-batches running at once (0: no limit, so no "
                                        "batch waits past max_wait). At the limit, the next batch keeps collecting "
                                        "(up to batch_max_size) and starts when a running one ends.")
+    max_pending: int = Field(256, ge=0, description="Most /v1/tag and /v1/tag/batch requests admitted and not yet "
+                             "answered, per worker process; past it a request gets 503 overloaded with Retry-After "
+                             "at once instead of queueing (0: no limit). One connection has one request in flight, "
+                             "so this is never reached by a few dozen clients.")
+    retry_after_s: int = Field(1, ge=0, le=3600, description="Retry-After (seconds) sent with 503 overloaded.")
     log_format: Literal["json", "text"] = "json"
     log_level: LogLevel = "INFO"
     cors_origins: Annotated[list[str], NoDecode] = Field(
@@ -71,6 +80,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _lower_backend(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("log_format", mode="before")
     @classmethod

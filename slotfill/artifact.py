@@ -11,6 +11,8 @@ An artifact directory holds::
     intents.txt         intents, one per line, in id order (empty for slot-only models)
     model_card.json     name, version, creation time, training settings, library version
     report.json/.txt    evaluation report (when the model was evaluated)
+    model.onnx          optional ONNX graph of the network (``slotfill export --format onnx``),
+                        for the torch-free serving backend
     manifest.json       sha256 and size of every file above; written last
 
 Loading verifies the manifest before reading anything else, refuses names that
@@ -26,27 +28,29 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import torch
+from typing import TYPE_CHECKING
+
 from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save as save_safetensors_bytes
 
 from . import __version__
 from .errors import ArtifactError
 from .fileio import MAX_JSON_BYTES, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
+if TYPE_CHECKING:  # torch is needed to save or load into a module, not to read weights as arrays
+    import numpy as np
+    import torch
+
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json", "save_weights",
-           "load_weights", "write_manifest", "verify_manifest", "sha256_file"]
+           "load_weights", "load_arrays", "write_manifest", "verify_manifest", "sha256_file"]
 
 MANIFEST = "manifest.json"
 FORMAT = "slotfill-artifact"
 FORMAT_VERSION = 1
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "vocab.json", "chars.json",
                   "labels.txt", "intents.txt", "model_card.json")
+ONNX_FILE = "model.onnx"  # optional: the graph `slotfill export --format onnx` writes
 MAX_SAFETENSORS_HEADER = 16 * 1024 * 1024
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-           "BOOL": torch.bool}
+_DTYPES = ("F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL")
 
 
 def sha256_file(path: Path) -> str:
@@ -58,7 +62,9 @@ def sha256_file(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- weights
-def save_weights(model: torch.nn.Module, path: str | Path) -> None:
+def save_weights(model: "torch.nn.Module", path: str | Path) -> None:
+    from safetensors.torch import save as save_safetensors_bytes
+
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     atomic_write_bytes(path, save_safetensors_bytes(tensors))
 
@@ -101,8 +107,10 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
-def load_weights(model: torch.nn.Module, path: str | Path) -> None:
+def load_weights(model: "torch.nn.Module", path: str | Path) -> None:
     """Load weights after checking every name, dtype and shape against the model."""
+    from safetensors.torch import load as load_safetensors_bytes
+
     path = Path(path)
     header = read_safetensors_header(path)
     expected = model.state_dict()
@@ -121,6 +129,40 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> None:
     except SafetensorError as exc:
         raise ArtifactError(f"{path}: unreadable safetensors file ({exc})") from None
     model.load_state_dict(state, strict=True)
+
+
+def load_arrays(path: str | Path, expected: dict[str, tuple[int, ...]],
+                names: Iterable[str] | None = None) -> dict[str, "np.ndarray"]:
+    """Read weights as NumPy arrays (no torch), after checking names and shapes against ``expected``.
+
+    ``expected`` maps every tensor name to the shape the model config implies; the header is
+    checked before any tensor is read, so a hostile file cannot make this allocate. ``names``
+    reads only those tensors (default: all).
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    header = read_safetensors_header(path)
+    present = {k for k in header if k != "__metadata__"}
+    missing = sorted(set(expected) - present)
+    unexpected = sorted(present - set(expected))
+    if missing or unexpected:
+        raise ArtifactError(f"{path}: weights do not match the config (missing: {missing[:5]}, "
+                            f"unexpected: {unexpected[:5]})")
+    wanted = list(expected) if names is None else list(names)
+    for name in wanted:
+        if name not in expected:
+            raise ArtifactError(f"{path}: the config implies no tensor {name!r}")
+        if list(header[name]["shape"]) != list(expected[name]):
+            raise ArtifactError(f"{path}: tensor {name!r} has shape {header[name]['shape']}, the config implies "
+                                f"{list(expected[name])}")
+        if header[name]["dtype"] == "BF16":  # NumPy has no bfloat16
+            raise ArtifactError(f"{path}: tensor {name!r} is bfloat16, which the NumPy reader cannot hold")
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            return {name: handle.get_tensor(name) for name in wanted}
+    except SafetensorError as exc:
+        raise ArtifactError(f"{path}: unreadable safetensors file ({exc})") from None
 
 
 # ----------------------------------------------------------------------------- manifest

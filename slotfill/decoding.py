@@ -14,8 +14,12 @@ of rows still running: the work is proportional to the real tokens, not B * T.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+
+# The score of a forbidden transition; the same value as ``slotfill.models.crf.DISALLOWED``.
+DISALLOWED = -1e4
 
 
 @dataclass(frozen=True)
@@ -26,8 +30,31 @@ class CRFTables:
     start: np.ndarray  # (K,)
     end: np.ndarray  # (K,)
 
+    @cached_property
+    def exp_transitions(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """float64 ``exp(transitions - shift)`` (K, K), its contiguous transpose, and the shift;
+        computed once per table, as it costs more than decoding a short sentence."""
+        shift = float(self.transitions.max())
+        exp_trans = np.exp(self.transitions.astype(np.float64) - shift)
+        return exp_trans, np.ascontiguousarray(exp_trans.T), shift
+
     def astype(self, dtype) -> "CRFTables":
         return CRFTables(self.transitions.astype(dtype), self.start.astype(dtype), self.end.astype(dtype))
+
+    @classmethod
+    def from_weights(cls, weights: dict[str, np.ndarray], prefix: str = "crf.") -> "CRFTables":
+        """Tables from a CRF's saved tensors (``transitions``, ``start_transitions``, ``end_transitions``,
+        ``constraint_mask`` (K+2, K+2) bool with START = K, END = K+1), masked exactly as the torch
+        module's ``constrained_scores`` does; a test checks the two agree."""
+        transitions = np.asarray(weights[prefix + "transitions"], dtype=np.float64)
+        k = transitions.shape[0]
+        allowed = np.asarray(weights[prefix + "constraint_mask"], dtype=bool)
+        start = weights.get(prefix + "start_transitions")
+        end = weights.get(prefix + "end_transitions")
+        start = np.zeros(k) if start is None else np.asarray(start, dtype=np.float64)
+        end = np.zeros(k) if end is None else np.asarray(end, dtype=np.float64)
+        return cls(np.where(allowed[:k, :k], transitions, DISALLOWED), np.where(allowed[k, :k], start, DISALLOWED),
+                   np.where(allowed[:k, k + 1], end, DISALLOWED))
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -49,6 +76,8 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTables) -> np
     """Best label path per sequence. Returns (B, T) int64, 0 past each length."""
     batch, steps, num_tags = emissions.shape
     lengths = np.asarray(lengths)
+    if batch == 1:
+        return _viterbi_one(emissions, int(lengths[0]), tables)
     order, running = _longest_first(lengths)
     em = emissions[order]
     trans_t = np.ascontiguousarray(tables.transitions.T)[None]  # (1, K_to, K_from): reduce over the last axis
@@ -77,6 +106,33 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTables) -> np
     out = np.zeros_like(paths)
     out[order] = paths
     return out
+
+
+def _viterbi_one(emissions: np.ndarray, length: int, tables: CRFTables) -> np.ndarray:
+    """:func:`viterbi` for one sequence (the service's common case), in fewer, larger NumPy calls.
+
+    The forward pass keeps only each step's best scores (one add and one max over the (K, K)
+    table); the backtrack then recomputes a single column per step instead of storing (T, K)
+    backpointers. The arithmetic is the batched version's, term for term, so paths are identical.
+    """
+    em = emissions[0]
+    dtype = np.result_type(em.dtype, tables.transitions.dtype)
+    transitions = tables.transitions.astype(dtype, copy=False)  # (K_from, K_to)
+    num_tags = transitions.shape[0]
+    best = np.empty((length, num_tags), dtype=dtype)  # best[t, j]: best score of a path ending in j at t
+    np.add(tables.start, em[0], out=best[0])
+    buffer = np.empty((num_tags, num_tags), dtype=dtype)
+    for t in range(1, length):
+        np.add(transitions, best[t - 1][:, None], out=buffer)
+        buffer.max(axis=0, out=best[t])
+        best[t] += em[t]
+    path = np.zeros((1, emissions.shape[1]), dtype=np.int64)
+    current = int((best[length - 1] + tables.end).argmax())
+    path[0, length - 1] = current
+    for t in range(length - 1, 0, -1):
+        current = int((best[t - 1] + transitions[:, current]).argmax())
+        path[0, t - 1] = current
+    return path
 
 
 @dataclass(frozen=True)
@@ -122,6 +178,8 @@ def forward_backward(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTabl
     batch, steps, num_tags = emissions.shape
     dtype = emissions.dtype
     lengths = np.asarray(lengths)
+    if batch == 1:
+        return _forward_backward_one(emissions, int(lengths[0]), tables)
     order, running = _longest_first(lengths)
     em = emissions[order]
     trans_shift = tables.transitions.max()
@@ -168,6 +226,60 @@ def forward_backward(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTabl
     inverse[order] = np.arange(batch)
     return ForwardBackward(alpha=alpha[inverse], beta=beta[inverse], log_alpha_scale=log_a[inverse],
                            log_beta_scale=log_b[inverse], log_z=log_z[inverse])
+
+
+def _forward_backward_one(emissions: np.ndarray, length: int, tables: CRFTables) -> ForwardBackward:
+    """:func:`forward_backward` for one sequence, in float64.
+
+    float64 needs no flushing of tiny values (its subnormals start below 1e-308, far beyond any
+    real score gap), which halves the NumPy calls per step; the log-scales are summed once after
+    the loops instead of step by step.
+    """
+    steps, num_tags = emissions.shape[1], emissions.shape[2]
+    em = emissions[0, :length].astype(np.float64)
+    exp_trans, exp_trans_t, trans_shift = tables.exp_transitions
+    em_shift = em.max(axis=1)  # (n,)
+    exp_em = np.exp(em - em_shift[:, None])  # (n, K)
+
+    alpha = np.zeros((1, steps, num_tags))
+    a = alpha[0]
+    start_shift = float(tables.start.max())
+    np.multiply(np.exp(tables.start.astype(np.float64) - start_shift), exp_em[0], out=a[0])
+    scales = np.empty(length)
+    scales[0] = a[0].sum()
+    a[0] /= scales[0]
+    for t in range(1, length):
+        row = a[t]
+        np.dot(a[t - 1], exp_trans, out=row)
+        row *= exp_em[t]
+        scales[t] = row.sum()
+        row /= scales[t]
+    steps_log = np.log(scales) + em_shift + trans_shift
+    steps_log[0] += start_shift - trans_shift
+    log_a = np.zeros((1, steps))
+    log_a[0, :length] = np.cumsum(steps_log)
+
+    beta = np.zeros((1, steps, num_tags))
+    b = beta[0]
+    end_shift = float(tables.end.max())
+    exp_end = np.exp(tables.end.astype(np.float64) - end_shift)
+    b[length - 1] = exp_end
+    norms = np.zeros(length)  # norms[t]: log of the step from t + 1 back to t
+    for t in range(length - 2, -1, -1):
+        row = b[t]
+        np.dot(exp_em[t + 1] * b[t + 1], exp_trans_t, out=row)
+        total = row.sum()
+        row /= total
+        norms[t] = total
+    back_log = np.zeros(length)
+    if length > 1:
+        back_log[:-1] = np.log(norms[:-1]) + em_shift[1:] + trans_shift
+    log_b = np.zeros((1, steps))
+    log_b[0, :length] = np.cumsum(back_log[::-1])[::-1] + end_shift
+
+    log_z = np.log((a[length - 1] * exp_end).sum()) + log_a[0, length - 1] + end_shift
+    return ForwardBackward(alpha=alpha, beta=beta, log_alpha_scale=log_a, log_beta_scale=log_b,
+                           log_z=np.array([log_z]))
 
 
 def path_segment_probability(fb: ForwardBackward, emissions: np.ndarray, tables: CRFTables, row: int,

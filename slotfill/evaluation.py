@@ -13,8 +13,8 @@ from .text import normalize_token
 
 
 def evaluate_artifact(model_dir: str | Path, data_dir: str | Path, split: str = "test",
-                      batch_size: int = 256) -> dict[str, Any]:
-    predictor = Predictor.load(model_dir)
+                      batch_size: int = 256, backend: str = "auto") -> dict[str, Any]:
+    predictor = Predictor.load(model_dir, backend=backend)
     corpus = load_corpus(data_dir, scheme=predictor.config.scheme, tokenizer_config=predictor.tokenizer_config)
     examples = getattr(corpus, split)
     if not examples:

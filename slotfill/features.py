@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from .vocab import Vocab
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Featurizer:
@@ -40,8 +44,14 @@ class Featurizer:
                 self._char_cache[token] = ids
         return ids
 
-    def batch(self, token_lists: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> word_ids (B, T), char_ids (B, T, L), lengths (B,). Every sequence must be non-empty."""
+    def batch(self, token_lists: Sequence[Sequence[str]]) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+        """:meth:`arrays` as torch tensors (sharing memory)."""
+        import torch
+
+        return tuple(torch.from_numpy(a) for a in self.arrays(token_lists))  # type: ignore[return-value]
+
+    def arrays(self, token_lists: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> int64 word_ids (B, T), char_ids (B, T, L), lengths (B,). Every sequence must be non-empty."""
         lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
         steps = int(lengths.max())
         words = np.zeros((len(token_lists), steps), dtype=np.int64)
@@ -52,4 +62,4 @@ class Featurizer:
             words[b, : len(tokens)] = self.words.encode(tokens)
             for t, ids in enumerate(char_lists[b]):
                 chars[b, t, : len(ids)] = ids
-        return torch.from_numpy(words), torch.from_numpy(chars), torch.from_numpy(lengths)
+        return words, chars, lengths

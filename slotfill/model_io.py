@@ -5,30 +5,55 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .artifact import (MANIFEST, atomic_write_json, atomic_write_text, read_json, save_weights, load_weights,
-                       verify_manifest, write_manifest)
+from .artifact import (MANIFEST, ONNX_FILE, atomic_write_json, atomic_write_text, read_json, save_weights,
+                       load_weights, verify_manifest, write_manifest)
 from .errors import ArtifactError, ConfigError
 from .features import Featurizer
 from .models.config import TaggerConfig
-from .models.tagger import SlotTagger
 from .text import TokenizerConfig
 from .vocab import Vocab
 
+if TYPE_CHECKING:
+    from .models.tagger import SlotTagger
+
 
 @dataclass
-class LoadedModel:
-    model: SlotTagger
+class Artifact:
+    """Everything in a verified artifact except the network itself; needs no torch.
+
+    ``directory`` is None for a model that lives only in memory (during training).
+    """
+
     featurizer: Featurizer
     tokenizer: TokenizerConfig
     card: dict[str, Any]
     report: dict[str, Any] | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     digest: str = ""
+    config: TaggerConfig | None = None
+    directory: Path | None = None
+
+    @property
+    def has_onnx(self) -> bool:
+        """Whether the manifest vouches for an ONNX graph (an unlisted ``model.onnx`` is ignored)."""
+        return ONNX_FILE in self.manifest.get("files", {})
 
 
-def save_model(directory: str | Path, model: SlotTagger, featurizer: Featurizer, tokenizer: TokenizerConfig,
+@dataclass
+class LoadedModel(Artifact):
+    """An artifact with its torch network loaded (``config`` is the model's)."""
+
+    model: "SlotTagger | None" = None
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            raise TypeError("LoadedModel needs a model")
+        self.config = self.model.config
+
+
+def save_model(directory: str | Path, model: "SlotTagger", featurizer: Featurizer, tokenizer: TokenizerConfig,
                card: dict[str, Any], report: dict[str, Any] | None = None, report_text: str | None = None) -> dict:
     """Write every artifact file atomically, then the manifest last; returns the manifest.
 
@@ -37,8 +62,10 @@ def save_model(directory: str | Path, model: SlotTagger, featurizer: Featurizer,
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config
-    # An old manifest must not vouch for files that are about to change.
+    # An old manifest must not vouch for files that are about to change, and an old ONNX
+    # graph would no longer match the new weights.
     (directory / MANIFEST).unlink(missing_ok=True)
+    (directory / ONNX_FILE).unlink(missing_ok=True)
     atomic_write_json(directory / "config.json", config.to_dict())
     save_weights(model, directory / "model.safetensors")
     atomic_write_json(directory / "tokenizer.json", tokenizer.to_dict())
@@ -63,8 +90,11 @@ def _lines(path: Path) -> list[str]:
     return text.splitlines()
 
 
-def load_model(directory: str | Path) -> LoadedModel:
-    """Verify and load an artifact. Raises :class:`ArtifactError` naming the problem; never unpickles."""
+def read_artifact(directory: str | Path) -> Artifact:
+    """Verify an artifact and read everything but the network (no torch).
+
+    Raises :class:`ArtifactError` naming the problem; never unpickles.
+    """
     directory = Path(directory)
     manifest, digest = verify_manifest(directory)
     try:
@@ -88,12 +118,22 @@ def load_model(directory: str | Path) -> LoadedModel:
     if not isinstance(card, dict):
         raise ArtifactError(f"{directory / 'model_card.json'}: must be a JSON object")
     report = read_json(directory / "report.json") if "report.json" in manifest["files"] else None
-    model = SlotTagger(config)
-    load_weights(model, directory / "model.safetensors")
-    model.eval()
     featurizer = Featurizer(words, chars, config.max_word_chars)
-    return LoadedModel(model=model, featurizer=featurizer, tokenizer=tokenizer, card=card, report=report,
-                       manifest=manifest, digest=digest)
+    return Artifact(featurizer=featurizer, tokenizer=tokenizer, card=card, report=report, manifest=manifest,
+                    digest=digest, config=config, directory=directory)
+
+
+def load_model(directory: str | Path) -> LoadedModel:
+    """Verify and load an artifact with its torch network. Raises :class:`ArtifactError`; never unpickles."""
+    from .models.tagger import SlotTagger
+
+    artifact = read_artifact(directory)
+    model = SlotTagger(artifact.config)
+    load_weights(model, artifact.directory / "model.safetensors")
+    model.eval()
+    return LoadedModel(featurizer=artifact.featurizer, tokenizer=artifact.tokenizer, card=artifact.card,
+                       report=artifact.report, manifest=artifact.manifest, digest=artifact.digest,
+                       directory=artifact.directory, model=model)
 
 
 def card_summary(card: dict[str, Any]) -> str:

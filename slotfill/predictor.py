@@ -8,29 +8,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from .decoding import CRFTables, forward_backward, path_segment_probability, softmax, viterbi
-from .model_io import LoadedModel, load_model
+from .decoding import forward_backward, path_segment_probability, softmax, viterbi
+from .engines import Engine, OnnxEngine, TorchEngine, resolve_backend
+from .model_io import Artifact, LoadedModel, load_model, read_artifact
 from .predictions import IntentPrediction, Prediction, SlotPrediction, TokenPrediction
 from .schemes import parse_tag, repair, spans
 from .text import Token, normalize_token, tokenize
 
 
-def crf_tables(crf: torch.nn.Module) -> CRFTables:
-    """The CRF's scores as NumPy arrays with its transition constraints folded in."""
-    with torch.no_grad():
-        transitions, start, end = crf.constrained_scores(torch.float64)
-    return CRFTables(transitions.numpy(), start.numpy(), end.numpy())
-
-
 class Predictor:
-    """A loaded artifact ready to tag. Methods never mutate their inputs and are safe to call from threads."""
+    """A loaded artifact ready to tag. Methods never mutate their inputs and are safe to call from threads.
 
-    def __init__(self, loaded: LoadedModel, model_dir: str | Path | None = None):
+    ``engine`` runs the network (see :mod:`slotfill.engines`); without one, ``loaded`` must be a
+    :class:`LoadedModel` and its torch module is used.
+    """
+
+    def __init__(self, loaded: Artifact, model_dir: str | Path | None = None, engine: Engine | None = None):
+        if engine is None:
+            if not isinstance(loaded, LoadedModel):
+                raise TypeError("Predictor needs an engine or a LoadedModel")
+            engine = TorchEngine(loaded.model)
         self.loaded = loaded
-        self.model = loaded.model.eval()
-        self.config = loaded.model.config
+        self.engine = engine
+        self.backend = engine.name
+        self.config = loaded.config
         self.featurizer = loaded.featurizer
         self.tokenizer_config = loaded.tokenizer
         self.model_dir = Path(model_dir) if model_dir is not None else None
@@ -45,17 +47,24 @@ class Predictor:
         self.metrics = loaded.report or {}
         self.digest = loaded.digest
         # float32 is plenty for confidences rounded to 6 digits, and halves the memory traffic.
-        self._tables = crf_tables(self.model.crf).astype(np.float32) if self.model.crf is not None else None
+        tables = engine.crf_tables()
+        self._tables = tables.astype(np.float32) if tables is not None else None
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> "Predictor":
+    def load(cls, model_dir: str | Path, backend: str = "auto", threads: int = 1) -> "Predictor":
+        """Verify and load an artifact. ``backend``: ``auto`` (onnx when the artifact has a graph and
+        onnxruntime is installed, else torch), ``torch`` or ``onnx``; ``threads``: onnxruntime
+        intra-op threads (torch keeps its process-wide setting)."""
+        artifact = read_artifact(model_dir)
+        if resolve_backend(artifact, backend) == "onnx":
+            return cls(artifact, model_dir, OnnxEngine(artifact, threads=threads))
         return cls(load_model(model_dir), model_dir)
 
     @property
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "created": self.created, "labels": self.labels,
-                "intents": self.intents, "config": self.config.to_dict(), "tokenizer": self.tokenizer_config.to_dict(),
+                "intents": self.intents, "backend": self.backend, "config": self.config.to_dict(), "tokenizer": self.tokenizer_config.to_dict(),
                 "metrics": self.metrics, "digest": self.digest}
 
     def tokenize(self, text: str) -> list[Token]:
@@ -128,12 +137,9 @@ class Predictor:
         Returns label ids (B, T), token confidences (B, T) or None, a function (row, start, end) -> span
         confidence, and intent probabilities (B, I) or None.
         """
-        word_ids, char_ids, lengths = self.featurizer.batch(norms)
-        with torch.inference_mode():
-            out = self.model(word_ids, char_ids, lengths)
-        emissions = out.emissions.numpy()
-        lens = lengths.numpy()
-        intent_probs = softmax(out.intent_logits.numpy()) if out.intent_logits is not None else None
+        word_ids, char_ids, lens = self.featurizer.arrays(norms)
+        emissions, intent_logits = self.engine.run(word_ids, char_ids, lens)
+        intent_probs = softmax(intent_logits) if intent_logits is not None else None
         if not confidences:
             paths = viterbi(emissions, lens, self._tables) if self._tables is not None else emissions.argmax(axis=2)
             return paths, None, None, intent_probs

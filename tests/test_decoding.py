@@ -10,7 +10,7 @@ import torch
 
 from slotfill.decoding import forward_backward, path_segment_probability, softmax, viterbi
 from slotfill.models.crf import CRF, allowed_transitions
-from slotfill.predictor import crf_tables
+from slotfill.engines import crf_tables
 
 LABELS = ["O", "B-a", "I-a", "B-b", "I-b"]
 
@@ -104,3 +104,29 @@ def test_predictor_span_fast_path_matches_the_schemes_module(sample_model_dir):
         ids = rng.integers(0, len(predictor.labels), size=rng.integers(1, 9)).tolist()
         expected = repair([predictor.labels[i] for i in ids], "IOB2")
         assert predictor._labels_and_spans(ids) == (expected, spans(expected, "IOB2"))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("seed", range(6))
+def test_single_sequence_path_matches_the_batched_path(seed, dtype):
+    """One sequence takes a specialised code path; it must agree with the batched one."""
+    crf = make_crf(seed, constrained=seed % 2 == 0)
+    tables = crf_tables(crf).astype(dtype)
+    rng = np.random.default_rng(seed)
+    for length in (1, 2, 7, 23):
+        steps = length + seed % 3  # also a single row padded past its length
+        alone = (rng.normal(0, 4, (1, steps, len(LABELS)))).astype(dtype)
+        other = rng.normal(0, 4, (1, steps, len(LABELS))).astype(dtype)
+        batch = np.concatenate([alone, other])  # the batched path, with a second row
+        lengths = np.array([length, steps])  # the batch is as long as its longest row
+        single_path = viterbi(alone, lengths[:1], tables)
+        assert np.array_equal(single_path[0], viterbi(batch, lengths, tables)[0])
+        assert not single_path[0, length:].any()
+        single, batched = forward_backward(alone, lengths[:1], tables), forward_backward(batch, lengths, tables)
+        tolerance = 1e-9 if dtype == np.float64 else 2e-5
+        np.testing.assert_allclose(single.marginals[0, :length], batched.marginals[0, :length], atol=tolerance)
+        np.testing.assert_allclose(single.log_z[0], batched.log_z[0], rtol=1e-6 if dtype == np.float32 else 1e-10)
+        path = single_path[0]
+        for start, end in [(0, length), (length - 1, length), (0, 1)]:
+            assert path_segment_probability(single, alone, tables, 0, path, start, end) == pytest.approx(
+                path_segment_probability(batched, batch, tables, 0, path, start, end), abs=tolerance)

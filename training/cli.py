@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="data directory, or 'sample'")
     evaluate.add_argument("--split", default="test", choices=("train", "valid", "test"))
     evaluate.add_argument("--out", type=Path, help="write report.json and report.txt here")
+    evaluate.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                          help="inference backend (auto: onnx when the artifact has a graph)")
 
     tag = commands.add_parser("tag", help="tag text lines or JSONL requests, writing JSONL")
     tag.add_argument("--model", required=True, type=Path)
@@ -54,8 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", type=int, default=3, help="number of seeds per configuration")
     _add_train_options(compare)
 
+    export = commands.add_parser("export", help="add an ONNX graph to an artifact, checked against the torch model")
+    export.add_argument("--model", required=True, type=Path, help="artifact directory (written in place)")
+    export.add_argument("--format", required=True, choices=("onnx",))
+    export.add_argument("--data", help="also check on this data directory's --split (e.g. the test set), "
+                                       "or 'sample'")
+    export.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    export.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest allowed difference of emissions and intent logits (default 1e-4)")
+
     serve = commands.add_parser("serve", help="serve an artifact over HTTP")
     serve.add_argument("--model", required=True, type=Path)
+    serve.add_argument("--backend", choices=("auto", "torch", "onnx"),
+                       help="inference backend (default auto: onnx when the artifact has a graph)")
     # Defaults live in service.settings, so SLOTFILL_* variables and the settings file apply
     # unless a flag is given.
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
@@ -107,7 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from slotfill.evaluation import evaluate_artifact
     from slotfill.reporting import format_report
 
-    report = evaluate_artifact(args.model, _data_dir(args.data), args.split)
+    report = evaluate_artifact(args.model, _data_dir(args.data), args.split, backend=args.backend)
     text = format_report(report, title=f"{args.model} on {args.data} ({args.split})")
     print(text)
     if args.out:
@@ -138,10 +151,38 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from slotfill.onnx_export import export_onnx
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise SlotfillError(f"ONNX export needs onnx, onnxruntime and torch ({exc.name} is missing): "
+                            "pip install 'slotfill[train]'") from None
+    sentences = None
+    if args.data:
+        from slotfill.data import load_corpus
+        from slotfill.model_io import read_artifact
+        from slotfill.text import normalize_token
+
+        artifact = read_artifact(args.model)
+        corpus = load_corpus(_data_dir(args.data), scheme=artifact.config.scheme, tokenizer_config=artifact.tokenizer)
+        examples = getattr(corpus, args.split)
+        if not examples:
+            raise SlotfillError(f"--data {args.data}: has no {args.split} split")
+        sentences = [[normalize_token(t, artifact.tokenizer) or t for t in e.tokens] for e in examples]
+    check = export_onnx(args.model, sentences, tolerance=args.tolerance)
+    print(f"wrote {args.model / 'model.onnx'}: checked on {check.sentences} sentences ({check.tokens} tokens); "
+          f"labels identical, max emission difference {check.max_emission_diff:.1e}, "
+          f"max intent-logit difference {check.max_intent_diff:.1e}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from service.main import serve
 
-    serve(args.model, host=args.host, port=args.port, workers=args.workers)
+    serve(args.model, host=args.host, port=args.port, workers=args.workers, backend=args.backend)
     return 0
 
 
@@ -153,8 +194,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "tag": cmd_tag, "compare": cmd_compare, "serve": cmd_serve,
-            "data": cmd_data}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "tag": cmd_tag, "compare": cmd_compare,
+            "export": cmd_export, "serve": cmd_serve, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:

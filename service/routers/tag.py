@@ -2,7 +2,8 @@
 
 With batching on (the default) validated items go to the app's micro-batcher (``service/batching.py``)
 and share padded forward passes with concurrent requests; with ``SLOTFILL_BATCHING=false`` each
-request runs the model on its own items in one worker-thread hop.
+request runs the model on its own items in one worker-thread hop. Both routes are behind the
+admission limit (``service/admission.py``): past ``max_pending`` requests in flight, 503 ``overloaded``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from slotfill.predictions import Prediction
 from ..batching import MicroBatcher, run_detached
 from ..dependencies import tag_context
 from ..errors import APIError
-from ..routing import JSONBodyRoute
+from ..routing import AdmittedRoute
 from ..schemas import (
     BatchRequest,
     BatchResponse,
@@ -30,14 +31,16 @@ from ..schemas import (
 from ..settings import Settings
 from ..state import PredictorLike
 
-router = APIRouter(prefix="/v1", tags=["tag"], route_class=JSONBodyRoute)
+router = APIRouter(prefix="/v1", tags=["tag"], route_class=AdmittedRoute)
 
 ERROR_RESPONSES: dict[int | str, dict] = {
     400: {"model": ErrorResponse, "description": "Body is not UTF-8 JSON (invalid_utf8, invalid_json)."},
     413: {"model": ErrorResponse, "description": "Body over max_body_bytes (body_too_large)."},
     415: {"model": ErrorResponse, "description": "Body is not application/json (unsupported_media_type)."},
-    422: {"model": ErrorResponse, "description": "Body breaks the schema or a limit; `field` names the place."},
-    503: {"model": ErrorResponse, "description": "The model is not loaded yet (not_ready)."},
+    422: {"model": ErrorResponse, "description": "Body breaks the schema or a limit, or repeats a key "
+                                                 "(duplicate_field); `field` names the place."},
+    503: {"model": ErrorResponse, "description": "The model is not loaded yet (not_ready), or max_pending requests "
+                                                 "are in flight (overloaded); retry after Retry-After seconds."},
 }
 
 

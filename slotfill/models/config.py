@@ -111,6 +111,47 @@ class TaggerConfig:
             if len(set(mapping.values())) != len(mapping):
                 fail(mapping_name, "names must be unique")
 
+    @property
+    def uses_char_cnn(self) -> bool:
+        return self.char_dim > 0 and self.char_channels > 0
+
+    @property
+    def encoder_output_size(self) -> int:
+        return self.hidden_size * (2 if self.bidirectional else 1)
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every tensor in the tagger's ``state_dict``, computed without torch.
+
+        Lets the torch-free loader check a weights file against the config before reading it
+        (a test checks this against ``SlotTagger(config).state_dict()``).
+        """
+        shapes: dict[str, tuple[int, ...]] = {"word_embedding.weight": (self.vocab_size, self.word_dim)}
+        input_size = self.word_dim + self.contextual_dim
+        if self.uses_char_cnn:
+            shapes["char_cnn.embedding.weight"] = (self.num_chars, self.char_dim)
+            shapes["char_cnn.conv.weight"] = (self.char_channels, self.char_dim, self.char_kernel)
+            shapes["char_cnn.conv.bias"] = (self.char_channels,)
+            input_size += self.char_channels
+        gates = {"rnn": 1, "lstm": 4, "gru": 3}[self.cell] * self.hidden_size
+        for layer in range(self.num_layers):
+            layer_input = input_size if layer == 0 else self.encoder_output_size
+            for suffix in ("", "_reverse") if self.bidirectional else ("",):
+                prefix = "encoder.rnn."
+                shapes[f"{prefix}weight_ih_l{layer}{suffix}"] = (gates, layer_input)
+                shapes[f"{prefix}weight_hh_l{layer}{suffix}"] = (gates, self.hidden_size)
+                shapes[f"{prefix}bias_ih_l{layer}{suffix}"] = (gates,)
+                shapes[f"{prefix}bias_hh_l{layer}{suffix}"] = (gates,)
+        shapes["emissions.weight"] = (self.num_labels, self.encoder_output_size)
+        shapes["emissions.bias"] = (self.num_labels,)
+        if self.num_intents:
+            shapes["intent_head.weight"] = (self.num_intents, self.encoder_output_size)
+            shapes["intent_head.bias"] = (self.num_intents,)
+        if self.decoder == "crf":
+            k = self.num_labels
+            shapes.update({"crf.transitions": (k, k), "crf.start_transitions": (k,), "crf.end_transitions": (k,),
+                           "crf.constraint_mask": (k + 2, k + 2)})
+        return shapes
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["id2label"] = {str(k): v for k, v in self.id2label.items()}

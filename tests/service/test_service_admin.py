@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from service_testlib import ThreadServer, assert_error
+from test_service_api import metric_value
 
 from service.app import create_app
 from service.settings import Settings
@@ -131,6 +132,79 @@ def test_requests_during_a_reload_succeed(server, client: httpx.Client) -> None:
     assert results and all(status == 200 for _, status in results), results
     assert any(start <= started <= end for started, _ in results for start, end in windows), \
         "no request overlapped a reload"
+
+
+def test_reload_to_a_bad_artifact_under_load_drops_nothing(server, client: httpx.Client, tmp_path: Path) -> None:
+    """Clients tag (single and batch) while reloads to corrupt artifacts fail: every request gets a
+    full 200 from the old model, each reload a 422 naming the broken file, and the old model serves on."""
+    flipped = tampered_copy(server.model_dir, tmp_path / "flipped")
+    truncated = tmp_path / "truncated"
+    shutil.copytree(server.model_dir, truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    broken_manifest = tmp_path / "broken-manifest"
+    shutil.copytree(server.model_dir, broken_manifest)
+    (broken_manifest / "manifest.json").write_text("{not json", encoding="utf-8")
+    bad = [(flipped, "model.safetensors"), (truncated, "model.safetensors"), (broken_manifest, "manifest.json")]
+
+    before = client.get("/v1/model").json()
+    text = "book a table at chez pierre for 4 tomorrow"
+    expected = client.post("/v1/tag", json={"text": text}).json()
+    metrics_before = client.get("/metrics").text
+    done = threading.Event()
+    results: list[tuple[float, int, str]] = []
+    lock = threading.Lock()
+
+    def hammer(worker: int) -> None:
+        with server.client() as http:
+            n = 0
+            while not done.is_set():
+                started = time.monotonic()
+                if (worker + n) % 3 == 0:
+                    response = http.post("/v1/tag/batch", json={"items": [{"text": text}, {"text": "hi"}]})
+                    ok = response.status_code == 200 and response.json()["items"][0]["labels"] == expected["labels"]
+                else:
+                    response = http.post("/v1/tag", json={"text": text})
+                    ok = response.status_code == 200 and response.json()["labels"] == expected["labels"]
+                with lock:
+                    results.append((started, response.status_code if ok else -response.status_code,
+                                    response.text[:200]))
+                n += 1
+
+    windows: list[tuple[float, float]] = []
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(hammer, worker) for worker in range(4)]
+        try:
+            time.sleep(0.2)
+            for round_ in range(3):  # until one reload overlapped a request (almost always the first round)
+                for path, broken_file in bad:
+                    reload_started = time.monotonic()
+                    response = client.post("/v1/admin/reload", headers=auth(server.admin_token),
+                                           json={"model_dir": str(path)})
+                    windows.append((reload_started, time.monotonic()))
+                    error = assert_error(response, 422, "artifact_invalid", "model_dir")
+                    assert broken_file in error["message"] and "previous model" in error["message"], error
+                with lock:
+                    overlapped = any(start <= started <= end for started, _, _ in results for start, end in windows)
+                if overlapped:
+                    break
+        finally:
+            done.set()
+            for future in futures:
+                future.result()
+    failures = [result for result in results if result[1] != 200]
+    assert results and not failures, failures[:5]
+    assert any(start <= started <= end for started, _, _ in results for start, end in windows), \
+        "no request overlapped a failing reload"
+    # The old model is still the one served, and answers as before.
+    assert client.get("/ready").status_code == 200
+    assert client.get("/v1/model").json() == before
+    assert client.post("/v1/tag", json={"text": text}).json() == expected
+    metrics_after = client.get("/metrics").text
+    failed = "slotfill_model_reloads_total"
+    assert metric_value(metrics_after, failed, outcome="failed") - \
+        metric_value(metrics_before, failed, outcome="failed") == len(windows)
+    assert metric_value(metrics_after, failed, outcome="ok") == metric_value(metrics_before, failed, outcome="ok")
 
 
 # ----------------------------------------------------------------------------- in-process server (real socket)

@@ -49,7 +49,9 @@ def test_health_and_ready(client: httpx.Client) -> None:
 
 def test_model_info(client: httpx.Client) -> None:
     info = client.get("/v1/model").json()
-    assert {"name", "version", "created", "labels", "intents", "config", "metrics", "digest", "limits"} == set(info)
+    assert {"name", "version", "created", "labels", "intents", "config", "metrics", "digest", "backend",
+            "limits"} == set(info)
+    assert info["backend"] == "onnx", "training exports the graph, and auto prefers it"
     assert "O" in info["labels"] and any(label.startswith("B-") for label in info["labels"])
     assert info["intents"] and all(isinstance(name, str) for name in info["intents"])
     assert re.fullmatch(r"[0-9a-f]{64}", info["digest"])

@@ -87,7 +87,9 @@ def test_compose_services_and_volume(compose: dict) -> None:
     assert any(volume.split(":")[0] == "models" and volume.split(":")[1] == "/models" for volume in api["volumes"])
     assert api["depends_on"]["train"]["condition"] == "service_completed_successfully"
     assert api["environment"]["SLOTFILL_MODEL_DIR"] == "/models/current"
-    assert train.get("image") == api.get("image")
+    assert train["build"]["target"] == "train" and api["build"]["target"] == "api"
+    assert train["image"] != api["image"], "the API image has no torch; the training image does"
+    assert api["environment"]["SLOTFILL_BACKEND"] == "onnx"
 
 
 def test_compose_commands_parse(compose: dict, cli_parser) -> None:
@@ -123,39 +125,96 @@ def test_compose_healthcheck_hits_ready(compose: dict, app_paths: set[str]) -> N
     assert "/ready" in app_paths
 
 
-def test_dockerfile(cli_parser, app_paths: set[str]) -> None:
-    instructions = dockerfile_instructions()
-    by_name: dict[str, list[str]] = {}
+def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """Stage name -> its instructions (the FROM line included); stages inherit nothing here."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] | None = None
+    for name, args in dockerfile_instructions():
+        if name == "FROM":
+            match = re.fullmatch(r"(\S+)\s+AS\s+(\S+)", args, flags=re.IGNORECASE)
+            assert match, f"every stage is named: FROM {args}"
+            current = stages.setdefault(match.group(2), [])
+        assert current is not None, "instructions before the first FROM"
+        current.append((name, args))
+    return stages
+
+
+def by_name(instructions: list[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
     for name, args in instructions:
-        by_name.setdefault(name, []).append(args)
-    assert by_name["FROM"] == ["python:3.11-slim"]
-    # Non-root, and the USER comes before the CMD.
-    users = by_name["USER"]
-    assert users and users[-1] not in ("root", "0", "0:0")
+        grouped.setdefault(name, []).append(args)
+    return grouped
+
+
+def assert_non_root_before_cmd(instructions: list[tuple[str, str]]) -> None:
+    grouped = by_name(instructions)
+    assert grouped["USER"] and grouped["USER"][-1] not in ("root", "0", "0:0")
     names = [name for name, _ in instructions]
     assert names.index("USER") < names.index("CMD")
-    # CPU torch, pinned exactly, satisfying the package's own requirement.
-    runs = " ".join(by_name["RUN"])
+
+
+def test_dockerfile_stages() -> None:
+    stages = dockerfile_stages()
+    assert list(stages) == ["base", "train", "api"], "api is last: a plain `docker build` gives the API image"
+    assert by_name(stages["base"])["FROM"] == ["python:3.11-slim AS base"]
+    assert by_name(stages["train"])["FROM"] == ["base AS train"]
+    assert by_name(stages["api"])["FROM"] == ["base AS api"]
+
+
+def test_train_image_pins_cpu_torch(cli_parser) -> None:
+    stage = dockerfile_stages()["train"]
+    runs = " ".join(by_name(stage)["RUN"])
     pin = re.search(r"pip install (?:[^&]*\s)?torch==([\d.]+)\s+--index-url\s+https://download\.pytorch\.org/whl/cpu",
                     runs)
     assert pin, runs
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    torch_spec = next(dep for dep in pyproject["project"]["dependencies"] if re.match(r"torch\b", dep))
+    torch_spec = next(dep for dep in pyproject["project"]["optional-dependencies"]["train"] if re.match(r"torch\b", dep))
     assert pin.group(1) in SpecifierSet(torch_spec[len("torch"):])
-    assert re.search(r"pip install (--\S+ )*\.(\s|$)", runs), "the package itself is installed"
-    # Port, volume, health check, command.
-    assert by_name["EXPOSE"] == ["8000"]
-    assert any("/models" in volume for volume in by_name["VOLUME"])
-    [healthcheck] = by_name["HEALTHCHECK"]
+    assert re.search(r'pip install "?\.\[train\]"?', runs), "the package is installed with its train extra"
+    assert_non_root_before_cmd(stage)
+    assert parse_cli(cli_parser, exec_form(by_name(stage)["CMD"][-1])).command == "train"
+
+
+def test_api_image_installs_only_the_hashed_lock(cli_parser, app_paths: set[str]) -> None:
+    stage = dockerfile_stages()["api"]
+    grouped = by_name(stage)
+    runs = " ".join(grouped["RUN"])
+    assert "torch" not in runs
+    assert re.search(r"pip install --require-hashes --no-deps -r requirements/serve\.lock", runs)
+    assert re.search(r"pip install --no-deps \.(\s|$)", runs), "the package itself, without resolving anything"
+    assert any("requirements/serve.lock" in args for args in grouped["COPY"])
+    assert_non_root_before_cmd(stage)
+    assert grouped["EXPOSE"] == ["8000"]
+    assert any("/models" in volume for volume in grouped["VOLUME"])
+    assert any("SLOTFILL_BACKEND=onnx" in env for env in grouped["ENV"])
+    [healthcheck] = grouped["HEALTHCHECK"]
     assert healthcheck_path(healthcheck) == "/ready" and "/ready" in app_paths
     assert "curl" not in healthcheck
-    command = exec_form(by_name["CMD"][-1])
-    serve = parse_cli(cli_parser, command)
+    serve = parse_cli(cli_parser, exec_form(grouped["CMD"][-1]))
     assert serve.command == "serve"
     assert str(serve.model) == "/models/current"
     assert serve.host == "0.0.0.0"
-    assert str(serve.port) == by_name["EXPOSE"][0]
+    assert str(serve.port) == grouped["EXPOSE"][0]
     assert re.search(r":8000/ready", healthcheck)
+
+
+def test_serve_lock_pins_every_package_with_hashes_and_no_torch() -> None:
+    lock = (REPO / "requirements" / "serve.lock").read_text()
+    requirements = re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", lock, flags=re.MULTILINE)
+    names = {name.lower() for name, _ in requirements}
+    assert {"onnxruntime", "fastapi", "uvicorn", "pydantic", "numpy", "safetensors"} <= names
+    assert not names & {"torch", "transformers", "seqeval", "matplotlib"}
+    # Each requirement is followed by at least one sha256 hash.
+    blocks = re.split(r"^(?=[A-Za-z0-9_.-]+==)", lock, flags=re.MULTILINE)[1:]
+    assert len(blocks) == len(requirements)
+    assert all(re.search(r"--hash=sha256:[0-9a-f]{64}", block) for block in blocks)
+    assert "--index-url" not in lock and "file://" not in lock, "no machine-local index in the lock"
+    # Every base and serve dependency of the package is in the lock.
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wanted = pyproject["project"]["dependencies"] + pyproject["project"]["optional-dependencies"]["serve"]
+    for dependency in wanted:
+        name = re.match(r"[A-Za-z0-9_.-]+", dependency).group(0).lower()
+        assert name in names, f"{name} is missing from requirements/serve.lock: run bash scripts/lock.sh"
 
 
 def test_dockerignore_keeps_the_context_small() -> None:
@@ -163,4 +222,5 @@ def test_dockerignore_keeps_the_context_small() -> None:
                if line.strip() and not line.startswith("#")}
     assert {".git", ".venv", "tests"} <= ignored
     copied = {source for name, args in dockerfile_instructions() if name == "COPY" for source in args.split()[:-1]}
+    assert "requirements/serve.lock" in copied
     assert not copied & ignored, "a COPY source is excluded by .dockerignore"

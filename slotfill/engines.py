@@ -1,0 +1,147 @@
+"""Inference backends: what runs the network for a :class:`~slotfill.predictor.Predictor`.
+
+An engine maps padded id arrays to emissions and intent logits, both NumPy; everything around
+it (tokenising, featurising, CRF decoding, spans) is shared NumPy/Python code, so the backends
+give the same answers (a test checks labels are identical and scores agree to 1e-4).
+
+* ``torch``: the :class:`~slotfill.models.tagger.SlotTagger` module.
+* ``onnx``: the artifact's ``model.onnx`` under onnxruntime. This path never imports torch, so
+  a service installed with ``pip install slotfill[serve]`` runs without it.
+
+``auto`` picks onnx when the manifest lists a graph and onnxruntime is installed, else torch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from .artifact import ONNX_FILE, load_arrays
+from .decoding import CRFTables
+from .errors import ArtifactError, ConfigError
+
+if TYPE_CHECKING:
+    from .model_io import Artifact
+    from .models.tagger import SlotTagger
+
+BACKENDS = ("auto", "torch", "onnx")
+
+
+class Engine(Protocol):
+    name: str
+
+    def run(self, word_ids: np.ndarray, char_ids: np.ndarray,
+            lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """word_ids (B, T), char_ids (B, T, L), lengths (B,), all int64 -> float32 emissions (B, T, K)
+        and intent logits (B, I) or None."""
+        ...
+
+    def crf_tables(self) -> CRFTables | None:
+        """The CRF's constrained scores (float64), or None for a softmax decoder."""
+        ...
+
+
+class TorchEngine:
+    name = "torch"
+
+    def __init__(self, model: "SlotTagger"):
+        self.model = model.eval()
+
+    def run(self, word_ids, char_ids, lengths):
+        import torch
+
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(word_ids), torch.from_numpy(char_ids), torch.from_numpy(lengths))
+        intents = out.intent_logits.numpy() if out.intent_logits is not None else None
+        return out.emissions.numpy(), intents
+
+    def crf_tables(self) -> CRFTables | None:
+        return crf_tables(self.model.crf) if self.model.crf is not None else None
+
+
+def crf_tables(crf) -> CRFTables:
+    """A torch :class:`~slotfill.models.crf.CRF`'s constrained scores as float64 NumPy tables."""
+    import torch
+
+    with torch.no_grad():
+        transitions, start, end = crf.constrained_scores(torch.float64)
+    return CRFTables(transitions.numpy(), start.numpy(), end.numpy())
+
+
+class OnnxEngine:
+    """onnxruntime on the CPU; ``threads`` intra-op threads (1 suits a service that runs requests
+    in parallel; 0 lets onnxruntime choose). ``graph``: serialised ONNX bytes to use instead of the
+    artifact's ``model.onnx`` (the exporter checks a graph before writing it)."""
+
+    name = "onnx"
+
+    def __init__(self, artifact: "Artifact", threads: int = 1, graph: bytes | None = None):
+        import onnxruntime as ort
+
+        config = artifact.config
+        directory = artifact.directory
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # warnings about unused initialisers etc. are not the user's concern
+        try:
+            self.session = ort.InferenceSession(graph if graph is not None else str(directory / ONNX_FILE),
+                                                options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
+            raise ArtifactError(f"{directory / ONNX_FILE}: onnxruntime cannot load it ({exc})") from None
+        names = [o.name for o in self.session.get_outputs()]
+        expected = ["emissions", "intent_logits"] if config.num_intents else ["emissions"]
+        if names != expected:
+            raise ArtifactError(f"{directory / ONNX_FILE}: outputs {names}, expected {expected}")
+        self._outputs = names
+        self._tables: CRFTables | None = None
+        if config.decoder == "crf":
+            shapes = config.weight_shapes()
+            weights = load_arrays(directory / "model.safetensors", shapes,
+                                  names=[n for n in shapes if n.startswith("crf.")])
+            self._tables = CRFTables.from_weights(weights)
+
+    def run(self, word_ids, char_ids, lengths):
+        results = self.session.run(self._outputs, {"word_ids": word_ids, "char_ids": char_ids, "lengths": lengths})
+        return results[0], (results[1] if len(results) > 1 else None)
+
+    def crf_tables(self) -> CRFTables | None:
+        return self._tables
+
+
+def onnxruntime_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def torch_available() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def resolve_backend(artifact: "Artifact", backend: str = "auto") -> str:
+    """Which backend ``backend`` means for this artifact here; a clear error when it cannot run."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    where = artifact.directory
+    if backend == "auto":
+        if artifact.has_onnx and onnxruntime_available():
+            return "onnx"
+        if torch_available():
+            return "torch"
+        if not artifact.has_onnx:
+            raise ArtifactError(f"{where}: has no ONNX graph and torch is not installed; export one with "
+                                f"`slotfill export --model {where} --format onnx` where torch is installed")
+        raise ConfigError("neither onnxruntime nor torch is installed: pip install 'slotfill[serve]'")
+    if backend == "onnx":
+        if not artifact.has_onnx:
+            raise ArtifactError(f"{where}: backend onnx needs {ONNX_FILE} listed in the manifest; "
+                                f"create it with `slotfill export --model {where} --format onnx`")
+        if not onnxruntime_available():
+            raise ConfigError("backend onnx needs onnxruntime: pip install 'slotfill[serve]'")
+        return "onnx"
+    if not torch_available():
+        raise ConfigError("backend torch needs torch: pip install 'slotfill[train]'")
+    return "torch"

@@ -1,0 +1,238 @@
+"""The ONNX graph and the torch-free backend: same numbers as torch, same answers, no torch needed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from slotfill.artifact import MANIFEST, ONNX_FILE, sha256_file
+from slotfill.decoding import CRFTables
+from slotfill.engines import OnnxEngine, TorchEngine, resolve_backend
+from slotfill.errors import ArtifactError, ConfigError
+from slotfill.features import Featurizer
+from slotfill.model_io import load_model, read_artifact, save_model
+from slotfill.models import SlotTagger, TaggerConfig
+from slotfill.onnx_export import export_onnx, synthetic_sentences
+from slotfill.predictor import Predictor
+from slotfill.text import TokenizerConfig
+from training.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parent.parent
+LABELS = {0: "O", 1: "B-city", 2: "I-city", 3: "B-date", 4: "I-date"}
+WORDS = ["from", "boston", "to", "new", "york", "on", "monday", "the", "flight", "please"]
+UTTERANCES = ["book a table for four at an italian place tomorrow at 7pm",
+              "find me a cheap thai restaurant in san francisco", "cancel my reservation at the golden dragon"]
+
+
+@pytest.fixture()
+def onnx_artifact(sample_model_dir, tmp_path) -> Path:
+    target = tmp_path / "model"
+    shutil.copytree(sample_model_dir, target)
+    export_onnx(target)
+    return target
+
+
+def random_artifact(directory: Path, seed: int = 0, **overrides) -> Path:
+    """An untrained tagger of the given architecture, saved as a complete artifact."""
+    torch.manual_seed(seed)
+    featurizer = Featurizer.build([WORDS, ["ünïcode", "東京"]])
+    settings = dict(vocab_size=len(featurizer.words), num_chars=len(featurizer.chars), id2label=LABELS,
+                    id2intent={0: "flight", 1: "fare"}, word_dim=12, char_dim=6, char_channels=10, hidden_size=16)
+    settings.update(overrides)
+    model = SlotTagger(TaggerConfig(**settings)).eval()
+    if model.crf is not None:  # random CRF scores, so decoding depends on them
+        with torch.no_grad():
+            model.crf.transitions.normal_(0, 2)
+    save_model(directory, model, featurizer, TokenizerConfig(), {"name": "random", "version": "1"})
+    return directory
+
+
+ARCHITECTURES = {
+    "bilstm-crf": {},
+    "lstm-softmax": {"bidirectional": False, "decoder": "softmax"},
+    "bigru-crf": {"cell": "gru"},
+    "gru-2layers": {"cell": "gru", "bidirectional": False, "num_layers": 2},
+    "birnn-softmax": {"cell": "rnn", "decoder": "softmax"},
+    "bilstm-2layers-mean": {"num_layers": 2, "intent_pooling": "mean"},
+    "no-chars-no-intents": {"char_dim": 0, "char_channels": 0, "id2intent": {}},
+    "kernel-5-bioes": {"char_kernel": 5, "scheme": "BIOES",
+                       "id2label": {0: "O", 1: "B-city", 2: "I-city", 3: "E-city", 4: "S-city"}},
+}
+
+
+def test_weight_shapes_match_the_torch_state_dict():
+    for overrides in ARCHITECTURES.values():
+        config = TaggerConfig(vocab_size=20, num_chars=9, id2label=overrides.get("id2label", LABELS),
+                              id2intent=overrides.get("id2intent", {0: "a"}),
+                              **{k: v for k, v in overrides.items() if k not in ("id2label", "id2intent")})
+        expected = {name: tuple(t.shape) for name, t in SlotTagger(config).state_dict().items()}
+        assert config.weight_shapes() == expected
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_graph_reproduces_torch(tmp_path, name):
+    directory = random_artifact(tmp_path / name, **ARCHITECTURES[name])
+    check = export_onnx(directory)
+    assert check.labels_identical and check.intents_identical
+    assert check.max_emission_diff <= 1e-4
+
+    artifact = read_artifact(directory)
+    assert artifact.has_onnx
+    loaded = load_model(directory)
+    sentences = synthetic_sentences(WORDS, count=40, seed=3)
+    arrays = artifact.featurizer.arrays(sentences)
+    torch_em, torch_int = TorchEngine(loaded.model).run(*arrays)
+    onnx_em, onnx_int = OnnxEngine(artifact).run(*arrays)
+    lengths = arrays[2]
+    for row, n in enumerate(lengths):
+        np.testing.assert_allclose(onnx_em[row, :n], torch_em[row, :n], atol=1e-4, rtol=0)
+    if torch_int is None:
+        assert onnx_int is None
+    else:
+        np.testing.assert_allclose(onnx_int, torch_int, atol=1e-4, rtol=0)
+
+
+def test_padding_never_leaks_into_real_positions(tmp_path):
+    """A sentence scores the same alone and padded in a batch next to a much longer one."""
+    directory = random_artifact(tmp_path / "m")
+    export_onnx(directory)
+    artifact = read_artifact(directory)
+    engine = OnnxEngine(artifact)
+    short, long = ["from", "boston"], WORDS * 3
+    alone_em, alone_int = engine.run(*artifact.featurizer.arrays([short]))
+    batch_em, batch_int = engine.run(*artifact.featurizer.arrays([long, short]))
+    np.testing.assert_allclose(batch_em[1, :2], alone_em[0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(batch_int[1], alone_int[0], atol=1e-5, rtol=0)
+
+
+def test_crf_tables_from_saved_weights_match_the_module(sample_model_dir):
+    loaded = load_model(sample_model_dir)
+    from_module = TorchEngine(loaded.model).crf_tables()
+    weights = {name: tensor.numpy() for name, tensor in loaded.model.state_dict().items()}
+    from_weights = CRFTables.from_weights(weights)
+    for a, b in ((from_module.transitions, from_weights.transitions), (from_module.start, from_weights.start),
+                 (from_module.end, from_weights.end)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_onnx_backend_answers_like_torch(onnx_artifact):
+    onnx_predictor = Predictor.load(onnx_artifact)  # auto: the manifest lists a graph
+    torch_predictor = Predictor.load(onnx_artifact, backend="torch")
+    assert (onnx_predictor.backend, torch_predictor.backend) == ("onnx", "torch")
+    for got, expected in zip(onnx_predictor.predict_texts(UTTERANCES), torch_predictor.predict_texts(UTTERANCES)):
+        assert [t.label for t in got.tokens] == [t.label for t in expected.tokens]
+        assert [(s.slot, s.value, s.start, s.end) for s in got.slots] == \
+            [(s.slot, s.value, s.start, s.end) for s in expected.slots]
+        assert got.intent.name == expected.intent.name
+        for a, b in zip(got.tokens, expected.tokens):
+            assert a.confidence == pytest.approx(b.confidence, abs=1e-4)
+        for a, b in zip(got.slots, expected.slots):
+            assert a.confidence == pytest.approx(b.confidence, abs=1e-4)
+
+
+def test_export_cli_checks_on_data_and_updates_the_manifest(sample_model_dir, tmp_path, capsys):
+    target = tmp_path / "model"
+    shutil.copytree(sample_model_dir, target)
+    assert cli_main(["export", "--model", str(target), "--format", "onnx", "--data", "sample"]) == 0
+    out = capsys.readouterr().out
+    assert "labels identical" in out
+    manifest = json.loads((target / MANIFEST).read_text())
+    assert manifest["files"][ONNX_FILE]["sha256"] == sha256_file(target / ONNX_FILE)
+    assert manifest["name"] == json.loads((sample_model_dir / MANIFEST).read_text())["name"]
+    # the sample test split has 300 sentences, plus 256 synthetic ones
+    assert "checked on 556 sentences" in out
+
+
+def test_a_graph_that_disagrees_is_not_written(sample_model_dir, tmp_path, monkeypatch):
+    import slotfill.onnx_graph as onnx_graph
+
+    target = tmp_path / "model"
+    shutil.copytree(sample_model_dir, target)
+    manifest_before = (target / MANIFEST).read_bytes()
+    real_build = onnx_graph.build_graph
+
+    def skewed(config, weights):
+        weights = dict(weights)
+        weights["emissions.bias"] = weights["emissions.bias"] + 0.01  # a small, systematic error
+        return real_build(config, weights)
+
+    monkeypatch.setattr(onnx_graph, "build_graph", skewed)
+    with pytest.raises(ArtifactError, match="does not reproduce the torch model"):
+        export_onnx(target)
+    assert not (target / ONNX_FILE).exists()
+    assert (target / MANIFEST).read_bytes() == manifest_before
+
+
+def test_tampered_graph_is_refused(onnx_artifact):
+    data = bytearray((onnx_artifact / ONNX_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (onnx_artifact / ONNX_FILE).write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="model.onnx: sha256 does not match"):
+        Predictor.load(onnx_artifact)
+
+
+def test_unlisted_graph_is_ignored_and_resaving_drops_a_stale_one(sample_model_dir, onnx_artifact, tmp_path):
+    plain = tmp_path / "plain"
+    shutil.copytree(sample_model_dir, plain)
+    shutil.copy(onnx_artifact / ONNX_FILE, plain / ONNX_FILE)  # present, but no manifest vouches for it
+    assert Predictor.load(plain).backend == "torch"
+    with pytest.raises(ArtifactError, match="needs model.onnx listed in the manifest"):
+        Predictor.load(plain, backend="onnx")
+
+    loaded = load_model(onnx_artifact)
+    save_model(onnx_artifact, loaded.model, loaded.featurizer, loaded.tokenizer, loaded.card)
+    assert not (onnx_artifact / ONNX_FILE).exists()
+    assert not read_artifact(onnx_artifact).has_onnx
+
+
+def test_resolve_backend_explains_what_is_missing(sample_model_dir, onnx_artifact, monkeypatch):
+    import slotfill.engines as engines
+
+    with pytest.raises(ConfigError, match="backend: must be one of"):
+        resolve_backend(read_artifact(onnx_artifact), "tensorflow")
+    monkeypatch.setattr(engines, "torch_available", lambda: False)
+    with pytest.raises(ArtifactError, match="has no ONNX graph and torch is not installed"):
+        resolve_backend(read_artifact(sample_model_dir), "auto")
+    assert resolve_backend(read_artifact(onnx_artifact), "auto") == "onnx"
+    monkeypatch.setattr(engines, "onnxruntime_available", lambda: False)
+    with pytest.raises(ConfigError, match="neither onnxruntime nor torch"):
+        resolve_backend(read_artifact(onnx_artifact), "auto")
+
+
+def test_onnx_backend_and_service_run_without_torch(onnx_artifact):
+    """In a process where importing torch fails, the onnx backend loads, tags and serves."""
+    script = textwrap.dedent(f"""
+        import sys
+
+        class BlockTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked in this test")
+                return None
+
+        sys.meta_path.insert(0, BlockTorch())
+
+        from fastapi.testclient import TestClient
+        from service.app import create_app
+        from service.settings import Settings
+
+        app = create_app(Settings(model_dir={str(onnx_artifact)!r}, batching=True))
+        with TestClient(app) as client:
+            info = client.get("/v1/model").json()
+            answer = client.post("/v1/tag", json={{"text": "book a table for two tomorrow at 7pm"}}).json()
+        assert info["backend"] == "onnx", info
+        assert answer["labels"] and answer["intent"] is not None, answer
+        assert not any(name == "torch" or name.startswith("torch.") for name in sys.modules)
+        print("OK", answer["labels"])
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("OK")
