@@ -18,6 +18,8 @@ from .vocab import Vocab
 if TYPE_CHECKING:
     from .models.tagger import SlotTagger
 
+CALIBRATION_FILE = "calibration.json"
+
 
 @dataclass
 class Artifact:
@@ -34,6 +36,7 @@ class Artifact:
     digest: str = ""
     config: TaggerConfig | None = None
     directory: Path | None = None
+    calibration: dict[str, Any] | None = None  # temperatures (see slotfill.calibration)
 
     @property
     def has_onnx(self) -> bool:
@@ -54,7 +57,8 @@ class LoadedModel(Artifact):
 
 
 def save_model(directory: str | Path, model: "SlotTagger", featurizer: Featurizer, tokenizer: TokenizerConfig,
-               card: dict[str, Any], report: dict[str, Any] | None = None, report_text: str | None = None) -> dict:
+               card: dict[str, Any], report: dict[str, Any] | None = None, report_text: str | None = None,
+               calibration: dict[str, float] | None = None) -> dict:
     """Write every artifact file atomically, then the manifest last; returns the manifest.
 
     A reader that finds a manifest whose hashes match knows the whole artifact is complete.
@@ -76,6 +80,10 @@ def save_model(directory: str | Path, model: "SlotTagger", featurizer: Featurize
     atomic_write_json(directory / "model_card.json", card)
     names = ["config.json", "model.safetensors", "tokenizer.json", "vocab.json", "chars.json", "labels.txt",
              "intents.txt", "model_card.json"]
+    (directory / CALIBRATION_FILE).unlink(missing_ok=True)
+    if calibration is not None:
+        atomic_write_json(directory / CALIBRATION_FILE, calibration)
+        names.append(CALIBRATION_FILE)
     if report is not None:
         atomic_write_json(directory / "report.json", report)
         names.append("report.json")
@@ -119,8 +127,16 @@ def read_artifact(directory: str | Path) -> Artifact:
         raise ArtifactError(f"{directory / 'model_card.json'}: must be a JSON object")
     report = read_json(directory / "report.json") if "report.json" in manifest["files"] else None
     featurizer = Featurizer(words, chars, config.max_word_chars)
+    calibration = None
+    if CALIBRATION_FILE in manifest["files"]:
+        calibration = read_json(directory / CALIBRATION_FILE)
+        temperatures = [calibration.get(k) if isinstance(calibration, dict) else None
+                        for k in ("slot_temperature", "intent_temperature")]
+        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 1e-3 <= t <= 1e3 for t in temperatures):
+            raise ArtifactError(f"{directory / CALIBRATION_FILE}: slot_temperature and intent_temperature must be "
+                                f"numbers between 0.001 and 1000")
     return Artifact(featurizer=featurizer, tokenizer=tokenizer, card=card, report=report, manifest=manifest,
-                    digest=digest, config=config, directory=directory)
+                    digest=digest, config=config, directory=directory, calibration=calibration)
 
 
 def load_model(directory: str | Path) -> LoadedModel:
@@ -133,7 +149,7 @@ def load_model(directory: str | Path) -> LoadedModel:
     model.eval()
     return LoadedModel(featurizer=artifact.featurizer, tokenizer=artifact.tokenizer, card=artifact.card,
                        report=artifact.report, manifest=artifact.manifest, digest=artifact.digest,
-                       directory=artifact.directory, model=model)
+                       directory=artifact.directory, calibration=artifact.calibration, model=model)
 
 
 def card_summary(card: dict[str, Any]) -> str:

@@ -50,6 +50,17 @@ class Predictor:
         tables = engine.crf_tables()
         self._tables = tables.astype(np.float32) if tables is not None else None
         self._lock = threading.Lock()
+        calibration = getattr(loaded, "calibration", None) or {}
+        self.set_temperatures(calibration.get("slot_temperature", 1.0), calibration.get("intent_temperature", 1.0))
+
+    def set_temperatures(self, slot: float = 1.0, intent: float = 1.0) -> None:
+        """Temperature scaling of the confidences (see :mod:`slotfill.calibration`): slot scores and
+        intent logits are divided by these before probabilities are taken. Labels never change:
+        dividing every score by the same positive number keeps the best path and the argmax."""
+        self.slot_temperature = float(slot)
+        self.intent_temperature = float(intent)
+        self._confidence_tables = (self._tables if self._tables is None or self.slot_temperature == 1.0
+                                   else self._tables.scaled(1.0 / self.slot_temperature))
 
     @classmethod
     def load(cls, model_dir: str | Path, backend: str = "auto", threads: int = 1) -> "Predictor":
@@ -139,21 +150,37 @@ class Predictor:
         """
         word_ids, char_ids, lens = self.featurizer.arrays(norms)
         emissions, intent_logits = self.engine.run(word_ids, char_ids, lens)
-        intent_probs = softmax(intent_logits) if intent_logits is not None else None
+        return self.decode_scores(emissions, lens, intent_logits, confidences)
+
+    def decode_scores(self, emissions: np.ndarray, lens: np.ndarray, intent_logits: np.ndarray | None,
+                      confidences: bool = True, temperatures: tuple[float, float] | None = None):
+        """:meth:`decode_norms` from the network's outputs: emissions (B, T, K), lengths (B,), intent
+        logits (B, I) or None. ``temperatures`` (slot, intent) overrides the predictor's own."""
+        slot_t, intent_t = temperatures or (self.slot_temperature, self.intent_temperature)
+        intent_probs = None
+        if intent_logits is not None:
+            intent_probs = softmax(intent_logits / intent_t if intent_t != 1.0 else intent_logits)
         if not confidences:
             paths = viterbi(emissions, lens, self._tables) if self._tables is not None else emissions.argmax(axis=2)
             return paths, None, None, intent_probs
+        if slot_t != 1.0:
+            scaled = emissions / np.asarray(slot_t, dtype=emissions.dtype)
+        else:
+            scaled = emissions
         if self._tables is not None:
             paths = viterbi(emissions, lens, self._tables)
-            fb = forward_backward(emissions, lens, self._tables)
+            if temperatures is None:
+                tables = self._confidence_tables
+            else:
+                tables = self._tables if slot_t == 1.0 else self._tables.scaled(1.0 / slot_t)
+            fb = forward_backward(scaled, lens, tables)
             marginals = fb.marginals
             token_conf = np.take_along_axis(marginals, paths[:, :, None], axis=2)[:, :, 0]
-            tables = self._tables
 
             def span_conf(row: int, start: int, end: int) -> float:
-                return path_segment_probability(fb, emissions, tables, row, paths[row], start, end)
+                return path_segment_probability(fb, scaled, tables, row, paths[row], start, end)
         else:
-            probs = softmax(emissions)
+            probs = softmax(scaled)
             paths = probs.argmax(axis=2)
             token_conf = np.take_along_axis(probs, paths[:, :, None], axis=2)[:, :, 0]
 

@@ -32,12 +32,32 @@ UTTERANCES = ["book a table for four at an italian place tomorrow at 7pm",
               "find me a cheap thai restaurant in san francisco", "cancel my reservation at the golden dragon"]
 
 
+def without_onnx(source: Path, target: Path) -> Path:
+    """A copy of an artifact re-saved without its graph (training writes one)."""
+    shutil.copytree(source, target)
+    loaded = load_model(target)
+    save_model(target, loaded.model, loaded.featurizer, loaded.tokenizer, loaded.card, loaded.report,
+               calibration=loaded.calibration)
+    assert not read_artifact(target).has_onnx
+    return target
+
+
 @pytest.fixture()
-def onnx_artifact(sample_model_dir, tmp_path) -> Path:
+def plain_artifact(sample_model_dir, tmp_path) -> Path:
+    return without_onnx(sample_model_dir, tmp_path / "plain")
+
+
+@pytest.fixture()
+def onnx_artifact(plain_artifact, tmp_path) -> Path:
     target = tmp_path / "model"
-    shutil.copytree(sample_model_dir, target)
+    shutil.copytree(plain_artifact, target)
     export_onnx(target)
     return target
+
+
+def test_training_writes_a_checked_graph(sample_model_dir):
+    assert read_artifact(sample_model_dir).has_onnx
+    assert Predictor.load(sample_model_dir).backend == "onnx"
 
 
 def random_artifact(directory: Path, seed: int = 0, **overrides) -> Path:
@@ -138,9 +158,8 @@ def test_onnx_backend_answers_like_torch(onnx_artifact):
             assert a.confidence == pytest.approx(b.confidence, abs=1e-4)
 
 
-def test_export_cli_checks_on_data_and_updates_the_manifest(sample_model_dir, tmp_path, capsys):
-    target = tmp_path / "model"
-    shutil.copytree(sample_model_dir, target)
+def test_export_cli_checks_on_data_and_updates_the_manifest(plain_artifact, sample_model_dir, capsys):
+    target = plain_artifact
     assert cli_main(["export", "--model", str(target), "--format", "onnx", "--data", "sample"]) == 0
     out = capsys.readouterr().out
     assert "labels identical" in out
@@ -151,11 +170,10 @@ def test_export_cli_checks_on_data_and_updates_the_manifest(sample_model_dir, tm
     assert "checked on 556 sentences" in out
 
 
-def test_a_graph_that_disagrees_is_not_written(sample_model_dir, tmp_path, monkeypatch):
+def test_a_graph_that_disagrees_is_not_written(plain_artifact, monkeypatch):
     import slotfill.onnx_graph as onnx_graph
 
-    target = tmp_path / "model"
-    shutil.copytree(sample_model_dir, target)
+    target = plain_artifact
     manifest_before = (target / MANIFEST).read_bytes()
     real_build = onnx_graph.build_graph
 
@@ -179,9 +197,8 @@ def test_tampered_graph_is_refused(onnx_artifact):
         Predictor.load(onnx_artifact)
 
 
-def test_unlisted_graph_is_ignored_and_resaving_drops_a_stale_one(sample_model_dir, onnx_artifact, tmp_path):
-    plain = tmp_path / "plain"
-    shutil.copytree(sample_model_dir, plain)
+def test_unlisted_graph_is_ignored_and_resaving_drops_a_stale_one(plain_artifact, onnx_artifact):
+    plain = plain_artifact
     shutil.copy(onnx_artifact / ONNX_FILE, plain / ONNX_FILE)  # present, but no manifest vouches for it
     assert Predictor.load(plain).backend == "torch"
     with pytest.raises(ArtifactError, match="needs model.onnx listed in the manifest"):
@@ -193,14 +210,14 @@ def test_unlisted_graph_is_ignored_and_resaving_drops_a_stale_one(sample_model_d
     assert not read_artifact(onnx_artifact).has_onnx
 
 
-def test_resolve_backend_explains_what_is_missing(sample_model_dir, onnx_artifact, monkeypatch):
+def test_resolve_backend_explains_what_is_missing(plain_artifact, onnx_artifact, monkeypatch):
     import slotfill.engines as engines
 
     with pytest.raises(ConfigError, match="backend: must be one of"):
         resolve_backend(read_artifact(onnx_artifact), "tensorflow")
     monkeypatch.setattr(engines, "torch_available", lambda: False)
     with pytest.raises(ArtifactError, match="has no ONNX graph and torch is not installed"):
-        resolve_backend(read_artifact(sample_model_dir), "auto")
+        resolve_backend(read_artifact(plain_artifact), "auto")
     assert resolve_backend(read_artifact(onnx_artifact), "auto") == "onnx"
     monkeypatch.setattr(engines, "onnxruntime_available", lambda: False)
     with pytest.raises(ConfigError, match="neither onnxruntime nor torch"):

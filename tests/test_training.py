@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from slotfill.errors import ConfigError
+from slotfill.predictor import Predictor
+from training.checkpoint import KILL_ENV, checkpoint_epoch
 from training.config import TrainConfig
 from training.pipeline import TrainingError, train
 
@@ -51,31 +55,82 @@ def test_same_seed_gives_identical_weights_and_other_seed_does_not(sample_dir, t
     assert runs["a"] != runs["c"]
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(sample_dir, tmp_path):
-    settings = [f"{k}={v}" for k, v in {**TINY, "epochs": 4}.items()]
+def _complete_epochs(metrics) -> list[int]:
+    epochs = []
+    for line in metrics.read_text().splitlines() if metrics.exists() else []:
+        try:
+            epochs.append(json.loads(line)["epoch"])
+        except ValueError:
+            break  # the kill cut this line short
+    return epochs
+
+
+def test_resume_after_repeated_sigkills_matches_uninterrupted_run(sample_dir, tmp_path):
+    """SIGKILL a run at seeded random moments (once, deterministically, inside a checkpoint write) and
+    resume it each time: it always resumes from the last complete checkpoint and ends byte-identical."""
+    epochs = 4
+    started = time.monotonic()
     reference = tmp_path / "reference"
-    train(sample_dir, reference, overrides={**TINY, "epochs": 4}, seed=3, progress=False, log=quiet)
+    train(sample_dir, reference, overrides={**TINY, "epochs": epochs}, seed=3, progress=False, log=quiet)
+    epoch_seconds = (time.monotonic() - started) / epochs  # this machine's pace, evaluation included
 
     out = tmp_path / "killed"
+    state_dir = out / "training"
+    last, metrics = state_dir / "last.safetensors", state_dir / "metrics.jsonl"
     command = [sys.executable, "-m", "training.cli", "train", "--data", str(sample_dir), "--out", str(out), "--seed", "3",
-               "--quiet", "--set", *settings]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = out / "training" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "training finished before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (out / "manifest.json").exists()
+               "--set", *[f"{k}={v}" for k, v in {**TINY, "epochs": epochs}.items()]]
 
-    resumed = subprocess.run(command + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
+    def launch(*extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
+        log = tmp_path / f"launch{len(list(tmp_path.glob('launch*.log')))}.log"
+        with log.open("w") as stderr:
+            process = subprocess.Popen(command + list(extra), cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
+                                       env={**os.environ, **(env or {})})
+        return process, log
+
+    def resumed_from(log: Path) -> int | None:
+        found = [int(line.split()[3]) for line in log.read_text().splitlines() if line.startswith("resuming after epoch")]
+        assert len(found) <= 1
+        return found[0] if found else None
+
+    # 1. Killed inside the write of epoch 2's checkpoint, after epoch 2's metrics line went out: half a
+    # temp file is left beside the complete checkpoint of epoch 1.
+    process, log = launch(env={KILL_ENV: "2"})
+    assert process.wait(timeout=300) == -signal.SIGKILL
+    assert checkpoint_epoch(last) == 1
+    assert len(list(state_dir.glob(".last.safetensors.*.tmp"))) == 1
+    assert _complete_epochs(metrics) == [1, 2]
+
+    # 2. Three more kills, at seeded random moments of the training loop.
+    rng = random.Random(6)
+    for _ in range(3):
+        committed = checkpoint_epoch(last)
+        process, log = launch("--resume")
+        deadline = time.monotonic() + 120
+        while process.poll() is None and "training lstm" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # At most 0.7 epoch each, so the run cannot finish before the last kill.
+        time.sleep(rng.uniform(0.0, 0.7) * epoch_seconds)
+        assert process.poll() is None, "training finished before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        # Resumed from the last complete checkpoint, never from the temp file of a write cut short.
+        assert resumed_from(log) == committed
+        # metrics.jsonl: every committed epoch once, plus at most the line of an uncommitted one.
+        now = checkpoint_epoch(last) or 0
+        logged = _complete_epochs(metrics)
+        assert logged[:now] == list(range(1, now + 1)) and len(logged) <= now + 1
+        assert not (out / "manifest.json").exists() or now == epochs
+
+    # 3. The last resume runs to the end.
+    committed = checkpoint_epoch(last)
+    process, log = launch("--resume")
+    assert process.wait(timeout=300) == 0
+    assert resumed_from(log) == committed
+    assert _complete_epochs(metrics) == list(range(1, epochs + 1))
+    assert not list(state_dir.glob(".*.tmp")) and not list(out.glob(".*.tmp"))
     assert (out / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
-    epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
-    assert epochs == [1, 2, 3, 4]
+    texts = [line.strip() for line in (sample_dir / "test" / "seq.in").read_text().splitlines()[:50]]
+    assert Predictor.load(out).predict_texts(texts) == Predictor.load(reference).predict_texts(texts)
 
 
 def test_existing_output_is_not_overwritten_by_accident(sample_dir, sample_model_dir):

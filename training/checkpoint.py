@@ -2,12 +2,19 @@
 
 Everything sits in a single file written by atomic rename, so a run killed at any
 moment leaves either the previous complete checkpoint or the new complete one.
+The rename is the commit point of an epoch: the file also carries the best weights so
+far and the metrics of every committed epoch, so nothing else in the state directory
+has to be consistent with it after a kill (metrics.jsonl is rewritten from it on resume).
 Non-tensor state travels as JSON in the safetensors metadata; nothing is pickled.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +25,26 @@ from safetensors.torch import save as save_safetensors_bytes
 from slotfill.artifact import atomic_write_bytes
 from slotfill.errors import SlotfillError
 
+# Test-only hook (tests/test_training.py): when set to an epoch number, the write of that epoch's
+# checkpoint dies by SIGKILL half-way through its temp file, as a kill or power cut would leave it.
+KILL_ENV = "SLOTFILL_TEST_KILL_IN_CHECKPOINT"
+
+
+@dataclass
+class Restored:
+    """What :func:`load_checkpoint` hands back besides the tensors it loads in place."""
+
+    state: dict[str, Any]
+    best: dict[str, torch.Tensor] | None  # best weights so far; None in checkpoints from before they were kept
+    history: list[dict[str, Any]] | None  # one metrics record per committed epoch; None likewise
+
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, state: dict[str, Any]) -> None:
+                    scheduler: Any, state: dict[str, Any], *, best: dict[str, torch.Tensor] | None = None,
+                    history: list[dict[str, Any]] | None = None) -> None:
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for key, value in (best or {}).items():
+        tensors[f"best.{key}"] = value.detach().cpu().contiguous()
     optim_state = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for index, param_state in optim_state["state"].items():
@@ -36,18 +59,58 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         "param_groups": optim_state["param_groups"],
         "optim_scalars": scalars,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "history": history,
     }
-    atomic_write_bytes(path, save_safetensors_bytes(tensors, metadata={"slotfill": json.dumps(meta)}))
+    data = save_safetensors_bytes(tensors, metadata={"slotfill": json.dumps(meta)})
+    if os.environ.get(KILL_ENV) == str(state.get("epoch")):
+        _die_mid_write(path, data)
+    atomic_write_bytes(path, data)
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict:
-    """Restore everything saved by :func:`save_checkpoint`; returns the loop state."""
+def _die_mid_write(path: Path, data: bytes) -> None:
+    """Leave half a temp file named as :func:`atomic_write_bytes` names them, then SIGKILL this process."""
+    fd, _ = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.write(fd, data[: len(data) // 2])
+    os.fsync(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remove_partial_writes(directory: Path) -> list[Path]:
+    """Delete temp files a killed :func:`atomic_write_bytes` left in ``directory``; returns them.
+
+    They are never read (a checkpoint is only ever ``last.safetensors``), but each kill would
+    otherwise leave one more behind.
+    """
+    removed = []
+    for candidate in directory.glob(".*.tmp") if directory.is_dir() else ():
+        if candidate.is_file():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     try:
         with safe_open(str(path), framework="pt") as handle:
             meta = json.loads(handle.metadata()["slotfill"])
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, KeyError, ValueError, OSError) as exc:
         raise SlotfillError(f"{path}: unreadable checkpoint ({exc}); delete it to start over") from None
+    return meta, tensors
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The last epoch a checkpoint file committed, or None when there is no complete one."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return int(json.loads(handle.metadata()["slotfill"])["state"]["epoch"])
+    except (SafetensorError, KeyError, ValueError, TypeError, OSError):
+        return None
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> Restored:
+    """Restore everything saved by :func:`save_checkpoint` into the objects given."""
+    meta, tensors = _read(path)
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(model_state, strict=True)
@@ -64,4 +127,5 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if scheduler is not None and meta["scheduler"] is not None:
         scheduler.load_state_dict(meta["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])
-    return meta["state"]
+    best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
+    return Restored(state=meta["state"], best=best or None, history=meta.get("history"))

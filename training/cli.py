@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -109,6 +110,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     log = (lambda message: None) if args.quiet else None
     result = Trainer(_data_dir(args.data), args.out, config, resume=args.resume, overwrite=args.overwrite,
                      progress=None if not args.quiet else False, log=log).run()
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return 0
     report = result.report
     intent = "" if report["intent_accuracy"] is None else f", intent accuracy {100 * report['intent_accuracy']:.2f}"
     print(f"{report['split']} slot F1 {100 * report['slot_f1']:.2f}{intent}; model written to {result.out_dir}")

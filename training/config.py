@@ -45,7 +45,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "linear"
     warmup_ratio: float = 0.02
-    batch_size: int = 32
+    batch_size: int = 32  # global: under torchrun each of N processes takes about batch_size / N of every batch
     epochs: int = 40
     patience: int = 8
     clip_norm: float = 5.0
@@ -53,6 +53,9 @@ class TrainConfig:
     eval_batch_size: int = 256
     seed: int = 0
     threads: int = 0
+    # export
+    calibrate: bool = True  # fit confidence temperatures on the dev split (slotfill/calibration.py)
+    export_onnx: bool = True  # write model.onnx, checked against torch on the test split (slotfill/onnx_export.py)
     # identity of the exported model
     name: str = "slotfill-model"
     version: str = "1"

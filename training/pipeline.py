@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import hashlib
 import json
 import math
 import random
@@ -19,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 import slotfill
-from slotfill.artifact import atomic_write_json, save_weights
+from slotfill.artifact import atomic_write_json, atomic_write_text
 from slotfill.data import Example, load_corpus
 from slotfill.errors import ConfigError, DataError, SlotfillError
 from slotfill.features import Featurizer
@@ -32,7 +34,8 @@ from slotfill.reporting import format_report, plot_training_curves
 from slotfill.schemes import parse_tag
 from slotfill.text import TokenizerConfig, infer_tokenizer_config, normalize_token
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from . import distributed
+from .checkpoint import load_checkpoint, remove_partial_writes, save_checkpoint
 from .config import TrainConfig
 
 STATE_DIR = "training"
@@ -117,6 +120,7 @@ class Trainer:
         self.overwrite = overwrite
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.dist = distributed.SINGLE  # set by run(); a lone process unless started by torchrun
 
     # ------------------------------------------------------------------ data
     def prepare(self) -> None:
@@ -232,6 +236,9 @@ class Trainer:
         return Predictor(LoadedModel(model=model, featurizer=self.featurizer, tokenizer=self.tokenizer, card=self.card()))
 
     def evaluate(self, model: SlotTagger, examples: list[Example]) -> dict[str, Any]:
+        if next(model.parameters()).device.type != "cpu":
+            # The Predictor decodes with NumPy: evaluate a CPU copy of a model trained on a GPU.
+            model = copy.deepcopy(model).cpu()
         was_training = model.training
         model.eval()
         predictor = self.predictor(model)
@@ -242,6 +249,48 @@ class Trainer:
         return evaluate_tags([list(e.tags) for e in examples], pred_tags,
                              [e.intent for e in examples] if has_intents else None,
                              pred_intents if has_intents else None)
+
+    def calibrate(self, model: SlotTagger, report: dict[str, Any]) -> dict[str, float] | None:
+        """Fit confidence temperatures on dev; add ECE before/after on the report's split to ``report``."""
+        if not self.config.calibrate or not self.valid_examples:
+            return None
+        from slotfill.calibration import calibration_report, fit_temperatures
+
+        def split(examples: list[Example]):
+            intents = [e.intent for e in examples] if self.intents else None
+            return normalise_examples(examples, self.tokenizer), [list(e.tags) for e in examples], intents
+
+        predictor = self.predictor(model)
+        temperatures = fit_temperatures(predictor, *split(self.valid_examples))
+        evaluated = self.test_examples or self.valid_examples
+        report["calibration"] = calibration_report(predictor, *split(evaluated), temperatures)
+        calibration = report["calibration"]
+        if "span_ece_before" in calibration:
+            self.log(f"confidence calibration: slot temperature {temperatures['slot_temperature']:.3f}, span ECE "
+                     f"{calibration['span_ece_before']:.4f} -> {calibration['span_ece_after']:.4f}")
+        return temperatures
+
+    def plot_calibration(self, calibration: dict[str, Any]) -> None:
+        from slotfill.reporting import plot_reliability
+
+        for kind, temperature in (("span", "slot_temperature"), ("intent", "intent_temperature")):
+            if f"{kind}_bins_before" in calibration:
+                plot_reliability(calibration[f"{kind}_bins_before"], calibration[f"{kind}_bins_after"],
+                                 self.out_dir / f"reliability_{kind}.png",
+                                 f"{kind} confidence, temperature {calibration[temperature]:.3f}")
+
+    def export_onnx(self, model: SlotTagger) -> None:
+        """Add model.onnx to the artifact, checked against torch on the test (or dev) split."""
+        if not self.config.export_onnx:
+            return
+        if model.config.contextual_dim:
+            self.log("ONNX export skipped: the model reads contextual (transformer) features")
+            return
+        from slotfill.onnx_export import export_onnx
+
+        check = export_onnx(self.out_dir, normalise_examples(self.test_examples or self.valid_examples, self.tokenizer))
+        self.log(f"wrote model.onnx: labels identical on {check.sentences} sentences, max emission difference "
+                 f"{check.max_emission_diff:.1e}")
 
     def card(self) -> dict[str, Any]:
         return {"name": self.config.name, "version": self.config.version,
@@ -262,132 +311,243 @@ class Trainer:
             for name in ("last.safetensors", "best.safetensors", "metrics.jsonl"):
                 (self.state_dir / name).unlink(missing_ok=True)
 
+    def _claim_out_dir(self) -> None:
+        """Rank 0 checks (and with --overwrite clears) the output directory; every rank obeys its verdict.
+
+        The other ranks do not look for themselves: they could already see files rank 0 has begun to write.
+        """
+        problem = None
+        if self.dist.is_main:
+            try:
+                self._check_out_dir()
+            except ConfigError as exc:
+                problem = exc
+        if not self.dist.broadcast_flag(problem is None):
+            raise problem or ConfigError(f"{self.out_dir}: rank 0 refused the output directory (see its message)")
+
+    def _fingerprint(self) -> str:
+        """What every rank must have built identically: vocabularies, labels, tokenizer and the encoded data."""
+        data = hashlib.sha256(json.dumps([self.train_norms, [e.tags for e in self.train_examples],
+                                          [e.intent for e in self.train_examples]]).encode("utf-8")).hexdigest()
+        return json.dumps([self.featurizer.words.itos, self.featurizer.chars.itos, self.labels, self.intents,
+                           self.tokenizer.to_dict(), data, len(self.valid_examples)])
+
     def run(self) -> TrainResult:
-        cfg = self.config
+        """Train, evaluate and export; under torchrun (WORLD_SIZE > 1) as one rank of a data-parallel job."""
+        with distributed.process_group() as ctx:
+            self.dist = ctx
+            if not ctx.is_main:
+                # Rank 0 speaks for the job: N copies of every line would only be noise.
+                self.log, self.progress = (lambda message: None), False
+            return self._train()
+
+    def _train(self) -> TrainResult:
+        cfg, ctx = self.config, self.dist
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self._check_out_dir()
+        self._claim_out_dir()
         self.prepare()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        model = self.build_model()
+        # Sharding by sentence index only works if index i is the same sentence everywhere.
+        if not ctx.same_everywhere(self._fingerprint()):
+            raise TrainingError("the ranks built different vocabularies, labels or training sets; every rank must "
+                                "read the same data with the same settings")
+        if ctx.is_main:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            remove_partial_writes(self.state_dir)
+            remove_partial_writes(self.out_dir)
+        model = self.build_model().to(ctx.device)
         steps_per_epoch = math.ceil(len(self.encoded) / cfg.batch_size)
         optimizer, scheduler = self._optimizer(model, steps_per_epoch * cfg.epochs)
         run_info = {"config": cfg.to_dict(), "data": str(self.data_dir), "labels": self.labels, "intents": self.intents}
         state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0, "sentences": 0}
-        last_path, best_path = self.state_dir / "last.safetensors", self.state_dir / "best.safetensors"
+        last_path = self.state_dir / "last.safetensors"
         metrics_path = self.state_dir / "metrics.jsonl"
-        if self.resume and last_path.exists():
+        history: list[dict] = []
+        best: dict[str, torch.Tensor] | None = None  # weights of the best epoch so far (rank 0)
+        # Rank 0 decides, so that all ranks resume from the same checkpoint or all start afresh.
+        if ctx.broadcast_flag(self.resume and last_path.exists()):
             previous = json.loads((self.state_dir / "run.json").read_text()) if (self.state_dir / "run.json").exists() else {}
             if previous and (previous.get("labels") != self.labels or previous.get("config") != cfg.to_dict()):
                 raise ConfigError(f"{self.out_dir}: --resume with different settings or data than the interrupted run")
-            state = load_checkpoint(last_path, model, optimizer, scheduler)
+            restored = load_checkpoint(last_path, model, optimizer, scheduler)
+            state, best = restored.state, restored.best
+            if not ctx.same_everywhere(str(state["epoch"])):
+                raise TrainingError(f"{last_path}: the ranks read different checkpoints; with several nodes, --out "
+                                    "must be on a file system they all share")
             self.log(f"resuming after epoch {state['epoch']} (best dev slot F1 {100 * state['best_f1']:.2f})")
-            _truncate_metrics(metrics_path, state["epoch"])
+            if ctx.is_main:
+                history = _restore_metrics(metrics_path, state["epoch"], restored.history)
         else:
-            atomic_write_json(self.state_dir / "run.json", run_info)
-            metrics_path.unlink(missing_ok=True)
+            if ctx.is_main:
+                atomic_write_json(self.state_dir / "run.json", run_info)
+                metrics_path.unlink(missing_ok=True)
             torch.manual_seed(cfg.seed)
+        net: torch.nn.Module = model
+        if ctx.enabled:
+            # Wrapping broadcasts rank 0's weights; from here on the gradients are averaged over ranks.
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        where = f" in {ctx.world_size} processes" if ctx.enabled else ""
         self.log(f"training {cfg.cell} ({'bi' if cfg.bidirectional else 'uni'}directional, {cfg.decoder}) on "
-                 f"{len(self.encoded)} sentences, {len(self.labels)} labels, {len(self.intents)} intents, "
+                 f"{len(self.encoded)} sentences{where}, {len(self.labels)} labels, {len(self.intents)} intents, "
                  f"{model.num_parameters():,} parameters")
 
-        history = _read_metrics(metrics_path)
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-            if state["bad_epochs"] > cfg.patience > 0:
+            if ctx.broadcast_flag(state["bad_epochs"] > cfg.patience > 0):
                 break
-            gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+            if ctx.enabled:
+                # Each rank draws differently, and every draw follows from (seed, epoch, rank) alone: the
+                # checkpoint holds one generator state, yet a resumed job repeats an uninterrupted one.
+                gen = torch.Generator().manual_seed(_seed(cfg.seed, epoch, ctx.rank, 0))
+                torch.manual_seed(_seed(cfg.seed, epoch, ctx.rank, 1))
+            else:
+                gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
             model.train()
             started, total_loss, seen = time.perf_counter(), 0.0, 0
             batches = self._batches(epoch)
-            bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not self.progress,
+            shards = distributed.shard_batches(batches, ctx.rank, ctx.world_size)
+            bar = tqdm(shards, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not self.progress,
                        leave=False, file=sys.stderr)
-            for step, indices in enumerate(bar):
+            for step, (indices, real) in enumerate(bar):
                 batch = self._collate(indices, gen)
-                out = model(**batch, intent_loss_weight=cfg.intent_loss_weight)
+                if ctx.device.type != "cpu":
+                    batch = {key: value.to(ctx.device) for key, value in batch.items()}
+                out = net(**batch, intent_loss_weight=cfg.intent_loss_weight)
                 loss = out.loss
                 if not torch.isfinite(loss):
                     raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, batch {step + 1}; lower the "
                                         f"learning rate (lr={cfg.lr}) or check the data")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                objective = _shard_objective(out, real, len(batches[step]), ctx.world_size) if ctx.enabled else loss
+                objective.backward()
                 if cfg.clip_norm > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
                 optimizer.step()
                 scheduler.step()
-                total_loss += loss.item() * len(indices)
-                seen += len(indices)
+                total_loss += loss.item() * real
+                seen += real
                 if self.progress:
-                    bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+                    bar.set_postfix(loss=f"{total_loss / max(1, seen):.3f}")
             elapsed = time.perf_counter() - started
+            # Sums over ranks: the loss and sentence count of the whole epoch, not of rank 0's shards.
+            total_loss, seen = ctx.all_reduce_sum([total_loss, seen])
+            seen = int(seen)
             state["train_seconds"] += elapsed
             state["sentences"] += seen
-            dev = self.evaluate(model, self.valid_examples)
-            record = {"epoch": epoch, "train_loss": total_loss / seen, "dev_slot_f1": dev["slot_f1"],
-                      "dev_intent_accuracy": dev["intent_accuracy"], "dev_exact_match": dev["exact_match"],
-                      "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(elapsed, 3),
-                      "sentences_per_second": round(seen / elapsed, 1)}
-            score = dev["slot_f1"] + 1e-3 * (dev["intent_accuracy"] or 0.0)
+            record, score = {}, 0.0
+            if ctx.is_main:
+                dev = self.evaluate(model, self.valid_examples)
+                record = {"epoch": epoch, "train_loss": total_loss / seen, "dev_slot_f1": dev["slot_f1"],
+                          "dev_intent_accuracy": dev["intent_accuracy"], "dev_exact_match": dev["exact_match"],
+                          "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(elapsed, 3), "sentences": seen,
+                          "sentences_per_second": round(seen / elapsed, 1)}
+                score = dev["slot_f1"] + 1e-3 * (dev["intent_accuracy"] or 0.0)
+            # Only rank 0 evaluated; with its score every rank keeps the same best epoch and patience count.
+            score = ctx.broadcast([score])[0]
             if score > state["best_f1"]:
                 state.update(best_f1=score, best_epoch=epoch, bad_epochs=0)
-                save_weights(model, best_path)
-                record["best"] = True
+                if ctx.is_main:
+                    best = {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
+                    record["best"] = True
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch
+            if not ctx.is_main:
+                continue
+            # The checkpoint's rename commits the epoch. A kill between this append and that rename
+            # leaves a line for an epoch that did not happen as far as resume is concerned: resume
+            # rewrites metrics.jsonl from the checkpoint's history and runs the epoch again.
             with open(metrics_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
             history.append(record)
-            save_checkpoint(last_path, model, optimizer, scheduler, state)
+            save_checkpoint(last_path, model, optimizer, scheduler, state, best=best, history=history)
             intent = "" if dev["intent_accuracy"] is None else f"  intent acc {100 * dev['intent_accuracy']:.2f}"
             self.log(f"epoch {epoch}: loss {record['train_loss']:.4f}  dev slot F1 {100 * dev['slot_f1']:.2f}{intent}"
                      f"  ({seen / elapsed:.0f} sentences/s){'  *' if record.get('best') else ''}")
-        return self.finish(model, state, history)
+        return self.finish(model, state, history, best)
 
-    def finish(self, model: SlotTagger, state: dict, history: list[dict]) -> TrainResult:
-        from slotfill.artifact import load_weights
+    def finish(self, model: SlotTagger, state: dict, history: list[dict],
+               best: dict[str, torch.Tensor] | None = None) -> TrainResult:
+        """Rank 0 evaluates the best epoch's weights and exports the artifact; every rank gets its reports."""
+        summary = None
+        if self.dist.is_main:
+            model = model.cpu()
+            if best is not None:
+                model.load_state_dict(best)
+            else:
+                from slotfill.artifact import load_weights
 
-        load_weights(model, self.state_dir / "best.safetensors")
-        model.eval()
-        dev_report = self.evaluate(model, self.valid_examples)
-        dev_report["split"] = "valid"
-        report = dev_report
-        if self.test_examples:
-            report = self.evaluate(model, self.test_examples)
-            report["split"] = "test"
-        report["best_epoch"] = state["best_epoch"]
-        atomic_write_json(self.state_dir / "dev_report.json", dev_report)
-        text = format_report(report, title=f"{self.config.name} on {self.data_dir} ({report['split']})")
-        card = self.card()
-        card.update(best_epoch=state["best_epoch"], train_seconds=round(state["train_seconds"], 2),
-                    parameters=model.num_parameters())
-        save_model(self.out_dir, model, self.featurizer, self.tokenizer, card, report, text)
-        plot_training_curves(self.state_dir / "metrics.jsonl", self.out_dir / "training_curves.png")
+                # Resumed from a checkpoint written before they held the best weights.
+                load_weights(model, self.state_dir / "best.safetensors")
+            model.eval()
+            dev_report = self.evaluate(model, self.valid_examples)
+            dev_report["split"] = "valid"
+            report = dev_report
+            if self.test_examples:
+                report = self.evaluate(model, self.test_examples)
+                report["split"] = "test"
+            report["best_epoch"] = state["best_epoch"]
+            temperatures = self.calibrate(model, report)
+            atomic_write_json(self.state_dir / "dev_report.json", dev_report)
+            text = format_report(report, title=f"{self.config.name} on {self.data_dir} ({report['split']})")
+            card = self.card()
+            card.update(best_epoch=state["best_epoch"], train_seconds=round(state["train_seconds"], 2),
+                        parameters=model.num_parameters())
+            save_model(self.out_dir, model, self.featurizer, self.tokenizer, card, report, text,
+                       calibration=temperatures)
+            plot_training_curves(self.state_dir / "metrics.jsonl", self.out_dir / "training_curves.png")
+            if "calibration" in report:
+                self.plot_calibration(report["calibration"])
+            self.export_onnx(model)
+            summary = {"report": report, "dev_report": dev_report, "history": history}
+        summary = self.dist.broadcast_json(summary)
         speed = state["sentences"] / state["train_seconds"] if state["train_seconds"] else 0.0
-        return TrainResult(out_dir=self.out_dir, report=report, dev_report=dev_report, epochs=state["epoch"],
-                           train_seconds=state["train_seconds"], sentences_per_second=speed,
-                           parameters=model.num_parameters(), history=history)
+        return TrainResult(out_dir=self.out_dir, report=summary["report"], dev_report=summary["dev_report"],
+                           epochs=state["epoch"], train_seconds=state["train_seconds"], sentences_per_second=speed,
+                           parameters=model.num_parameters(), history=summary["history"])
 
 
-def _read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _seed(*parts: int) -> int:
+    """A 63-bit seed from integers, the same in every process (unlike ``hash``)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big") >> 1
 
 
-def _truncate_metrics(path: Path, epoch: int) -> None:
-    """After a kill, drop metric lines of epochs whose checkpoint was never completed."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("epoch", 0) <= epoch:
-                kept.append(line)
-        except ValueError:
-            break  # a line cut short by the kill
-    from slotfill.artifact import atomic_write_text
+def _shard_objective(out: Any, real: int, global_size: int, world_size: int) -> torch.Tensor:
+    """What one rank back-propagates so that DDP's gradient *average* over ranks is the gradient of
+    the global batch's mean loss, as in a single process: the shard's mean loss weighted by its share
+    of the batch (zero for a padding shard). Exact when every sentence has an intent label."""
+    objective = out.loss * (real * world_size / global_size)
+    if out.intent_logits is not None and out.intent_loss is None:
+        # A shard without intent labels leaves the intent head out of the graph, and DDP waits
+        # for a gradient of every parameter on every rank: give it a zero one.
+        objective = objective + 0.0 * out.intent_logits.sum()
+    return objective
 
-    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+
+def _restore_metrics(path: Path, epoch: int, history: list[dict] | None) -> list[dict]:
+    """On resume, make metrics.jsonl hold exactly the epochs the checkpoint committed; returns them.
+
+    Lines of an epoch killed before its checkpoint was renamed into place go (it runs again and
+    logs again), and so does a line cut short by the kill; lines lost after it are restored.
+    """
+    if history is None:  # a checkpoint from before it carried the history: trust the file up to its epoch
+        history = []
+        for record in _read_metrics_lenient(path):
+            if record.get("epoch", 0) <= epoch:
+                history.append(record)
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in history))
+    return history
+
+
+def _read_metrics_lenient(path: Path) -> list[dict]:
+    records = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                break  # a line cut short by the kill
+    return records
 
 
 def train(data_dir: str | Path, out_dir: str | Path, overrides: dict[str, Any] | None = None, seed: int | None = None,

@@ -1,0 +1,154 @@
+"""Temperature scaling of slot and intent confidences, fitted on the dev split.
+
+One temperature for the slot scores (emissions and CRF transitions are divided by it before
+marginals and span probabilities are taken) and one for the intent logits. Labels never change,
+only how sure the model says it is. The slot temperature is chosen to minimise the log loss of
+the reported *span* confidences against whether each predicted span is exactly right, since
+that is the number a dialogue system thresholds on; the intent temperature minimises the usual
+negative log-likelihood of the gold intent (Guo et al., 2017).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .metrics import expected_calibration_error, intent_matches, reliability_bins
+from .schemes import spans as scheme_spans
+
+if TYPE_CHECKING:
+    from .predictor import Predictor
+
+LOG_T_RANGE = (math.log(0.05), math.log(20.0))
+EPS = 1e-6
+
+
+def golden_section(objective: Callable[[float], float], lo: float, hi: float, iterations: int = 40) -> float:
+    """Minimiser of a unimodal function on [lo, hi]."""
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    a, b = lo, hi
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = objective(c), objective(d)
+    for _ in range(iterations):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = objective(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = objective(d)
+    return (a + b) / 2.0
+
+
+class Scores:
+    """The network's outputs on a split, computed once and decoded under many temperatures."""
+
+    def __init__(self, predictor: "Predictor", norms: list[list[str]], batch_size: int = 256):
+        self.predictor = predictor
+        self.batches = []
+        for start in range(0, len(norms), batch_size):
+            chunk = norms[start:start + batch_size]
+            word_ids, char_ids, lens = predictor.featurizer.arrays(chunk)
+            emissions, intent_logits = predictor.engine.run(word_ids, char_ids, lens)
+            self.batches.append((emissions, lens, intent_logits))
+
+    def spans(self, slot_temperature: float) -> tuple[list[list[str]], list[list[tuple[str, int, int, float]]]]:
+        """Predicted labels and (slot, start, end, confidence) spans per sentence."""
+        labels, spans = [], []
+        for emissions, lens, _ in self.batches:
+            paths, _, span_conf, _ = self.predictor.decode_scores(emissions, lens, None,
+                                                                  temperatures=(slot_temperature, 1.0))
+            for row, n in enumerate(lens):
+                row_labels, found = self.predictor._labels_and_spans(paths[row, :n].tolist())
+                labels.append(row_labels)
+                spans.append([(slot, s, e, span_conf(row, s, e)) for slot, s, e in found])
+        return labels, spans
+
+    def intent_probs(self, temperature: float) -> np.ndarray | None:
+        if self.batches[0][2] is None:
+            return None
+        from .decoding import softmax
+
+        return np.concatenate([softmax(logits / temperature) for _, _, logits in self.batches])
+
+
+def span_pairs(gold_tags: Sequence[Sequence[str]], spans: list[list[tuple[str, int, int, float]]],
+               scheme: str = "IOB2") -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, exactly right) for every predicted span."""
+    confidences, correct = [], []
+    for gold, predicted in zip(gold_tags, spans):
+        gold_spans = set(scheme_spans(list(gold), scheme))
+        for slot, start, end, confidence in predicted:
+            confidences.append(min(1.0, max(0.0, confidence)))
+            correct.append((slot, start, end) in gold_spans)
+    return np.asarray(confidences, dtype=float), np.asarray(correct, dtype=bool)
+
+
+def _log_loss(confidences: np.ndarray, correct: np.ndarray) -> float:
+    p = np.clip(confidences, EPS, 1.0 - EPS)
+    return float(-np.mean(np.where(correct, np.log(p), np.log1p(-p))))
+
+
+def intent_pairs(probs: np.ndarray, intents: list[str], gold: Sequence[str | None]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top confidence, whether the top intent is right, and the gold intent's probability
+    (multi-intent gold labels ``a#b``: the best of their parts), over sentences with a gold intent."""
+    index = {name: i for i, name in enumerate(intents)}
+    top, right, gold_p = [], [], []
+    for row, name in enumerate(gold):
+        if name is None:
+            continue
+        best = int(probs[row].argmax())
+        top.append(float(probs[row, best]))
+        right.append(intent_matches(intents[best], name))
+        parts = [index[part] for part in {name, *name.split("#")} if part in index]
+        gold_p.append(max((float(probs[row, i]) for i in parts), default=0.0))
+    return np.asarray(top), np.asarray(right, dtype=bool), np.asarray(gold_p)
+
+
+def fit_temperatures(predictor: "Predictor", norms: list[list[str]], gold_tags: Sequence[Sequence[str]],
+                     gold_intents: Sequence[str | None] | None) -> dict[str, float]:
+    """Temperatures that calibrate ``predictor``'s confidences on this (dev) split."""
+    scores = Scores(predictor, norms)
+
+    def slot_objective(log_t: float) -> float:
+        _, spans = scores.spans(math.exp(log_t))
+        confidences, correct = span_pairs(gold_tags, spans, predictor.config.scheme)
+        return _log_loss(confidences, correct) if confidences.size else 0.0
+
+    slot_t = math.exp(golden_section(slot_objective, *LOG_T_RANGE, iterations=25))
+    intent_t = 1.0
+    if gold_intents is not None and predictor.intents and any(g is not None for g in gold_intents):
+        def intent_objective(log_t: float) -> float:
+            _, _, gold_p = intent_pairs(scores.intent_probs(math.exp(log_t)), predictor.intents, gold_intents)
+            return float(-np.mean(np.log(np.clip(gold_p, 1e-12, 1.0)))) if gold_p.size else 0.0
+
+        intent_t = math.exp(golden_section(intent_objective, *LOG_T_RANGE))
+    return {"slot_temperature": round(slot_t, 6), "intent_temperature": round(intent_t, 6)}
+
+
+def calibration_report(predictor: "Predictor", norms: list[list[str]], gold_tags: Sequence[Sequence[str]],
+                       gold_intents: Sequence[str | None] | None, temperatures: dict[str, float],
+                       n_bins: int = 15) -> dict[str, Any]:
+    """Expected calibration error and reliability bins, before (temperature 1) and after scaling."""
+    scores = Scores(predictor, norms)
+    report: dict[str, Any] = dict(temperatures)
+    for when, slot_t, intent_t in (("before", 1.0, 1.0),
+                                   ("after", temperatures["slot_temperature"], temperatures["intent_temperature"])):
+        _, spans = scores.spans(slot_t)
+        confidences, correct = span_pairs(gold_tags, spans, predictor.config.scheme)
+        if confidences.size:
+            report[f"span_ece_{when}"] = expected_calibration_error(confidences, correct, n_bins)
+            report[f"span_bins_{when}"] = reliability_bins(confidences, correct, n_bins)
+        probs = scores.intent_probs(intent_t)
+        if probs is not None and gold_intents is not None and predictor.intents:
+            top, right, _ = intent_pairs(probs, predictor.intents, gold_intents)
+            if top.size:
+                report[f"intent_ece_{when}"] = expected_calibration_error(top, right, n_bins)
+                report[f"intent_bins_{when}"] = reliability_bins(top, right, n_bins)
+    report["spans"] = int(sum(len(s) for s in scores.spans(1.0)[1]))
+    return report
