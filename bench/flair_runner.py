@@ -55,10 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-ARGS = parse_args()
-# Thread counts must be fixed before torch is imported.
-for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_name] = str(ARGS.threads)
+if __name__ == "__main__":
+    ARGS = parse_args()
+    # Thread counts must be fixed before torch is imported (a module importing this file -- bench/peer_app.py --
+    # sets them itself before the import).
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_name] = str(ARGS.threads)
 
 import logging  # noqa: E402
 
@@ -125,6 +127,51 @@ def char_dictionary(sentences: list[Sentence]) -> Dictionary:
     return chars
 
 
+def build_tagger(corpus: Corpus, train: list[Sentence], *, hidden_size: int = 256, use_crf: bool = True,
+                 rnn_type: str = "LSTM", rnn_layers: int = 1, bidirectional: bool = True, tag_format: str = "BIO",
+                 word_dim: int = 100, min_freq: int = 1) -> SequenceTagger:
+    """flair's BiLSTM-CRF over one-hot word + character embeddings (see the module docstring), on ``flair.device``."""
+    tag_dictionary = corpus.make_label_dictionary(label_type=LABEL_TYPE, add_unk=False)
+    embeddings = StackedEmbeddings([
+        OneHotEmbeddings.from_corpus(corpus, min_freq=min_freq, embedding_length=word_dim),
+        CharacterEmbeddings(path_to_char_dict=char_dictionary(train)),
+    ])
+    tagger = SequenceTagger(hidden_size=hidden_size, embeddings=embeddings, tag_dictionary=tag_dictionary,
+                            tag_type=LABEL_TYPE, use_crf=use_crf, rnn_type=rnn_type, rnn_layers=rnn_layers,
+                            bidirectional=bidirectional, tag_format=tag_format)
+    tagger.to(flair.device)
+    return tagger
+
+
+def train_epochs(tagger: SequenceTagger, train: list[Sentence], *, epochs: int, batch_size: int = 32,
+                 lr: float = 0.1, clip_norm: float = 5.0) -> tuple[list[float], int]:
+    """flair's ModelTrainer inner loop (SGD, clipping, shuffled batches), no logging/evaluation.
+    Returns the seconds of each epoch and the number of sentences seen."""
+    optimizer = torch.optim.SGD(tagger.parameters(), lr=lr)
+    loader = DataLoader(FlairDatapointDataset(train), batch_size=batch_size, shuffle=True)
+    epoch_seconds, sentences = [], 0
+    for epoch in range(1, epochs + 1):
+        tagger.train()
+        total_loss, seen = 0.0, 0
+        started = time.perf_counter()
+        for batch in loader:
+            tagger.zero_grad()
+            optimizer.zero_grad()
+            loss, count = tagger.forward_loss(batch)
+            loss.backward()
+            store_embeddings(batch, "none")
+            if clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(tagger.parameters(), clip_norm)
+            optimizer.step()
+            total_loss += loss.item()
+            seen += len(batch)
+        elapsed = time.perf_counter() - started
+        epoch_seconds.append(elapsed)
+        sentences += seen
+        log(f"epoch {epoch}: loss {total_loss / max(1, seen):.4f}  {elapsed:.2f}s  ({seen / elapsed:.0f} sentences/s)")
+    return epoch_seconds, sentences
+
+
 def tagging_speed(tagger: SequenceTagger, token_lists: list[list[str]], batch_size: int) -> tuple[float, float]:
     """Sentences per second, one per predict() call and in batches, from token lists (as slotfill's protocol)."""
     tagger.predict([Sentence(tokens) for tokens in token_lists[:8]], mini_batch_size=8)  # warm-up
@@ -156,43 +203,15 @@ def main(args: argparse.Namespace) -> dict:
     corpus = Corpus(train=FlairDatapointDataset(train), dev=None, test=None, name=data_dir.name,
                     sample_missing_splits=False)
 
-    tag_dictionary = corpus.make_label_dictionary(label_type=LABEL_TYPE, add_unk=False)
-    embeddings = StackedEmbeddings([
-        OneHotEmbeddings.from_corpus(corpus, min_freq=args.min_freq, embedding_length=args.word_dim),
-        CharacterEmbeddings(path_to_char_dict=char_dictionary(train)),
-    ])
-    tagger = SequenceTagger(hidden_size=args.hidden_size, embeddings=embeddings, tag_dictionary=tag_dictionary,
-                            tag_type=LABEL_TYPE, use_crf=not args.no_crf, rnn_type=args.rnn_type,
-                            rnn_layers=args.rnn_layers, bidirectional=not args.unidirectional,
-                            tag_format=args.tag_format)
-    tagger.to(flair.device)
+    tagger = build_tagger(corpus, train, hidden_size=args.hidden_size, use_crf=not args.no_crf,
+                          rnn_type=args.rnn_type, rnn_layers=args.rnn_layers, bidirectional=not args.unidirectional,
+                          tag_format=args.tag_format, word_dim=args.word_dim, min_freq=args.min_freq)
     parameters = sum(p.numel() for p in tagger.parameters())
     log(f"training on {len(train)} sentences, {len(tagger.label_dictionary)} tags, {parameters:,} parameters, "
         f"{torch.get_num_threads()} threads")
 
-    optimizer = torch.optim.SGD(tagger.parameters(), lr=args.lr)
-    loader = DataLoader(FlairDatapointDataset(train), batch_size=args.batch_size, shuffle=True)
-    epoch_seconds, sentences = [], 0
-    for epoch in range(1, args.epochs + 1):
-        tagger.train()
-        total_loss, seen = 0.0, 0
-        started = time.perf_counter()
-        for batch in loader:
-            tagger.zero_grad()
-            optimizer.zero_grad()
-            loss, count = tagger.forward_loss(batch)
-            loss.backward()
-            store_embeddings(batch, "none")
-            if args.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(tagger.parameters(), args.clip_norm)
-            optimizer.step()
-            total_loss += loss.item()
-            seen += len(batch)
-        elapsed = time.perf_counter() - started
-        epoch_seconds.append(elapsed)
-        sentences += seen
-        log(f"epoch {epoch}: loss {total_loss / max(1, seen):.4f}  {elapsed:.2f}s  ({seen / elapsed:.0f} sentences/s)")
-
+    epoch_seconds, sentences = train_epochs(tagger, train, epochs=args.epochs, batch_size=args.batch_size,
+                                            lr=args.lr, clip_norm=args.clip_norm)
     tagger.eval()
     single = batched = None
     if test_pairs:

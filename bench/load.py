@@ -179,14 +179,19 @@ def http_ok(method: str, url: str, body: bytes | None = None) -> bool:
 
 
 class ServerProcess:
+    """Starts ``command`` and returns once ``ready`` (method, URL, body) answers 2xx; ``ready_s`` is the time from
+    just before the spawn to that first 2xx answer (readiness is polled every ``poll_interval`` seconds)."""
+
     def __init__(self, name: str, command: list[str], env: dict[str, str], ready: tuple[str, str, bytes | None],
-                 log_path: Path, start_timeout: float = 120.0):
+                 log_path: Path, start_timeout: float = 120.0, poll_interval: float = 0.2):
         self.name, self.command, self.log_path = name, command, log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.spawned = time.monotonic()
         self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL)
+        self.pid = self.process.pid
         method, url, body = ready
-        deadline = time.monotonic() + start_timeout
+        deadline = self.spawned + start_timeout
         while not http_ok(method, url, body):
             if self.process.poll() is not None:
                 self.stop()
@@ -195,7 +200,8 @@ class ServerProcess:
             if time.monotonic() > deadline:
                 self.stop()
                 raise SetupError(f"{name} not ready after {start_timeout:g}s:\n{self.log_tail()}")
-            time.sleep(0.2)
+            time.sleep(poll_interval)
+        self.ready_s = time.monotonic() - self.spawned
 
     def log_tail(self, lines: int = 30) -> str:
         self._log.flush()

@@ -152,3 +152,41 @@ def calibration_report(predictor: "Predictor", norms: list[list[str]], gold_tags
                 report[f"intent_bins_{when}"] = reliability_bins(top, right, n_bins)
     report["spans"] = int(sum(len(s) for s in scores.spans(1.0)[1]))
     return report
+
+
+def calibrate_artifact(model_dir, data_dir, backend: str = "auto") -> dict[str, Any]:
+    """Fit temperatures on ``data_dir``'s dev split, evaluate on its test split (dev when there is
+    none), and write them into the artifact (``calibration.json``, listed in a rewritten manifest;
+    the report gains a ``calibration`` entry). Returns that entry."""
+    from pathlib import Path
+
+    from .artifact import atomic_write_json, write_manifest
+    from .data import load_corpus
+    from .errors import DataError
+    from .model_io import CALIBRATION_FILE
+    from .predictor import Predictor
+    from .text import normalize_token
+
+    model_dir = Path(model_dir)
+    predictor = Predictor.load(model_dir, backend=backend)
+    corpus = load_corpus(data_dir, scheme=predictor.config.scheme, tokenizer_config=predictor.tokenizer_config)
+    if not corpus.valid:
+        raise DataError("calibration needs a valid (dev) split", data_dir)
+
+    def split(examples):
+        norms = [[normalize_token(t, predictor.tokenizer_config) or t for t in e.tokens] for e in examples]
+        intents = [e.intent for e in examples] if predictor.intents else None
+        return norms, [list(e.tags) for e in examples], intents
+
+    temperatures = fit_temperatures(predictor, *split(corpus.valid))
+    result = calibration_report(predictor, *split(corpus.test or corpus.valid), temperatures)
+    result["split"] = "test" if corpus.test else "valid"
+    artifact = predictor.loaded
+    manifest = artifact.manifest
+    atomic_write_json(model_dir / CALIBRATION_FILE, temperatures)
+    names = set(manifest["files"]) | {CALIBRATION_FILE}
+    if artifact.report is not None and "report.json" in names:
+        atomic_write_json(model_dir / "report.json", {**artifact.report, "calibration": result})
+    extra = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "library_version", "files")}
+    write_manifest(model_dir, names, extra=extra)
+    return result

@@ -91,3 +91,34 @@ def test_absurd_temperatures_are_refused(sample_model_dir, tmp_path):
     (target / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="calibration.json: slot_temperature and intent_temperature"):
         Predictor.load(target)
+
+
+def test_calibrate_command_rewrites_the_artifact(sample_model_dir, tmp_path, capsys):
+    from training.cli import main as cli_main
+
+    target = tmp_path / "model"
+    shutil.copytree(sample_model_dir, target)
+    (target / "calibration.json").write_text(json.dumps({"slot_temperature": 1.0, "intent_temperature": 1.0}))
+    png = tmp_path / "reliability.png"
+    # a hand-edited file is refused by the manifest
+    with pytest.raises(ArtifactError, match="calibration.json: .*(truncated or replaced|sha256 does not match)"):
+        Predictor.load(target)
+    shutil.copy(sample_model_dir / "calibration.json", target / "calibration.json")
+    assert cli_main(["calibrate", "--model", str(target), "--data", "sample", "--png", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "span ECE on test:" in out and png.stat().st_size > 1000
+    predictor = Predictor.load(target)  # the manifest vouches for the new files
+    stored = json.loads((target / "calibration.json").read_text())
+    assert predictor.slot_temperature == stored["slot_temperature"]
+    assert json.loads((target / "report.json").read_text())["calibration"]["split"] == "test"
+
+
+def test_calibrate_needs_a_dev_split(sample_model_dir, tmp_path, capsys):
+    from training.cli import main as cli_main
+
+    data = tmp_path / "data" / "train"
+    data.mkdir(parents=True)
+    (data / "seq.in").write_text("book a table\n")
+    (data / "seq.out").write_text("O O O\n")
+    assert cli_main(["calibrate", "--model", str(sample_model_dir), "--data", str(tmp_path / "data")]) == 2
+    assert "calibration needs a valid (dev) split" in capsys.readouterr().err

@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest allowed difference of emissions and intent logits (default 1e-4)")
 
+    calibrate = commands.add_parser("calibrate", help="fit confidence temperatures on a data set's dev split "
+                                                      "and store them in an artifact")
+    calibrate.add_argument("--model", required=True, type=Path, help="artifact directory (written in place)")
+    calibrate.add_argument("--data", required=True, help="data directory with a valid split, or 'sample'")
+    calibrate.add_argument("--png", type=Path, help="also draw the span reliability diagram here")
+
     serve = commands.add_parser("serve", help="serve an artifact over HTTP")
     serve.add_argument("--model", required=True, type=Path)
     serve.add_argument("--backend", choices=("auto", "torch", "onnx"),
@@ -182,6 +188,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from slotfill.calibration import calibrate_artifact
+
+    result = calibrate_artifact(args.model, _data_dir(args.data))
+    print(f"slot temperature {result['slot_temperature']:.4f}, intent temperature {result['intent_temperature']:.4f}")
+    for kind in ("span", "intent"):
+        if f"{kind}_ece_before" in result:
+            print(f"{kind} ECE on {result['split']}: {result[f'{kind}_ece_before']:.4f} -> "
+                  f"{result[f'{kind}_ece_after']:.4f}")
+    if args.png and "span_bins_before" in result:
+        from slotfill.reporting import plot_reliability
+
+        plot_reliability(result["span_bins_before"], result["span_bins_after"], args.png,
+                         f"span confidence, temperature {result['slot_temperature']:.3f}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from service.main import serve
 
@@ -198,7 +221,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "tag": cmd_tag, "compare": cmd_compare,
-            "export": cmd_export, "serve": cmd_serve, "data": cmd_data}
+            "export": cmd_export, "calibrate": cmd_calibrate, "serve": cmd_serve, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:
