@@ -23,14 +23,74 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+class LabelsOnly:
+    """A predictor's ``predict_labels`` (Viterbi labels and intents, no confidences) behind ``predict_tokens``."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+        self.backend = predictor.backend + " (labels only)"
+
+    def predict_tokens(self, token_lists):
+        from slotfill.text import normalize_token
+
+        config = self.predictor.tokenizer_config
+        return self.predictor.predict_labels([[normalize_token(t, config) or t for t in tokens]
+                                              for tokens in token_lists])
+
+
+class PlainBiLSTM:
+    """The baseline the speed targets are quoted against: a plain PyTorch BiLSTM tagger.
+
+    Word embedding (100) -> one bidirectional ``nn.LSTM`` (hidden 200 per direction, the default
+    recipe's size) -> linear -> argmax, with the artifact's vocabulary and label count and random
+    weights (speed does not depend on them); no characters, CRF, intent, confidences or spans. One
+    call: ids via a dict, one tensor, forward, argmax, label strings; batches are padded, not packed.
+    Measured in the same run as slotfill, it turns the targets' absolute figures into ratios that
+    hold on a slower or faster machine.
+    """
+
+    backend = "plain PyTorch BiLSTM"
+
+    def __init__(self, vocab: dict[str, int], labels: list[str], hidden: int = 200, dim: int = 100):
+        import torch
+
+        torch.manual_seed(0)
+        self.vocab, self.labels = vocab, labels
+        self.embedding = torch.nn.Embedding(len(vocab) + 2, dim, padding_idx=0)
+        self.lstm = torch.nn.LSTM(dim, hidden, batch_first=True, bidirectional=True)
+        self.linear = torch.nn.Linear(2 * hidden, len(labels))
+
+    @classmethod
+    def like(cls, model_dir: Path) -> "PlainBiLSTM":
+        from slotfill.model_io import read_artifact
+
+        artifact = read_artifact(model_dir)
+        labels = [artifact.config.id2label[i] for i in range(artifact.config.num_labels)]
+        return cls(artifact.featurizer.words.stoi, labels)
+
+    def predict_tokens(self, token_lists):
+        import torch
+
+        steps = max(len(tokens) for tokens in token_lists)
+        ids = [[self.vocab.get(token.lower(), 1) for token in tokens] + [0] * (steps - len(tokens))
+               for tokens in token_lists]
+        with torch.inference_mode():
+            states, _ = self.lstm(self.embedding(torch.tensor(ids)))
+            best = self.linear(states).argmax(-1).tolist()
+        return [[self.labels[i] for i in row[:len(tokens)]] for row, tokens in zip(best, token_lists)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "atis")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3, help="passes over the test set; the best is reported")
-    parser.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
-                        help="inference backend (default auto: onnx when the artifact has a graph)")
+    parser.add_argument("--backend", choices=["auto", "torch", "onnx", "plain"], default="auto",
+                        help="inference backend (default auto: onnx when the artifact has a graph); 'plain': the "
+                             "baseline, a plain PyTorch BiLSTM tagger (see plain_bilstm)")
+    parser.add_argument("--labels-only", action="store_true",
+                        help="labels and intents only (Viterbi, no confidences or spans), as evaluation tags")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on the last stdout line")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -42,12 +102,17 @@ def main() -> int:
     from slotfill.predictor import Predictor
     from training.compare import tagging_speed
 
-    predictor = Predictor.load(args.model, backend=args.backend, threads=args.threads)
     sentences = [line.split() for line in (args.data / "test" / "seq.in").read_text().splitlines() if line.strip()]
+    if args.backend == "plain":
+        predictor = PlainBiLSTM.like(args.model)
+    else:
+        predictor = Predictor.load(args.model, backend=args.backend, threads=args.threads)
+        if args.labels_only:
+            predictor = LabelsOnly(predictor)
     runs = [tagging_speed(predictor, sentences, limit=len(sentences)) for _ in range(args.repeat)]
     single, batched = max(r[0] for r in runs), max(r[1] for r in runs)
     result = {"model": str(args.model), "data": str(args.data), "sentences": len(sentences), "threads": args.threads,
-              "backend": predictor.backend, "repeat": args.repeat,
+              "backend": predictor.backend, "labels_only": args.labels_only, "repeat": args.repeat,
               "single_per_second": round(single), "batch64_per_second": round(batched),
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.machine(),
               "cpus": os.cpu_count(), "torch": torch.__version__, "command": " ".join(sys.argv)}

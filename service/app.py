@@ -113,7 +113,8 @@ def make_batcher(settings: Settings, app_metrics: Metrics) -> MicroBatcher:
         app_metrics.batch_wait.observe(waited)
 
     return MicroBatcher(tag.respond, max_size=settings.batch_max_size, max_wait_s=settings.batch_max_wait_ms / 1000.0,
-                        max_concurrency=settings.batch_max_concurrency or None, on_batch=observe)
+                        max_concurrency=settings.batch_max_concurrency or None, on_batch=observe,
+                        idle_start=settings.batch_idle_start)
 
 
 def configure_process(settings: Settings) -> None:

@@ -4,7 +4,10 @@ A :class:`MicroBatcher` lives in ``app.state.model.batcher`` (created in the lif
 on shutdown). Each request validates its items first (limits, characters: a bad item is a 422
 for its own request and never reaches a batch), then ``await batcher.submit(predictor, items)``.
 
-* Items collect in one pending batch. The first item starts a ``max_wait`` timer; the batch is
+* When no batch is running or queued (the model is idle), a new batch starts at the next turn of
+  the event loop, taking whatever arrived in the same step: waiting would only add latency.
+  ``idle_start=False`` turns this off.
+* Otherwise items collect in one pending batch. The first item starts a ``max_wait`` timer; the batch is
   closed when it holds ``max_size`` items or when the timer fires, whichever comes first, and
   starts at once in a worker thread (``run_batch(predictor, items)``) while the next batch
   collects. So no item waits longer than ``max_wait`` for its batch to start: a lone request is
@@ -93,7 +96,8 @@ class MicroBatcher(Generic[Item, Result]):
 
     def __init__(self, run_batch: Callable[[Any, list[Item]], Sequence[Result]], *, max_size: int,
                  max_wait_s: float, max_concurrency: int | None = None, on_batch: OnBatch | None = None,
-                 run_in_thread: Callable[..., Awaitable[Any]] = anyio.to_thread.run_sync) -> None:
+                 run_in_thread: Callable[..., Awaitable[Any]] = anyio.to_thread.run_sync,
+                 idle_start: bool = True) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         if max_wait_s < 0:
@@ -105,10 +109,11 @@ class MicroBatcher(Generic[Item, Result]):
         self.max_wait_s = max_wait_s
         self.max_concurrency = max_concurrency
         self.on_batch = on_batch
+        self.idle_start = idle_start
         self._run_in_thread = run_in_thread
         self._pending: list[_Entry[Item, Result]] = []
         self._pending_predictor: Any = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._overdue = False  # the pending batch's timer fired while every slot was busy
         self._waiting: deque[tuple[Any, list[_Entry[Item, Result]]]] = deque()  # full batches, no free slot
         self._running: set[asyncio.Task[None]] = set()
@@ -148,7 +153,12 @@ class MicroBatcher(Generic[Item, Result]):
             if len(self._pending) >= self.max_size:
                 self._close_pending()
             elif len(self._pending) == 1:
-                self._timer = loop.call_later(self.max_wait_s, self._on_timer)
+                if self.idle_start and not self._running and not self._waiting:
+                    # The model is idle: waiting could only add latency. Requests read in the same
+                    # event-loop step still join, since this runs after the callbacks already queued.
+                    self._timer = loop.call_soon(self._on_timer)
+                else:
+                    self._timer = loop.call_later(self.max_wait_s, self._on_timer)
         if self._closed:
             self._close_pending()  # shutting down: nothing else will join, run now
         try:

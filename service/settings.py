@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(32, ge=1, description="Most items in one micro-batch.")
     batch_max_wait_ms: float = Field(2.0, ge=0, le=10_000, description="Longest an item waits for its micro-batch "
                                                                        "to start (the first item starts the clock).")
+    batch_idle_start: bool = Field(True, description="A request that finds the model idle starts its batch at once "
+                                   "(with what arrived in the same event-loop step) instead of waiting max_wait.")
     batch_max_concurrency: int = Field(0, ge=0, description="Most micro-batches running at once (0: no limit, so no "
                                        "batch waits past max_wait). At the limit, the next batch keeps collecting "
                                        "(up to batch_max_size) and starts when a running one ends.")

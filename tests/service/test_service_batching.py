@@ -251,7 +251,9 @@ def test_reload_during_batched_load_drops_nothing(batching_server: Server, tmp_p
 
 # ----------------------------------------------------------------------------- in-process, real socket
 def app_with(predictor: Any, **settings: Any) -> Any:
-    return create_app(Settings(**{**LIMITS, **settings}), predictor=predictor)
+    """Most tests here check how the max_wait timer groups requests, so the idle start is off
+    unless a test turns it on."""
+    return create_app(Settings(**{**LIMITS, "batch_idle_start": False, **settings}), predictor=predictor)
 
 
 def test_fewer_forward_calls_than_requests(predictor: Any) -> None:
@@ -274,16 +276,56 @@ def _latency(http: httpx.Client, body: dict[str, Any]) -> float:
 
 
 def test_a_lone_request_waits_at_most_max_wait(predictor: Any, unbatched_url: str) -> None:
-    """Nobody else comes: the timer, not a full batch, releases the request, about max_wait later."""
+    """Without the idle start, nobody else comes: the timer, not a full batch, releases the request,
+    about max_wait later."""
     body = {"text": UTTERANCES[0]}
     with httpx.Client(base_url=unbatched_url, timeout=30) as http:
         direct = statistics.median(_latency(http, body) for _ in range(5))  # HTTP + model time, no batching
     wait = 0.1
-    with ThreadServer(app_with(predictor, batch_max_wait_ms=wait * 1000)) as base_url, \
+    with ThreadServer(app_with(predictor, batch_max_wait_ms=wait * 1000, batch_idle_start=False)) as base_url, \
             httpx.Client(base_url=base_url, timeout=30) as http:
         latencies = [_latency(http, body) for _ in range(3)]
     assert min(latencies) >= wait * 0.9, latencies  # it did wait for company...
     assert max(latencies) < 10 * (wait + direct), (latencies, direct)  # ...but not much longer than max_wait
+
+
+def test_an_idle_model_starts_a_lone_request_at_once(predictor: Any) -> None:
+    """With the idle start (the default), a request that finds the model idle does not wait for company."""
+    body = {"text": UTTERANCES[0]}
+    wait = 1.0
+    with ThreadServer(app_with(predictor, batch_max_wait_ms=wait * 1000, batch_idle_start=True)) as base_url, \
+            httpx.Client(base_url=base_url, timeout=30) as http:
+        latencies = [_latency(http, body) for _ in range(3)]
+    assert max(latencies) < wait / 2, latencies
+
+
+def test_idle_start_batches_what_arrives_while_the_model_runs() -> None:
+    """The first item starts at once; items that arrive in the same step join it, and the ones that
+    arrive while it runs form the next batch."""
+    calls: list[tuple[Any, list[str]]] = []
+
+    async def scenario() -> list[list[str]]:
+        gate = asyncio.Event()
+
+        async def gated(func: Callable[..., Any], *args: Any) -> Any:
+            await gate.wait()
+            return func(*args)
+
+        batcher = recording_batcher(calls, max_size=8, max_wait_s=60.0, idle_start=True)
+        batcher._run_in_thread = gated
+        first = [asyncio.ensure_future(batcher.submit("m", [name])) for name in ("a", "b")]  # same step
+        await asyncio.sleep(0.01)  # the first batch is running (held by the gate), not waiting 60 s
+        assert batcher.running == 1 and batcher.pending == 0
+        later = [asyncio.ensure_future(batcher.submit("m", [name])) for name in ("c", "d", "e")]
+        await asyncio.sleep(0.01)
+        assert batcher.pending == 3  # collecting behind the running batch
+        gate.set()
+        await asyncio.gather(*first)
+        batcher.flush()
+        return [await task for task in later]
+
+    asyncio.run(scenario())
+    assert [items for _, items in calls] == [["a", "b"], ["c", "d", "e"]]
 
 
 def test_a_full_batch_does_not_wait_for_the_timer(predictor: Any) -> None:
@@ -377,6 +419,7 @@ def recording_batcher(calls: list[tuple[Any, list[str]]], **kwargs: Any) -> Micr
         await asyncio.sleep(0)
         return func(*args)
 
+    kwargs.setdefault("idle_start", False)  # these tests check the timer's grouping
     return MicroBatcher(run_batch, run_in_thread=inline, **kwargs)
 
 
@@ -484,7 +527,8 @@ def test_batcher_concurrency_limit_keeps_collecting_while_busy() -> None:
             calls.append((predictor, list(items)))
             return list(items)
 
-        batcher = MicroBatcher(run_batch, max_size=10, max_wait_s=0.005, max_concurrency=1, run_in_thread=gated)
+        batcher = MicroBatcher(run_batch, max_size=10, max_wait_s=0.005, max_concurrency=1, run_in_thread=gated,
+                               idle_start=False)
         first = asyncio.ensure_future(batcher.submit("M", ["a"]))
         await asyncio.sleep(0.05)  # "a" started and blocks the only slot
         assert batcher.running == 1
