@@ -267,7 +267,13 @@ def measure_target(target: Target, args: argparse.Namespace, wrk: str, model: Pa
             log(f"   measuring {args.duration:g}s at {connections} connection(s)")
             command, output = run_wrk(wrk, url, bodies, threads=min(args.threads, connections),
                                       connections=connections, duration=args.duration, timeout=args.timeout)
-            parsed = parse_wrk(output)
+            try:
+                parsed = parse_wrk(output)
+            except ValueError as exc:
+                # e.g. a server so slow that no request finished within wrk's timeout: a failed run, not a crash
+                log(f"   no usable wrk report ({exc}); counted as a failed run")
+                parsed = {"requests_per_s": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": 1,
+                          "non_2xx": 0, "socket_errors": 1, "failure": str(exc), "raw_tail": output[-500:]}
             log(f"   {parsed['requests_per_s']:.1f} requests/s, p50 {parsed['p50_ms']:.2f} ms, "
                 f"p99 {parsed['p99_ms']:.2f} ms, errors {parsed['errors']}")
             rows.append({"target": target.key, "label": target.label, "group": target.group,
