@@ -274,8 +274,9 @@ def measure_target(target: Target, args: argparse.Namespace, wrk: str, model: Pa
                 log(f"   no usable wrk report ({exc}); counted as a failed run")
                 parsed = {"requests_per_s": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": 1,
                           "non_2xx": 0, "socket_errors": 1, "failure": str(exc), "raw_tail": output[-500:]}
-            log(f"   {parsed['requests_per_s']:.1f} requests/s, p50 {parsed['p50_ms']:.2f} ms, "
-                f"p99 {parsed['p99_ms']:.2f} ms, errors {parsed['errors']}")
+            p50, p99 = parsed.get("p50_ms"), parsed.get("p99_ms")
+            log(f"   {parsed['requests_per_s']:.1f} requests/s, p50 {'n/a' if p50 is None else f'{p50:.2f}'} ms, "
+                f"p99 {'n/a' if p99 is None else f'{p99:.2f}'} ms, errors {parsed['errors']}")
             rows.append({"target": target.key, "label": target.label, "group": target.group,
                          "backend": target.backend, "batching": target.batching, "peer": target.peer,
                          "connections": connections, **parsed, "wrk_command": shlex.join(command),
@@ -424,7 +425,7 @@ def markdown(report: dict[str, Any]) -> str:
         ]
         for row in report["http"]:
             lines.append(f"| {row['label']} | {row['connections']} | {row['requests_per_s']:.1f} | "
-                         f"{fmt(row.get('ratio_vs_noop'), '{:.2f}x')} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+                         f"{fmt(row.get('ratio_vs_noop'), '{:.2f}x')} | {fmt(row.get('p50_ms'), '{:.2f}')} | {fmt(row.get('p99_ms'), '{:.2f}')} | "
                          f"{row['non_2xx']} | {sum(row['socket_errors'].values())} |")
         lines += ["", "| server | RSS after warm-up MB | RSS at end MB | spawn to ready s |",
                   "| --- | ---: | ---: | ---: |"]
