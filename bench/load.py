@@ -122,7 +122,8 @@ def parse_wrk(output: str) -> dict[str, Any]:
         result["requests"] = int(match.group(1))
         result["duration_s"] = _seconds(match.group(2))
     distribution = {}
-    block = re.search(r"Latency Distribution\n((?:\s+[\d.]+%\s+\S+\n)+)", output)
+    # wrk pads some values with a trailing space ("1.15s "), so allow blanks before each newline.
+    block = re.search(r"Latency Distribution[ \t]*\n((?:[ \t]+[\d.]+%[ \t]+\S+[ \t]*\n)+)", output)
     if not block:
         raise ValueError("no latency distribution in wrk's output (was --latency given?)")
     for percent, value in re.findall(r"([\d.]+)%\s+(\S+)", block.group(1)):

@@ -272,8 +272,9 @@ def measure_target(target: Target, args: argparse.Namespace, wrk: str, model: Pa
             except ValueError as exc:
                 # e.g. a server so slow that no request finished within wrk's timeout: a failed run, not a crash
                 log(f"   no usable wrk report ({exc}); counted as a failed run")
-                parsed = {"requests_per_s": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": 1,
-                          "non_2xx": 0, "socket_errors": 1, "failure": str(exc), "raw_tail": output[-500:]}
+                parsed = {"requests_per_s": 0.0, "p50_ms": None, "p99_ms": None, "errors": 1, "non_2xx": 0,
+                          "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": 1},
+                          "failure": str(exc), "raw_tail": output[-500:]}
             p50, p99 = parsed.get("p50_ms"), parsed.get("p99_ms")
             log(f"   {parsed['requests_per_s']:.1f} requests/s, p50 {'n/a' if p50 is None else f'{p50:.2f}'} ms, "
                 f"p99 {'n/a' if p99 is None else f'{p99:.2f}'} ms, errors {parsed['errors']}")
