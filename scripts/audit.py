@@ -7,8 +7,8 @@ JSON report. The outcome is never ambiguous:
 
 * exit 0 -- the advisory source answered and lists no known vulnerability for any pinned package;
 * exit 1 -- findings: each package, version, advisory id and fixed versions is printed;
-* exit 3 -- the advisory source could not be reached (offline, proxy, DNS): NOT a pass; the
-  dependencies were not checked, and the message says so;
+* exit 3 -- the advisory source could not be reached (offline, proxy, DNS), or some package could not
+  be looked up there: NOT a pass; what was not checked is named;
 * exit 2 -- the audit could not run (pip-audit missing, unreadable lock, unexpected failure).
 """
 
@@ -88,9 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         for name, version, vuln in findings:
             fixed = ", ".join(vuln.get("fix_versions", [])) or "no fixed version"
             print(f"  {name} {version}: {vuln.get('id')} (fixed in: {fixed})")
+        if skipped:
+            print(f"audit: and {len(skipped)} package(s) could not be checked (see above)")
         return 1
-    print(f"audit: {len(dependencies) - len(skipped)} pinned packages checked against {args.service}: "
-          f"no known vulnerabilities" + (f"; {len(skipped)} skipped (see above)" if skipped else ""))
+    if skipped:
+        # pip-audit "skips" a package it could not look up -- for the pypi service that is also what an
+        # unreachable pypi.org looks like. A package nobody checked is not a clean package.
+        print(f"audit: UNCHECKED: {len(skipped)} of {len(dependencies)} pinned packages could not be checked against "
+              f"{args.service} (see above)" + ("; the others have no known vulnerabilities"
+                                                 if len(skipped) < len(dependencies) else "") + ". This is not a pass.",
+              file=sys.stderr)
+        return 3
+    print(f"audit: {len(dependencies)} pinned packages checked against {args.service}: no known vulnerabilities")
     return 0
 
 

@@ -26,6 +26,7 @@ from . import gc_tuning
 from .batching import MicroBatcher
 from .errors import install_error_handlers
 from .logs import configure_logging
+from .memory import limit_malloc_arenas
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware
 from .routers import admin, health, metrics, model, tag
@@ -121,6 +122,7 @@ def configure_process(settings: Settings) -> None:
     """Process-wide setup for a serving process (not done by ``create_app``: tests build many apps)."""
     if not logging.getLogger("slotfill").handlers:  # run by plain `uvicorn --factory`, not serve()
         configure_logging(settings.log_format, settings.log_level)
+    limit_malloc_arenas()  # service/memory.py: flat RSS under sustained load
     # Backend threads are set by the loader (service/state.py), once it knows which backend runs:
     # importing torch here would defeat the torch-free onnx backend.
 

@@ -56,6 +56,18 @@ def test_a_clean_report_passes(tmp_path):
     assert "1 pinned packages checked against osv: no known vulnerabilities" in result.stdout
 
 
+def test_packages_that_could_not_be_looked_up_are_unchecked_not_clean(tmp_path):
+    report = {"dependencies": [
+        {"name": "fastapi", "version": "0.1.0", "vulns": []},
+        {"name": "uvicorn", "version": "0.2.0", "skip_reason": "Dependency not found on PyPI and could not be audited"},
+    ]}
+    result = run_audit(env={"SLOTFILL_PIP_AUDIT": str(fake_pip_audit(tmp_path, report))})
+    assert result.returncode == 3
+    assert "UNCHECKED: 1 of 2 pinned packages could not be checked" in result.stderr
+    assert "skipped uvicorn" in result.stderr
+    assert "no known vulnerabilities" not in result.stdout
+
+
 def test_unexpected_failure_is_an_error_not_a_pass(tmp_path):
     result = run_audit(env={"SLOTFILL_PIP_AUDIT": str(fake_pip_audit(tmp_path, None, "something broke", 1))})
     assert result.returncode == 2
