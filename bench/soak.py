@@ -10,17 +10,19 @@ What it does (reusing ``bench/load.py``'s helpers: wrk installation, bodies, ser
 2. warm-up: ``wrk`` at ``--capacity-connections`` for ``--warmup`` seconds (unmeasured);
 3. capacity: ``wrk -c16`` (closed loop: each connection sends as soon as it has its answer) for
    ``--capacity-duration`` seconds; its requests/s is the capacity;
-4. soak: ``--load-fraction`` (0.8) of that rate, held for ``--duration`` seconds by an open-loop
+4. settle: the soak's rate for ``--settle`` seconds (60), so the micro-batches and buffers of the soak's
+   own load are in place before the memory baseline (errors here count as soak errors);
+5. soak: ``--load-fraction`` (0.8) of that rate, held for ``--duration`` seconds by an open-loop
    generator -- requests are scheduled at fixed intervals whether or not earlier ones were answered,
    so a slow server sees its queue grow instead of its clients slowing down. With ``wrk2`` on PATH
    (``wrk -R``; not in Debian) that is ``wrk2 -R RATE``; otherwise (``--generator python``, what
    happens on Debian) a small asyncio client in this file: ``--connections`` keep-alive connections,
    raw HTTP/1.1, latency counted from each request's scheduled time (so time spent waiting for a free
    connection counts, as wrk2 does);
-5. meanwhile samples the server's resident memory (``VmRSS`` in ``/proc/PID/status``) every
+6. meanwhile samples the server's resident memory (``VmRSS`` in ``/proc/PID/status``) every
    ``--sample-interval`` seconds;
-6. prints a summary and writes JSON (``--out``): capacity, target and achieved rate, requests, errors by
-   status (non-2xx) and socket errors, latency p50/p90/p99/max, RSS after warm-up (start of the soak),
+7. prints a summary and writes JSON (``--out``): capacity, target and achieved rate, requests, errors by
+   status (non-2xx) and socket errors, latency p50/p90/p99/max, RSS after settling (start of the soak),
    maximum and at the end, and growth in percent.
 
 Exit status: 0 when the soak had no non-2xx response and no socket error and memory grew by at most
@@ -366,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--capacity-connections", type=int, default=16, help="wrk connections for the warm-up and "
                                                                              "the capacity (default 16)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured wrk load first (default 3)")
+    parser.add_argument("--settle", type=float, default=60.0,
+                        help="seconds at the soak's rate before the RSS baseline is taken (default 60; its "
+                             "errors count too)")
     parser.add_argument("--connections", type=int, default=64, help="connections of the rate-limited generator "
                                                                     "(default 64)")
     parser.add_argument("--generator", choices=["auto", "wrk2", "python"], default="auto",
@@ -450,7 +455,7 @@ def run_soak(args: argparse.Namespace, argv: list[str] | None, wrk: str | None, 
         "load_average_start": load_average(),
         "config": {"duration_s": args.duration, "load_fraction": args.load_fraction, "rate": args.rate,
                    "capacity_duration_s": args.capacity_duration, "capacity_connections": args.capacity_connections,
-                   "warmup_s": args.warmup, "connections": args.connections, "sample_interval_s": args.sample_interval,
+                   "warmup_s": args.warmup, "settle_s": args.settle, "connections": args.connections, "sample_interval_s": args.sample_interval,
                    "timeout_s": args.timeout, "model": str(model), "utterances": str(args.utterances),
                    "utterances_used": used, "request": 'POST /v1/tag {"text": <utterance>}',
                    "slotfill_settings": extra_settings, "workers": 1},
@@ -482,12 +487,21 @@ def run_soak(args: argparse.Namespace, argv: list[str] | None, wrk: str | None, 
             raise SetupError(f"no load to apply (capacity {capacity}, target {target})")
         log(f"   capacity {capacity if capacity is None else round(capacity, 1)} requests/s; soaking at "
             f"{target:.1f} requests/s for {args.duration:g}s")
+        def generate(duration: float) -> dict[str, Any]:
+            run_args = argparse.Namespace(**{**vars(args), "duration": duration})
+            if wrk2 is not None:
+                return run_wrk2(wrk2, url, bodies_file, run_args, target)
+            return run_python_generator(host, port, bodies, run_args, target)
+
+        if args.settle > 0:
+            # The soak's own rate and connection count reach bigger micro-batches (and buffers) than the
+            # capacity run did; memory growth is measured from the working set they settle at.
+            log(f"   settling {args.settle:g}s at {target:.1f} requests/s before the baseline")
+            report["settle"] = generate(args.settle)
+            report["settle"]["rss_kib_after"] = rss_kib(pid)
         rss_start = rss_kib(pid)
         with RssSampler(pid, args.sample_interval) as sampler:
-            if wrk2 is not None:
-                soak = run_wrk2(wrk2, url, bodies_file, args, target)
-            else:
-                soak = run_python_generator(host, port, bodies, args, target)
+            soak = generate(args.duration)
         rss_end = rss_kib(pid)
     finally:
         returncode = server.stop()
@@ -497,6 +511,8 @@ def run_soak(args: argparse.Namespace, argv: list[str] | None, wrk: str | None, 
     rss_end = rss_end or (values[-1] if values else None)
     growth = round((rss_end - rss_start) / rss_start * 100, 2) if rss_start and rss_end else None
     errors = soak["non_2xx"] + sum(soak["socket_errors"].values())
+    if report.get("settle"):
+        errors += report["settle"]["non_2xx"] + sum(report["settle"]["socket_errors"].values())
     report.update({
         "target_rate": round(target, 2),
         "soak": soak,

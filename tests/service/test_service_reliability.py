@@ -208,7 +208,9 @@ DRAIN_WAIT_MS = 5000  # each micro-batch waits this long for company: the reques
 
 
 def test_sigterm_drains_the_requests_in_flight(model_dir: Path, tmp_path: Path) -> None:
-    env = {**SERVER_ENV, "SLOTFILL_BATCH_MAX_WAIT_MS": str(DRAIN_WAIT_MS), "SLOTFILL_BATCH_MAX_SIZE": "64"}
+    # No idle start: every request must wait in the micro-batch, not just the ones behind the first.
+    env = {**SERVER_ENV, "SLOTFILL_BATCH_MAX_WAIT_MS": str(DRAIN_WAIT_MS), "SLOTFILL_BATCH_MAX_SIZE": "64",
+           "SLOTFILL_BATCH_IDLE_START": "false"}
     server = start_server(model_dir, tmp_path / "server.log", env)
     texts = ["book a table for 4 at chez pierre tomorrow at 7pm", "find a cheap italian restaurant near midtown",
              "cancel it", "book a table at café müller for two", "hi", "table for one tonight"]
