@@ -51,9 +51,7 @@ class Scores:
         self.predictor = predictor
         self.batches = []
         for start in range(0, len(norms), batch_size):
-            chunk = norms[start:start + batch_size]
-            word_ids, char_ids, lens = predictor.featurizer.arrays(chunk)
-            emissions, intent_logits = predictor.engine.run(word_ids, char_ids, lens)
+            emissions, intent_logits, lens = predictor.run_network(norms[start:start + batch_size])
             self.batches.append((emissions, lens, intent_logits))
 
     def spans(self, slot_temperature: float) -> tuple[list[list[str]], list[list[tuple[str, int, int, float]]]]:

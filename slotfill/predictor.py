@@ -148,9 +148,33 @@ class Predictor:
         Returns label ids (B, T), token confidences (B, T) or None, a function (row, start, end) -> span
         confidence, and intent probabilities (B, I) or None.
         """
-        word_ids, char_ids, lens = self.featurizer.arrays(norms)
-        emissions, intent_logits = self.engine.run(word_ids, char_ids, lens)
+        emissions, intent_logits, lens = self.run_network(norms)
         return self.decode_scores(emissions, lens, intent_logits, confidences)
+
+    # onnxruntime's LSTM runs every row of a batch to the batch's longest length (torch's packed
+    # sequences stop each row at its own), so large batches go in chunks of similar lengths.
+    CHUNK = 16
+
+    def run_network(self, norms: list[list[str]]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Emissions (B, T, K), intent logits (B, I) or None, and lengths (B,) for normalised tokens."""
+        if self.engine.name != "onnx" or len(norms) <= self.CHUNK:
+            word_ids, char_ids, lens = self.featurizer.arrays(norms)
+            emissions, intent_logits = self.engine.run(word_ids, char_ids, lens)
+            return emissions, intent_logits, lens
+        lens = np.fromiter((len(tokens) for tokens in norms), dtype=np.int64, count=len(norms))
+        order = np.argsort(lens, kind="stable")
+        emissions = intent_logits = None
+        for start in range(0, len(norms), self.CHUNK):
+            rows = order[start:start + self.CHUNK]
+            chunk_em, chunk_intents = self.engine.run(*self.featurizer.arrays([norms[i] for i in rows]))
+            if emissions is None:
+                emissions = np.zeros((len(norms), int(lens.max()), chunk_em.shape[2]), dtype=chunk_em.dtype)
+                if chunk_intents is not None:
+                    intent_logits = np.empty((len(norms), chunk_intents.shape[1]), dtype=chunk_intents.dtype)
+            emissions[rows, : chunk_em.shape[1]] = chunk_em
+            if intent_logits is not None:
+                intent_logits[rows] = chunk_intents
+        return emissions, intent_logits, lens
 
     def decode_scores(self, emissions: np.ndarray, lens: np.ndarray, intent_logits: np.ndarray | None,
                       confidences: bool = True, temperatures: tuple[float, float] | None = None):

@@ -253,3 +253,26 @@ def test_onnx_backend_and_service_run_without_torch(onnx_artifact):
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK")
+
+
+def test_large_onnx_batches_run_in_length_chunks_with_the_same_answers(onnx_artifact, monkeypatch):
+    """Batches over Predictor.CHUNK go to onnxruntime sorted by length, in chunks; answers do not change."""
+    predictor = Predictor.load(onnx_artifact, backend="onnx")
+    sentences = synthetic_sentences(["book", "a", "table", "for", "two", "tomorrow", "at", "7pm"], count=40, seed=5)
+    calls = []
+    real_run = predictor.engine.run
+
+    def counting_run(word_ids, char_ids, lengths):
+        calls.append(lengths.tolist())
+        return real_run(word_ids, char_ids, lengths)
+
+    monkeypatch.setattr(predictor.engine, "run", counting_run)
+    together = predictor.predict_tokens(sentences)
+    assert len(calls) == -(-len(sentences) // Predictor.CHUNK)
+    assert [n for chunk in calls for n in chunk] == sorted(map(len, sentences)), "each chunk holds similar lengths"
+    for sentence, got in zip(sentences, together):
+        [alone] = predictor.predict_tokens([sentence])
+        assert [t.label for t in got.tokens] == [t.label for t in alone.tokens]
+        assert got.intent.name == alone.intent.name
+        for a, b in zip(got.tokens, alone.tokens):
+            assert a.confidence == pytest.approx(b.confidence, abs=1e-5)
