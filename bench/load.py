@@ -321,22 +321,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_artifact(model: str | Path) -> Path:
+    """The artifact directory, resolved; a SetupError unless it holds a manifest."""
+    model = Path(model).resolve()
+    if not (model / "manifest.json").is_file():
+        raise SetupError(f"{model} is not a slotfill artifact (no manifest.json); train one first, e.g. "
+                         "`.venv/bin/slotfill train --data sample --out /tmp/sample-model`")
+    return model
+
+
+def parse_settings(items: list[str]) -> dict[str, str]:
+    """``--set SLOTFILL_KEY=VALUE`` pairs as a dict; a SetupError naming the first bad one."""
+    settings: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("SLOTFILL_"):
+            raise SetupError(f"--set wants SLOTFILL_KEY=VALUE, not {item!r}")
+        settings[key] = value
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
-    model = Path(args.model).resolve()
-    if not (model / "manifest.json").is_file():
-        log(f"error: {model} is not a slotfill artifact (no manifest.json); train one first, e.g. "
-            "`.venv/bin/slotfill train --data sample --out /tmp/sample-model`")
-        return 2
-    extra_settings: dict[str, str] = {}
-    for item in args.settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key.startswith("SLOTFILL_"):
-            log(f"error: --set wants SLOTFILL_KEY=VALUE, not {item!r}")
-            return 2
-        extra_settings[key] = value
     try:
+        model = check_artifact(args.model)
+        extra_settings = parse_settings(args.settings)
         wrk = ensure_wrk()
     except SetupError as exc:
         log(f"error: {exc}")

@@ -56,6 +56,7 @@ from load import (
     REPO,
     ServerProcess,
     SetupError,
+    check_artifact,
     clean_env,
     ensure_wrk,
     free_port,
@@ -63,6 +64,7 @@ from load import (
     load_average,
     log,
     machine,
+    parse_settings,
     parse_wrk,
     run_wrk,
     versions,
@@ -391,18 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    model = Path(args.model).resolve()
-    if not (model / "manifest.json").is_file():
-        log(f"error: {model} is not a slotfill artifact (no manifest.json); train one first, e.g. "
-            "`.venv/bin/slotfill train --data sample --out /tmp/sample-model`")
+    try:
+        model = check_artifact(args.model)
+        extra_settings = parse_settings(args.settings)
+    except SetupError as exc:
+        log(f"error: {exc}")
         return 2
-    extra_settings: dict[str, str] = {}
-    for item in args.settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key.startswith("SLOTFILL_"):
-            log(f"error: --set wants SLOTFILL_KEY=VALUE, not {item!r}")
-            return 2
-        extra_settings[key] = value
     if args.utterances is None:
         args.utterances = ATIS_TEST if ATIS_TEST.is_file() else SAMPLE_TEST
     wrk2 = None

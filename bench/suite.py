@@ -56,6 +56,7 @@ from load import (
     REPO,
     ServerProcess,
     SetupError,
+    check_artifact,
     clean_env,
     ensure_wrk,
     free_port,
@@ -63,6 +64,7 @@ from load import (
     load_average,
     log,
     machine,
+    parse_settings,
     parse_wrk,
     run_wrk,
     versions,
@@ -522,17 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     if not targets and args.skip_inprocess and args.skip_cold_start:
         log("error: nothing to run (every target skipped, and --skip-inprocess --skip-cold-start)")
         return 2
-    extra_settings: dict[str, str] = {}
-    for item in args.settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key.startswith("SLOTFILL_"):
-            log(f"error: --set wants SLOTFILL_KEY=VALUE, not {item!r}")
-            return 2
-        extra_settings[key] = value
     try:
-        if not (args.model / "manifest.json").is_file():
-            raise SetupError(f"{args.model} is not a slotfill artifact (no manifest.json); train one first, e.g. "
-                             "`.venv/bin/slotfill train --data sample --out /tmp/bench-sample`")
+        extra_settings = parse_settings(args.settings)
+        args.model = check_artifact(args.model)
         if not (args.data / "test" / "seq.in").is_file():
             raise SetupError(f"no {args.data / 'test' / 'seq.in'} (pass --data DIR with test/seq.in)")
         if any(t.peer == "flair" for t in targets) and (problem := flair_venv_problem(args.flair_python)):

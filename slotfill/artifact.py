@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # torch is needed to save or load into a module, not to read 
     import torch
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json", "save_weights",
-           "load_weights", "load_arrays", "write_manifest", "verify_manifest", "sha256_file"]
+           "load_weights", "load_arrays", "write_manifest", "extend_manifest", "verify_manifest", "sha256_file"]
 
 MANIFEST = "manifest.json"
 FORMAT = "slotfill-artifact"
@@ -107,23 +107,30 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
+def _check_header(path: Path, header: dict[str, Any], expected: dict[str, tuple[int, ...]],
+                  wanted: Iterable[str]) -> None:
+    """The file holds exactly the tensors ``expected`` names, and each ``wanted`` one has the expected shape."""
+    present = {k for k in header if k != "__metadata__"}
+    missing = sorted(set(expected) - present)
+    unexpected = sorted(present - set(expected))
+    if missing or unexpected:
+        raise ArtifactError(f"{path}: weights do not match the config (missing: {missing[:5]}, "
+                            f"unexpected: {unexpected[:5]})")
+    for name in wanted:
+        if name not in expected:
+            raise ArtifactError(f"{path}: the config implies no tensor {name!r}")
+        if list(header[name]["shape"]) != list(expected[name]):
+            raise ArtifactError(f"{path}: tensor {name!r} has shape {header[name]['shape']}, the config implies "
+                                f"{list(expected[name])}")
+
+
 def load_weights(model: "torch.nn.Module", path: str | Path) -> None:
     """Load weights after checking every name, dtype and shape against the model."""
     from safetensors.torch import load as load_safetensors_bytes
 
     path = Path(path)
-    header = read_safetensors_header(path)
-    expected = model.state_dict()
-    names = {k for k in header if k != "__metadata__"}
-    missing = sorted(set(expected) - names)
-    unexpected = sorted(names - set(expected))
-    if missing or unexpected:
-        raise ArtifactError(f"{path}: weights do not match the config (missing: {missing[:5]}, "
-                            f"unexpected: {unexpected[:5]})")
-    for name, tensor in expected.items():
-        shape = list(header[name]["shape"])
-        if shape != list(tensor.shape):
-            raise ArtifactError(f"{path}: tensor {name!r} has shape {shape}, the config implies {list(tensor.shape)}")
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    _check_header(path, read_safetensors_header(path), expected, expected)
     try:
         state = load_safetensors_bytes(path.read_bytes())
     except SafetensorError as exc:
@@ -143,19 +150,9 @@ def load_arrays(path: str | Path, expected: dict[str, tuple[int, ...]],
 
     path = Path(path)
     header = read_safetensors_header(path)
-    present = {k for k in header if k != "__metadata__"}
-    missing = sorted(set(expected) - present)
-    unexpected = sorted(present - set(expected))
-    if missing or unexpected:
-        raise ArtifactError(f"{path}: weights do not match the config (missing: {missing[:5]}, "
-                            f"unexpected: {unexpected[:5]})")
     wanted = list(expected) if names is None else list(names)
+    _check_header(path, header, expected, wanted)
     for name in wanted:
-        if name not in expected:
-            raise ArtifactError(f"{path}: the config implies no tensor {name!r}")
-        if list(header[name]["shape"]) != list(expected[name]):
-            raise ArtifactError(f"{path}: tensor {name!r} has shape {header[name]['shape']}, the config implies "
-                                f"{list(expected[name])}")
         if header[name]["dtype"] == "BF16":  # NumPy has no bfloat16
             raise ArtifactError(f"{path}: tensor {name!r} is bfloat16, which the NumPy reader cannot hold")
     try:
@@ -186,6 +183,13 @@ def write_manifest(directory: Path, names: Iterable[str], extra: dict[str, Any] 
                 "files": files, **(extra or {})}
     atomic_write_json(directory / MANIFEST, manifest)
     return manifest
+
+
+def extend_manifest(directory: Path, manifest: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """Rewrite ``manifest`` (as :func:`verify_manifest` returned it) to also vouch for ``names``,
+    keeping its other entries; until the atomic rename the old manifest stays valid."""
+    extra = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "library_version", "files")}
+    return write_manifest(directory, set(manifest["files"]) | set(names), extra=extra)
 
 
 def verify_manifest(directory: str | Path) -> tuple[dict[str, Any], str]:

@@ -158,7 +158,7 @@ def calibrate_artifact(model_dir, data_dir, backend: str = "auto") -> dict[str, 
     the report gains a ``calibration`` entry). Returns that entry."""
     from pathlib import Path
 
-    from .artifact import atomic_write_json, write_manifest
+    from .artifact import atomic_write_json, extend_manifest
     from .data import load_corpus
     from .errors import DataError
     from .model_io import CALIBRATION_FILE
@@ -180,11 +180,8 @@ def calibrate_artifact(model_dir, data_dir, backend: str = "auto") -> dict[str, 
     result = calibration_report(predictor, *split(corpus.test or corpus.valid), temperatures)
     result["split"] = "test" if corpus.test else "valid"
     artifact = predictor.loaded
-    manifest = artifact.manifest
     atomic_write_json(model_dir / CALIBRATION_FILE, temperatures)
-    names = set(manifest["files"]) | {CALIBRATION_FILE}
-    if artifact.report is not None and "report.json" in names:
+    if artifact.report is not None and "report.json" in artifact.manifest["files"]:
         atomic_write_json(model_dir / "report.json", {**artifact.report, "calibration": result})
-    extra = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "library_version", "files")}
-    write_manifest(model_dir, names, extra=extra)
+    extend_manifest(model_dir, artifact.manifest, [CALIBRATION_FILE])
     return result

@@ -31,12 +31,12 @@ class CRFTables:
     end: np.ndarray  # (K,)
 
     @cached_property
-    def exp_transitions(self) -> tuple[np.ndarray, np.ndarray, float]:
-        """float64 ``exp(transitions - shift)`` (K, K), its contiguous transpose, and the shift;
+    def exp_transitions(self) -> tuple[np.ndarray, float]:
+        """float64 ``exp(transitions - shift)`` and its transpose stacked (2, K, K), and the shift;
         computed once per table, as it costs more than decoding a short sentence."""
         shift = float(self.transitions.max())
         exp_trans = np.exp(self.transitions.astype(np.float64) - shift)
-        return exp_trans, np.ascontiguousarray(exp_trans.T), shift
+        return np.stack([exp_trans, exp_trans.T]), shift
 
     def scaled(self, factor: float) -> "CRFTables":
         """Every score times ``factor`` (temperature scaling); forbidden moves stay forbidden."""
@@ -251,10 +251,7 @@ def _forward_backward_one(emissions: np.ndarray, length: int, tables: CRFTables)
     steps, num_tags = emissions.shape[1], emissions.shape[2]
     n = length
     em = emissions[0, :n].astype(np.float64)
-    exp_trans, exp_trans_t, trans_shift = tables.exp_transitions
-    stacked = tables.__dict__.get("_stacked")
-    if stacked is None:  # cached on the tables, like exp_transitions
-        stacked = tables.__dict__["_stacked"] = np.stack([exp_trans, exp_trans_t])  # (2, K, K)
+    stacked, trans_shift = tables.exp_transitions  # (2, K, K): [E; E^T]
     em_shift = em.max(axis=1)  # (n,)
     exp_em = np.exp(em - em_shift[:, None])  # (n, K)
     start_shift = float(tables.start.max())

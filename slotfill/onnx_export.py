@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import MANIFEST, ONNX_FILE, atomic_write_bytes, load_arrays, write_manifest
+from .artifact import ONNX_FILE, atomic_write_bytes, extend_manifest, load_arrays
 from .errors import ArtifactError
 from .model_io import load_model, read_artifact
 
@@ -101,9 +101,5 @@ def export_onnx(model_dir: str | Path, check_sentences: list[list[str]] | None =
     sentences += [list(s) for s in (check_sentences or []) if s]
     result = check_graph(model_dir, graph, sentences, tolerance)
     atomic_write_bytes(model_dir / ONNX_FILE, graph)
-    manifest = artifact.manifest
-    names = set(manifest["files"]) | {ONNX_FILE}
-    extra = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "library_version", "files")}
-    write_manifest(model_dir, names, extra=extra)
-    assert (model_dir / MANIFEST).is_file()
+    extend_manifest(model_dir, artifact.manifest, [ONNX_FILE])
     return result
