@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from .predictor import Predictor
 
 LOG_T_RANGE = (math.log(0.05), math.log(20.0))
+# Slot temperatures below 1/4 multiply CRF scores past what float32 forward-backward can hold
+# (its per-step sums underflow); no trained tagger here has needed less than 0.5.
+SLOT_LOG_T_RANGE = (math.log(0.25), math.log(20.0))
 EPS = 1e-6
 
 
@@ -114,11 +117,13 @@ def fit_temperatures(predictor: "Predictor", norms: list[list[str]], gold_tags: 
     scores = Scores(predictor, norms)
 
     def slot_objective(log_t: float) -> float:
-        _, spans = scores.spans(math.exp(log_t))
-        confidences, correct = span_pairs(gold_tags, spans, predictor.config.scheme)
-        return _log_loss(confidences, correct) if confidences.size else 0.0
+        with np.errstate(all="ignore"):  # an underflowing temperature scores as infinitely bad, not as a warning
+            _, spans = scores.spans(math.exp(log_t))
+            confidences, correct = span_pairs(gold_tags, spans, predictor.config.scheme)
+            loss = _log_loss(confidences, correct) if confidences.size else 0.0
+        return loss if math.isfinite(loss) else math.inf
 
-    slot_t = math.exp(golden_section(slot_objective, *LOG_T_RANGE, iterations=25))
+    slot_t = math.exp(golden_section(slot_objective, *SLOT_LOG_T_RANGE, iterations=25))
     intent_t = 1.0
     if gold_intents is not None and predictor.intents and any(g is not None for g in gold_intents):
         def intent_objective(log_t: float) -> float:

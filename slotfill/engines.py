@@ -24,6 +24,7 @@ from .errors import ArtifactError, ConfigError
 
 if TYPE_CHECKING:
     from .model_io import Artifact
+    from .subwords import SubwordBatch
     from .models.tagger import SlotTagger
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -32,10 +33,10 @@ BACKENDS = ("auto", "torch", "onnx")
 class Engine(Protocol):
     name: str
 
-    def run(self, word_ids: np.ndarray, char_ids: np.ndarray,
-            lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(self, word_ids: np.ndarray, char_ids: np.ndarray, lengths: np.ndarray,
+            subwords: "SubwordBatch | None" = None) -> tuple[np.ndarray, np.ndarray | None]:
         """word_ids (B, T), char_ids (B, T, L), lengths (B,), all int64 -> float32 emissions (B, T, K)
-        and intent logits (B, I) or None."""
+        and intent logits (B, I) or None. ``subwords``: the pieces of a model with a transformer front-end."""
         ...
 
     def crf_tables(self) -> CRFTables | None:
@@ -49,11 +50,12 @@ class TorchEngine:
     def __init__(self, model: "SlotTagger"):
         self.model = model.eval()
 
-    def run(self, word_ids, char_ids, lengths):
+    def run(self, word_ids, char_ids, lengths, subwords=None):
         import torch
 
         with torch.inference_mode():
-            out = self.model(torch.from_numpy(word_ids), torch.from_numpy(char_ids), torch.from_numpy(lengths))
+            out = self.model(torch.from_numpy(word_ids), torch.from_numpy(char_ids), torch.from_numpy(lengths),
+                             subwords=subwords.tensors() if subwords is not None else None)
         intents = out.intent_logits.numpy() if out.intent_logits is not None else None
         return out.emissions.numpy(), intents
 
@@ -105,7 +107,7 @@ class OnnxEngine:
                                   names=[n for n in shapes if n.startswith("crf.")])
             self._tables = CRFTables.from_weights(weights)
 
-    def run(self, word_ids, char_ids, lengths):
+    def run(self, word_ids, char_ids, lengths, subwords=None):
         results = self.session.run(self._outputs, {"word_ids": word_ids, "char_ids": char_ids, "lengths": lengths})
         return results[0], (results[1] if len(results) > 1 else None)
 
@@ -136,6 +138,8 @@ def resolve_backend(artifact: "Artifact", backend: str = "auto") -> str:
                                 f"`slotfill export --model {where} --format onnx` where torch is installed")
         raise ConfigError("neither onnxruntime nor torch is installed: pip install 'slotfill[serve]'")
     if backend == "onnx":
+        if artifact.config is not None and artifact.config.contextual_dim:
+            raise ConfigError(f"{where}: a model with a transformer front-end runs on the torch backend only")
         if not artifact.has_onnx:
             raise ArtifactError(f"{where}: backend onnx needs {ONNX_FILE} listed in the manifest; "
                                 f"create it with `slotfill export --model {where} --format onnx`")

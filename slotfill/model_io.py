@@ -17,8 +17,10 @@ from .vocab import Vocab
 
 if TYPE_CHECKING:
     from .models.tagger import SlotTagger
+    from .subwords import SubwordAligner
 
 CALIBRATION_FILE = "calibration.json"
+ENCODER_TOKENIZER = "encoder_tokenizer.json"  # the transformer front-end's tokenizer (tokenizers JSON)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Artifact:
     config: TaggerConfig | None = None
     directory: Path | None = None
     calibration: dict[str, Any] | None = None  # temperatures (see slotfill.calibration)
+    aligner: "SubwordAligner | None" = None  # sub-word pieces for a transformer front-end
 
     @property
     def has_onnx(self) -> bool:
@@ -58,7 +61,7 @@ class LoadedModel(Artifact):
 
 def save_model(directory: str | Path, model: "SlotTagger", featurizer: Featurizer, tokenizer: TokenizerConfig,
                card: dict[str, Any], report: dict[str, Any] | None = None, report_text: str | None = None,
-               calibration: dict[str, float] | None = None) -> dict:
+               calibration: dict[str, float] | None = None, aligner: "SubwordAligner | None" = None) -> dict:
     """Write every artifact file atomically, then the manifest last; returns the manifest.
 
     A reader that finds a manifest whose hashes match knows the whole artifact is complete.
@@ -80,6 +83,12 @@ def save_model(directory: str | Path, model: "SlotTagger", featurizer: Featurize
     atomic_write_json(directory / "model_card.json", card)
     names = ["config.json", "model.safetensors", "tokenizer.json", "vocab.json", "chars.json", "labels.txt",
              "intents.txt", "model_card.json"]
+    (directory / ENCODER_TOKENIZER).unlink(missing_ok=True)
+    if config.contextual_dim:
+        if aligner is None:
+            raise ValueError("a model with a transformer front-end is saved with its tokenizer (aligner)")
+        atomic_write_text(directory / ENCODER_TOKENIZER, aligner.tokenizer.to_str())
+        names.append(ENCODER_TOKENIZER)
     (directory / CALIBRATION_FILE).unlink(missing_ok=True)
     if calibration is not None:
         atomic_write_json(directory / CALIBRATION_FILE, calibration)
@@ -135,8 +144,20 @@ def read_artifact(directory: str | Path) -> Artifact:
         if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 1e-3 <= t <= 1e3 for t in temperatures):
             raise ArtifactError(f"{directory / CALIBRATION_FILE}: slot_temperature and intent_temperature must be "
                                 f"numbers between 0.001 and 1000")
+    aligner = None
+    if config.contextual_dim:
+        from .subwords import SubwordAligner, load_tokenizer, special_tokens
+
+        if ENCODER_TOKENIZER not in manifest["files"]:
+            raise ArtifactError(f"{directory}: the model has a transformer front-end but the manifest lists no "
+                                f"{ENCODER_TOKENIZER}")
+        encoder_tokenizer = load_tokenizer(directory / ENCODER_TOKENIZER)
+        if special_tokens(encoder_tokenizer) != config.contextual_tokens:
+            raise ArtifactError(f"{directory / ENCODER_TOKENIZER}: its special tokens do not match "
+                                f"contextual_tokens in config.json")
+        aligner = SubwordAligner(encoder_tokenizer, config.contextual_tokens, config.contextual_window)
     return Artifact(featurizer=featurizer, tokenizer=tokenizer, card=card, report=report, manifest=manifest,
-                    digest=digest, config=config, directory=directory, calibration=calibration)
+                    digest=digest, config=config, directory=directory, calibration=calibration, aligner=aligner)
 
 
 def load_model(directory: str | Path) -> LoadedModel:
@@ -149,7 +170,8 @@ def load_model(directory: str | Path) -> LoadedModel:
     model.eval()
     return LoadedModel(featurizer=artifact.featurizer, tokenizer=artifact.tokenizer, card=artifact.card,
                        report=artifact.report, manifest=artifact.manifest, digest=artifact.digest,
-                       directory=artifact.directory, calibration=artifact.calibration, model=model)
+                       directory=artifact.directory, calibration=artifact.calibration, aligner=artifact.aligner,
+                       model=model)
 
 
 def card_summary(card: dict[str, Any]) -> str:

@@ -34,6 +34,7 @@ class Predictor:
         self.backend = engine.name
         self.config = loaded.config
         self.featurizer = loaded.featurizer
+        self.aligner = loaded.aligner  # sub-word pieces for a transformer front-end, else None
         self.tokenizer_config = loaded.tokenizer
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.labels = [self.config.id2label[i] for i in range(self.config.num_labels)]
@@ -159,7 +160,8 @@ class Predictor:
         """Emissions (B, T, K), intent logits (B, I) or None, and lengths (B,) for normalised tokens."""
         if self.engine.name != "onnx" or len(norms) <= self.CHUNK:
             word_ids, char_ids, lens = self.featurizer.arrays(norms)
-            emissions, intent_logits = self.engine.run(word_ids, char_ids, lens)
+            subwords = self.aligner.encode(norms) if self.aligner is not None else None
+            emissions, intent_logits = self.engine.run(word_ids, char_ids, lens, subwords=subwords)
             return emissions, intent_logits, lens
         lens = np.fromiter((len(tokens) for tokens in norms), dtype=np.int64, count=len(norms))
         order = np.argsort(lens, kind="stable")

@@ -262,9 +262,9 @@ def test_large_onnx_batches_run_in_length_chunks_with_the_same_answers(onnx_arti
     calls = []
     real_run = predictor.engine.run
 
-    def counting_run(word_ids, char_ids, lengths):
+    def counting_run(word_ids, char_ids, lengths, subwords=None):
         calls.append(lengths.tolist())
-        return real_run(word_ids, char_ids, lengths)
+        return real_run(word_ids, char_ids, lengths, subwords=subwords)
 
     monkeypatch.setattr(predictor.engine, "run", counting_run)
     together = predictor.predict_tokens(sentences)

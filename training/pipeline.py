@@ -54,6 +54,7 @@ class Encoded:
     tags: np.ndarray
     intent: int
     singletons: np.ndarray
+    contextual: np.ndarray | None = None  # (T, L, E) float16 word states of a frozen transformer
 
 
 @dataclass
@@ -151,7 +152,40 @@ class Trainer:
         self.intent2id = {intent: i for i, intent in enumerate(intents)}
         counts = Counter(token for norms in self.train_norms for token in norms)
         self.encoded = [self._encode(norms, e, counts) for norms, e in zip(self.train_norms, train)]
+        self.aligner = self.encoder_source = None
+        if cfg.contextual:
+            self._prepare_contextual()
+        self.teacher = None
+        if cfg.distill_from:
+            from .distillation import load_teacher
 
+            self.teacher = load_teacher(cfg.distill_from, [e.tokens for e in train], self.labels, self.intents,
+                                        cfg.decoder, cfg.distill_temperature)
+            self.log(f"distilling from {cfg.distill_from} (weight {cfg.distill_weight}, temperature "
+                     f"{cfg.distill_temperature})")
+
+    def _prepare_contextual(self) -> None:
+        """Load the pretrained encoder's tokenizer, config and weights (the model takes them in build_model)."""
+        from transformers import AutoConfig, AutoModel
+        from transformers.utils import logging as hf_logging
+
+        from slotfill.models.contextual import resolve_encoder_path
+        from slotfill.subwords import SubwordAligner, load_tokenizer, special_tokens
+
+        cfg = self.config
+        path = resolve_encoder_path(cfg.contextual)
+        tokenizer = load_tokenizer(path / "tokenizer.json")
+        tokens = special_tokens(tokenizer)
+        hf_config = json.loads(AutoConfig.from_pretrained(path).to_json_string())
+        limit = hf_config.get("max_position_embeddings")
+        if isinstance(limit, int) and cfg.contextual_window > limit:
+            raise ConfigError(f"contextual_window: {cfg.contextual_window} is over the encoder's limit of {limit} positions")
+        hf_logging.disable_progress_bar()  # a progress bar per load is noise in a training log
+        encoder = AutoModel.from_pretrained(path)
+        weights = {k: v for k, v in encoder.state_dict().items() if not k.startswith("pooler.")}
+        name = "all-MiniLM-L6-v2" if cfg.contextual == "minilm" else path.name
+        self.aligner = SubwordAligner(tokenizer, tokens, cfg.contextual_window)
+        self.encoder_source = {"name": name, "config": hf_config, "tokens": tokens, "weights": weights}
     def _encode(self, norms: list[str], example: Example, counts: Counter) -> Encoded:
         f = self.featurizer
         char_lists = [f.char_ids(token) for token in norms]
@@ -194,30 +228,80 @@ class Trainer:
             # to rely on characters and context for words it will not know at test time.
             drop = torch.from_numpy(singles) & (torch.rand(word_ids.shape, generator=gen) < self.config.singleton_unk)
             word_ids = word_ids.masked_fill(drop, self.featurizer.words.unk_id)
-        return {"word_ids": word_ids, "char_ids": torch.from_numpy(chars), "lengths": torch.from_numpy(lengths),
-                "tags": torch.from_numpy(tags), "intents": torch.tensor([e.intent for e in items])}
+        batch = {"word_ids": word_ids, "char_ids": torch.from_numpy(chars), "lengths": torch.from_numpy(lengths),
+                 "tags": torch.from_numpy(tags), "intents": torch.tensor([e.intent for e in items])}
+        if items[0].contextual is not None:  # a frozen transformer: its word states were computed once
+            first = items[0].contextual
+            states = np.zeros((len(items), steps, *first.shape[1:]), dtype=np.float32)
+            for b, e in enumerate(items):
+                states[b, : len(e.words)] = e.contextual
+            batch["contextual"] = torch.from_numpy(states)
+        elif self.aligner is not None:
+            batch["subwords"] = self.aligner.encode([self.train_norms[i] for i in indices]).tensors()
+        return batch
+
+    def _teacher_batch(self, indices: list[int], steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The teacher's emissions (B, T, K), zero-padded, and intent logits (B, I) or None."""
+        teacher = self.teacher
+        k = teacher.emissions[indices[0]].shape[1]
+        emissions = np.zeros((len(indices), steps, k), dtype=np.float32)
+        for b, i in enumerate(indices):
+            emissions[b, : len(teacher.emissions[i])] = teacher.emissions[i]
+        intents = torch.from_numpy(teacher.intent_logits[indices]) if teacher.intent_logits is not None else None
+        return torch.from_numpy(emissions), intents
+
+    @torch.no_grad()
+    def _cache_contextual(self, model: SlotTagger) -> None:
+        """Run the frozen transformer once over the training sentences and keep each word's layer states."""
+        embedder = model.contextual
+        was_training = embedder.training
+        embedder.eval()
+        started = time.perf_counter()
+        order = sorted(range(len(self.encoded)), key=lambda i: len(self.train_norms[i]))
+        for start in range(0, len(order), 64):
+            rows = order[start:start + 64]
+            pieces = self.aligner.encode([self.train_norms[i] for i in rows]).tensors()
+            states = embedder.states(**{k: v.to(self.dist.device) for k, v in pieces.items()}).cpu()
+            for j, i in enumerate(rows):
+                self.encoded[i].contextual = states[j, : len(self.train_norms[i])].to(torch.float16).numpy()
+        embedder.train(was_training)
+        self.log(f"contextual word states of {len(order)} training sentences computed in "
+                 f"{time.perf_counter() - started:.0f}s (frozen {self.encoder_source['name']})")
 
     # ------------------------------------------------------------------ model
     def build_model(self) -> SlotTagger:
         cfg = self.config
         # Every architecture setting has the same name in TrainConfig and TaggerConfig.
         shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TaggerConfig) if hasattr(cfg, f.name)}
+        source = self.encoder_source
+        if source is not None:
+            shared.update(contextual_dim=int(source["config"]["hidden_size"]), contextual_name=source["name"],
+                          contextual_model=source["config"], contextual_tokens=source["tokens"])
         tagger_config = TaggerConfig(
             vocab_size=len(self.featurizer.words), num_chars=len(self.featurizer.chars),
             id2label=dict(enumerate(self.labels)), id2intent=dict(enumerate(self.intents)), **shared)
         torch.manual_seed(cfg.seed)
         model = SlotTagger(tagger_config)
-        if cfg.word_vectors:
+        if source is not None:
+            model.contextual.encoder.load_state_dict(source["weights"], strict=True)
+            model.contextual.encoder.requires_grad_(cfg.contextual_finetune)
+        if cfg.word_vectors and model.word_embedding is not None:
             found = load_word_vectors(cfg.word_vectors, self.featurizer, cfg.word_dim, model.word_embedding)
             self.log(f"word vectors: {found}/{len(self.featurizer.words)} vocabulary words initialised")
         return model
 
     def _optimizer(self, model: SlotTagger, total_steps: int):
         cfg = self.config
+        # A fine-tuned transformer learns at its own (much lower) rate; a frozen one is not optimised.
+        encoder = list(model.contextual.encoder.parameters()) if model.contextual is not None else []
+        encoder_ids = {id(p) for p in encoder}
+        groups = [{"params": [p for p in model.parameters() if id(p) not in encoder_ids]}]
+        if encoder and cfg.contextual_finetune:
+            groups.append({"params": encoder, "lr": cfg.contextual_lr})
         if cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         else:
-            optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         warmup = int(total_steps * cfg.warmup_ratio)
 
         def factor(step: int) -> float:
@@ -233,7 +317,8 @@ class Trainer:
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     def predictor(self, model: SlotTagger) -> Predictor:
-        return Predictor(LoadedModel(model=model, featurizer=self.featurizer, tokenizer=self.tokenizer, card=self.card()))
+        return Predictor(LoadedModel(model=model, featurizer=self.featurizer, tokenizer=self.tokenizer, card=self.card(),
+                                     aligner=self.aligner))
 
     def evaluate(self, model: SlotTagger, examples: list[Example]) -> dict[str, Any]:
         if next(model.parameters()).device.type != "cpu":
@@ -356,6 +441,8 @@ class Trainer:
             remove_partial_writes(self.state_dir)
             remove_partial_writes(self.out_dir)
         model = self.build_model().to(ctx.device)
+        if cfg.contextual and not cfg.contextual_finetune:
+            self._cache_contextual(model)
         steps_per_epoch = math.ceil(len(self.encoded) / cfg.batch_size)
         optimizer, scheduler = self._optimizer(model, steps_per_epoch * cfg.epochs)
         run_info = {"config": cfg.to_dict(), "data": str(self.data_dir), "labels": self.labels, "intents": self.intents}
@@ -411,8 +498,17 @@ class Trainer:
             for step, (indices, real) in enumerate(bar):
                 batch = self._collate(indices, gen)
                 if ctx.device.type != "cpu":
-                    batch = {key: value.to(ctx.device) for key, value in batch.items()}
+                    batch = {key: ({k: v.to(ctx.device) for k, v in value.items()} if isinstance(value, dict)
+                                   else value.to(ctx.device)) for key, value in batch.items()}
                 out = net(**batch, intent_loss_weight=cfg.intent_loss_weight)
+                if self.teacher is not None:
+                    from .distillation import distillation_loss
+
+                    teacher_emissions, teacher_intents = self._teacher_batch(indices, batch["word_ids"].size(1))
+                    kd = distillation_loss(model, out, batch["word_ids"].ne(0), teacher_emissions.to(ctx.device),
+                                           None if teacher_intents is None else teacher_intents.to(ctx.device),
+                                           self.teacher, cfg.intent_loss_weight)
+                    out.loss = (1.0 - cfg.distill_weight) * out.loss + cfg.distill_weight * kd
                 loss = out.loss
                 if not torch.isfinite(loss):
                     raise TrainingError(f"the loss became {loss.item()} at epoch {epoch}, batch {step + 1}; lower the "
@@ -494,7 +590,7 @@ class Trainer:
             card.update(best_epoch=state["best_epoch"], train_seconds=round(state["train_seconds"], 2),
                         parameters=model.num_parameters())
             save_model(self.out_dir, model, self.featurizer, self.tokenizer, card, report, text,
-                       calibration=temperatures)
+                       calibration=temperatures, aligner=self.aligner)
             plot_training_curves(self.state_dir / "metrics.jsonl", self.out_dir / "training_curves.png")
             if "calibration" in report:
                 self.plot_calibration(report["calibration"])

@@ -27,7 +27,10 @@ LIMITS = {
     "hidden_size": 8192,
     "num_layers": 16,
     "contextual_dim": 8192,
+    "contextual_window": 8192,
 }
+CONTEXTUAL_LAYERS = ("last", "mix")
+CONTEXTUAL_POOLINGS = ("first", "mean")
 
 
 @dataclass
@@ -55,7 +58,15 @@ class TaggerConfig:
     decoder: str = "crf"
     scheme: str = "IOB2"
     intent_pooling: str = "max"
+    # Contextual front-end (a pretrained transformer, see models/contextual.py); off when contextual_dim is 0.
+    # contextual_model is the encoder's Hugging Face config; its weights are in model.safetensors.
     contextual_dim: int = 0
+    contextual_name: str = ""
+    contextual_model: dict = field(default_factory=dict)
+    contextual_layers: str = "mix"
+    contextual_pooling: str = "first"
+    contextual_window: int = 128
+    contextual_tokens: dict = field(default_factory=dict)
 
     @property
     def num_labels(self) -> int:
@@ -74,9 +85,11 @@ class TaggerConfig:
         def fail(key: str, message: str) -> None:
             raise ConfigError(f"model config: {key}: {message}")
 
+        # With a transformer front-end the words and the recurrent layer may go (a pure token classifier).
+        optional = ("word_dim", "num_layers") if self.contextual_dim else ()
         for key in ("vocab_size", "num_chars", "word_dim", "hidden_size", "num_layers", "max_word_chars"):
             value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key in optional else 1):
                 fail(key, f"must be a positive integer, got {value!r}")
         for key in ("char_dim", "char_channels", "char_kernel", "contextual_dim"):
             value = getattr(self, key)
@@ -104,6 +117,8 @@ class TaggerConfig:
             fail("dropout", f"must be in [0, 1), got {self.dropout!r}")
         if self.num_labels < 1:
             fail("id2label", "needs at least one label")
+        if self.contextual_dim:
+            self._validate_contextual(fail)
         for mapping_name in ("id2label", "id2intent"):
             mapping = getattr(self, mapping_name)
             if sorted(mapping) != list(range(len(mapping))):
@@ -111,12 +126,41 @@ class TaggerConfig:
             if len(set(mapping.values())) != len(mapping):
                 fail(mapping_name, "names must be unique")
 
+    def _validate_contextual(self, fail) -> None:
+        from ..subwords import TOKEN_KEYS
+
+        model = self.contextual_model
+        if not isinstance(model, dict) or not isinstance(model.get("model_type"), str):
+            fail("contextual_model", "must be the encoder's Hugging Face config (with a model_type)")
+        if model.get("hidden_size") != self.contextual_dim:
+            fail("contextual_dim", f"{self.contextual_dim} is not the encoder's hidden_size {model.get('hidden_size')!r}")
+        if self.contextual_layers not in CONTEXTUAL_LAYERS:
+            fail("contextual_layers", f"must be one of {', '.join(CONTEXTUAL_LAYERS)}, got {self.contextual_layers!r}")
+        if self.contextual_pooling not in CONTEXTUAL_POOLINGS:
+            fail("contextual_pooling", f"must be one of {', '.join(CONTEXTUAL_POOLINGS)}, got {self.contextual_pooling!r}")
+        limit = model.get("max_position_embeddings")
+        window = self.contextual_window
+        if not isinstance(window, int) or isinstance(window, bool) or window < 4 or (isinstance(limit, int) and window > limit):
+            fail("contextual_window", f"must be an integer from 4 to the encoder's limit {limit}, got {window!r}")
+        tokens = self.contextual_tokens
+        if (not isinstance(tokens, dict) or any(key not in tokens for key in TOKEN_KEYS)
+                or not all(isinstance(i, int) for key in ("prefix", "suffix") for i in tokens[key])
+                or not all(isinstance(tokens[key], int) for key in ("pad", "unk"))):
+            fail("contextual_tokens", f"must give {', '.join(TOKEN_KEYS)} token ids")
+
+    @property
+    def input_size(self) -> int:
+        """Feature size of a word going into the recurrent layer: words + transformer + characters."""
+        return self.word_dim + self.contextual_dim + (self.char_channels if self.uses_char_cnn else 0)
+
     @property
     def uses_char_cnn(self) -> bool:
         return self.char_dim > 0 and self.char_channels > 0
 
     @property
     def encoder_output_size(self) -> int:
+        if self.num_layers == 0:  # no recurrent layer: the heads read the input features directly
+            return self.input_size
         return self.hidden_size * (2 if self.bidirectional else 1)
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -125,6 +169,9 @@ class TaggerConfig:
         Lets the torch-free loader check a weights file against the config before reading it
         (a test checks this against ``SlotTagger(config).state_dict()``).
         """
+        if self.contextual_dim:
+            raise ConfigError("model config: the shapes of a transformer front-end come from transformers, not "
+                              "from the config alone")
         shapes: dict[str, tuple[int, ...]] = {"word_embedding.weight": (self.vocab_size, self.word_dim)}
         input_size = self.word_dim + self.contextual_dim
         if self.uses_char_cnn:

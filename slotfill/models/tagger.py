@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from .char_cnn import CharCNN
 from .config import TaggerConfig
+from .contextual import ContextualEmbedder
 from .crf import CRF, allowed_transitions
 from .encoder import RecurrentEncoder
 
@@ -36,23 +37,29 @@ class SlotTagger(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
-        self.word_embedding = nn.Embedding(config.vocab_size, config.word_dim, padding_idx=0)
-        input_size = config.word_dim + config.contextual_dim
+        self.word_embedding: nn.Embedding | None = None
+        if config.word_dim:
+            self.word_embedding = nn.Embedding(config.vocab_size, config.word_dim, padding_idx=0)
+        self.contextual: ContextualEmbedder | None = None
+        if config.contextual_dim:
+            self.contextual = ContextualEmbedder(config.contextual_model, config.contextual_dim,
+                                                 config.contextual_layers, config.contextual_pooling)
         self.char_cnn: CharCNN | None = None
-        if config.char_dim > 0 and config.char_channels > 0:
+        if config.uses_char_cnn:
             self.char_cnn = CharCNN(config.num_chars, config.char_dim, config.char_channels, config.char_kernel)
-            input_size += config.char_channels
         self.dropout = nn.Dropout(config.dropout)
-        self.encoder = RecurrentEncoder(
-            config.cell,
-            input_size,
-            config.hidden_size,
-            num_layers=config.num_layers,
-            bidirectional=config.bidirectional,
-            dropout=config.dropout,
-        )
-        self.emissions = nn.Linear(self.encoder.output_size, config.num_labels)
-        self.intent_head = nn.Linear(self.encoder.output_size, config.num_intents) if config.num_intents else None
+        self.encoder: RecurrentEncoder | None = None
+        if config.num_layers:
+            self.encoder = RecurrentEncoder(
+                config.cell,
+                config.input_size,
+                config.hidden_size,
+                num_layers=config.num_layers,
+                bidirectional=config.bidirectional,
+                dropout=config.dropout,
+            )
+        self.emissions = nn.Linear(config.encoder_output_size, config.num_labels)
+        self.intent_head = nn.Linear(config.encoder_output_size, config.num_intents) if config.num_intents else None
         self.crf: CRF | None = None
         if config.decoder == "crf":
             constraints = allowed_transitions(config.scheme, config.id2label)
@@ -66,22 +73,33 @@ class SlotTagger(nn.Module):
         tags: torch.Tensor | None = None,
         intents: torch.Tensor | None = None,
         contextual: torch.Tensor | None = None,
+        subwords: dict[str, torch.Tensor] | None = None,
         intent_loss_weight: float = 1.0,
     ) -> TaggerOutput:
         """Score a padded batch.
 
         word_ids: (B, T) long, 0 = padding; char_ids: (B, T, L) long; lengths: (B,) long (>= 1);
         tags: (B, T) long gold label ids (padding ignored); intents: (B,) long, ``IGNORE_INTENT``
-        where an utterance has no intent; contextual: (B, T, contextual_dim) precomputed features.
+        where an utterance has no intent. A model with a transformer front-end reads either
+        ``subwords`` (``input_ids``/``attention_mask`` (W, S) and ``first``/``last`` (B, T), see
+        :class:`slotfill.subwords.SubwordBatch`) or ``contextual``, its word states precomputed by
+        :meth:`ContextualEmbedder.states` (B, T, L, E), which a frozen encoder allows.
         """
         mask = word_ids.ne(0)
-        features = [self.word_embedding(word_ids)]
-        if contextual is not None:
-            features.append(contextual)
+        features = []
+        if self.word_embedding is not None:
+            features.append(self.word_embedding(word_ids))
+        if self.contextual is not None:
+            if contextual is None:
+                if subwords is None:
+                    raise ValueError("a contextual tagger needs subwords or precomputed contextual states")
+                contextual = self.contextual.states(**subwords)
+            features.append(self.contextual.mix(contextual.to(self.emissions.weight.dtype))
+                            * mask.unsqueeze(-1).to(self.emissions.weight.dtype))
         if self.char_cnn is not None:
             features.append(self.char_cnn(char_ids, mask))
         inputs = self.dropout(torch.cat(features, dim=-1) if len(features) > 1 else features[0])
-        states = self.dropout(self.encoder(inputs, lengths))  # (B, T, H)
+        states = self.dropout(self.encoder(inputs, lengths)) if self.encoder is not None else inputs  # (B, T, H)
         emissions = self.emissions(states)
 
         intent_logits = None

@@ -1,0 +1,151 @@
+"""Knowledge distillation: the soft-label loss is the exact cross-entropy to the teacher, and the pipeline uses it."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+
+from slotfill.errors import ConfigError
+from slotfill.models.crf import CRF
+from slotfill.models.tagger import TaggerOutput
+from training.distillation import Teacher, distillation_loss, teacher_statistics
+
+from .conftest import SMALL_MODEL
+
+
+class _Student(torch.nn.Module):
+    """Just enough of a SlotTagger for the loss: a CRF (or none, for a softmax student)."""
+
+    def __init__(self, crf: CRF | None):
+        super().__init__()
+        self.crf = crf
+
+
+def _potentials(crf: CRF) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        return tuple(t.clone() for t in crf.constrained_scores(torch.float64))
+
+
+def _sequence_log_probs(crf: CRF, emissions: torch.Tensor, length: int) -> dict[tuple[int, ...], float]:
+    """log p(y) for every tag sequence of one sentence, by enumeration."""
+    k = crf.num_tags
+    mask = torch.ones(1, length, dtype=torch.bool)
+    out = {}
+    with torch.no_grad():
+        for path in itertools.product(range(k), repeat=length):
+            out[path] = float(crf(emissions[None, :length], torch.tensor([path]), mask)[0])  # score - log Z
+    assert abs(torch.tensor(list(out.values())).exp().sum().item() - 1.0) < 1e-6
+    return out
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_crf_distillation_loss_is_the_exact_cross_entropy_to_the_teacher(temperature):
+    torch.manual_seed(0)
+    k, lengths = 3, [3, 2]
+    teacher_crf, student_crf = CRF(k), CRF(k)
+    teacher_emissions = torch.randn(2, 3, k, dtype=torch.float64) * 2
+    student_emissions = torch.randn(2, 3, k, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    teacher = Teacher(emissions=[], intent_logits=None, potentials=_potentials(teacher_crf), temperature=temperature)
+    out = TaggerOutput(emissions=student_emissions, intent_logits=None)
+    loss = distillation_loss(_Student(student_crf), out, mask, teacher_emissions, None, teacher, 1.0)
+
+    # The teacher at this temperature is the CRF with every score divided by it.
+    soft = CRF(k)
+    with torch.no_grad():
+        soft.transitions.copy_(teacher_crf.transitions / temperature)
+        soft.start_transitions.copy_(teacher_crf.start_transitions / temperature)
+        soft.end_transitions.copy_(teacher_crf.end_transitions / temperature)
+    expected = 0.0
+    for b, n in enumerate(lengths):
+        q = _sequence_log_probs(soft.double(), teacher_emissions[b] / temperature, n)
+        p = _sequence_log_probs(student_crf.double(), student_emissions[b].detach(), n)
+        expected += -sum(torch.tensor(q[y]).exp().item() * p[y] for y in q)
+    assert loss.item() == pytest.approx(expected / 2, rel=1e-6)
+    loss.backward()
+    assert student_emissions.grad.abs().sum() > 0 and student_crf.transitions.grad.abs().sum() > 0
+
+
+def test_a_certain_teacher_gives_the_gold_negative_log_likelihood():
+    torch.manual_seed(1)
+    k = 4
+    student_crf = CRF(k)
+    gold = torch.tensor([[0, 1, 2, 3], [3, 3, 0, 0]])
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    teacher_emissions = torch.nn.functional.one_hot(gold, k).double() * 1000.0
+    zeros = (torch.zeros(k, k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64))
+    teacher = Teacher(emissions=[], intent_logits=None, potentials=zeros, temperature=1.0)
+    emissions = torch.randn(2, 4, k)
+    loss = distillation_loss(_Student(student_crf), TaggerOutput(emissions=emissions, intent_logits=None), mask,
+                             teacher_emissions, None, teacher, 1.0)
+    nll = -student_crf(emissions, gold, mask).sum() / 2
+    assert loss.item() == pytest.approx(nll.item(), rel=1e-5)
+
+
+def test_teacher_statistics_are_its_marginals_and_transition_counts():
+    torch.manual_seed(2)
+    k = 5
+    crf = CRF(k)
+    emissions = torch.randn(3, 6, k, dtype=torch.float64)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2, [True] + [False] * 5])
+    marginals, pairs, start, end = teacher_statistics(emissions, mask, _potentials(crf), 1.0)
+    torch.testing.assert_close(marginals, crf.double().marginals(emissions, mask), atol=1e-8, rtol=1e-6)
+    assert pairs.sum().item() == pytest.approx(5 + 3 + 0)  # one transition between each pair of real tokens
+    assert start.sum().item() == pytest.approx(3) and end.sum().item() == pytest.approx(3)
+
+
+def test_softmax_student_learns_the_teacher_marginals_and_the_intent_distribution():
+    torch.manual_seed(3)
+    k = 3
+    emissions = torch.randn(1, 2, k, requires_grad=True)
+    intent_logits = torch.randn(1, 4, requires_grad=True)
+    teacher_emissions = torch.randn(1, 2, k)
+    teacher_intents = torch.randn(1, 4)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    teacher = Teacher(emissions=[], intent_logits=None, potentials=None, temperature=2.0)
+    loss = distillation_loss(_Student(None), TaggerOutput(emissions=emissions, intent_logits=intent_logits), mask,
+                             teacher_emissions, teacher_intents, teacher, 0.5)
+    q = torch.softmax(teacher_emissions / 2.0, -1)
+    expected = -(q * torch.log_softmax(emissions, -1)).sum()
+    expected = expected - 0.5 * (torch.softmax(teacher_intents / 2.0, -1) * torch.log_softmax(intent_logits, -1)).sum()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- the pipeline
+def test_distilled_student_trains_from_a_teacher_artifact(sample_dir, sample_model_dir, tmp_path):
+    from training.pipeline import train
+
+    logs = []
+    result = train(sample_dir, tmp_path / "student",
+                   overrides={**SMALL_MODEL, "epochs": 2, "distill_from": str(sample_model_dir), "distill_weight": 0.7,
+                              "distill_temperature": 2.0, "calibrate": False, "export_onnx": False},
+                   seed=1, progress=False, log=logs.append)
+    assert any("distilling from" in line for line in logs)
+    card = json.loads((tmp_path / "student" / "model_card.json").read_text())
+    assert card["training"]["distill_from"] == str(sample_model_dir)
+    assert result.report["slot_f1"] > 0.5
+
+
+def test_distilling_from_a_model_with_other_labels_is_refused(sample_dir, sample_model_dir, tmp_path):
+    from training.pipeline import train
+
+    other = tmp_path / "data"
+    for split in ("train", "valid"):
+        (other / split).mkdir(parents=True)
+        (other / split / "seq.in").write_text("fly to boston\n")
+        (other / split / "seq.out").write_text("O O B-city\n")
+        (other / split / "label").write_text("flight\n")
+    with pytest.raises(ConfigError, match="other slot labels"):
+        train(other, tmp_path / "out", overrides={**SMALL_MODEL, "distill_from": str(sample_model_dir)},
+              progress=False, log=lambda m: None)
+
+
+def test_a_crf_student_needs_a_crf_teacher(sample_dir, sample_softmax_model_dir, tmp_path):
+    from training.pipeline import train
+
+    with pytest.raises(ConfigError, match="CRF teacher"):
+        train(sample_dir, tmp_path / "out", overrides={**SMALL_MODEL, "distill_from": str(sample_softmax_model_dir)},
+              progress=False, log=lambda m: None)

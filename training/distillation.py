@@ -1,0 +1,125 @@
+"""Knowledge distillation: a student tagger learns from a trained teacher's soft labels as well as the gold ones.
+
+The teacher (typically the contextual tagger) runs once over the training sentences; its emissions
+and intent logits are kept per sentence. At every step the student minimises::
+
+    (1 - w) * gold loss + w * (cross-entropy to the teacher's slot distribution
+                               + intent_loss_weight * cross-entropy to the teacher's intent distribution)
+
+For a CRF teacher and a CRF student the slot term is the exact cross-entropy between the teacher's
+sequence distribution ``q`` and the student's ``p``::
+
+    -E_q[log p(y)] = log Z_p - E_q[score_p(y)]
+
+and ``score_p`` is linear in the student's emissions and transitions, so ``E_q[score_p]`` only
+needs the teacher's expected sufficient statistics: its token marginals and its expected transition
+counts, which are the gradient of the teacher's ``log Z`` with respect to its own potentials (one
+forward algorithm and its backward pass per batch). With a one-hot teacher this is exactly the
+CRF's negative log-likelihood of the gold path. A softmax student learns the teacher's token
+marginals with a per-token cross-entropy. The temperature divides the teacher's scores before its
+distributions are taken (a softer teacher shows more of what it considers plausible).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from slotfill.errors import ConfigError
+from slotfill.model_io import LoadedModel
+from slotfill.models.crf import log_partition
+from slotfill.models.tagger import SlotTagger, TaggerOutput
+from slotfill.predictor import Predictor
+from slotfill.text import normalize_token
+
+
+@dataclass
+class Teacher:
+    """Per-sentence teacher scores for the training set and the teacher's CRF potentials."""
+
+    emissions: list[np.ndarray]  # one (T, K) float32 array per training sentence
+    intent_logits: np.ndarray | None  # (N, I) float32
+    potentials: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None  # transitions (K, K), start, end
+    temperature: float
+
+
+def load_teacher(path: str, token_lists: list[list[str]], labels: list[str], intents: list[str],
+                 student_decoder: str, temperature: float, batch_size: int = 64) -> Teacher:
+    """Run the teacher artifact at ``path`` over the training sentences' tokens, normalised its own way."""
+    from slotfill.model_io import load_model
+
+    teacher: LoadedModel = load_model(path)
+    norms = [[normalize_token(token, teacher.tokenizer) or token for token in tokens] for tokens in token_lists]
+    config = teacher.config
+    teacher_labels = [config.id2label[i] for i in range(config.num_labels)]
+    if teacher_labels != labels:
+        raise ConfigError(f"distill_from: {path} was trained with other slot labels than this data has "
+                          f"({len(teacher_labels)} vs {len(labels)}); distil from a model trained on the same data")
+    teacher_intents = [config.id2intent[i] for i in range(config.num_intents)]
+    if intents and teacher_intents != intents:
+        raise ConfigError(f"distill_from: {path} was trained with other intents than this data has")
+    if student_decoder == "crf" and config.decoder != "crf":
+        raise ConfigError("distill_from: a CRF student needs a CRF teacher (a softmax teacher has no transition "
+                          "statistics to learn from)")
+    predictor = Predictor(teacher)
+    emissions: list[np.ndarray | None] = [None] * len(norms)
+    logits = np.zeros((len(norms), config.num_intents), dtype=np.float32) if intents else None
+    order = sorted(range(len(norms)), key=lambda i: len(norms[i]))  # similar lengths: little padding
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        scores, intent_scores, lens = predictor.run_network([norms[i] for i in rows])
+        for j, i in enumerate(rows):
+            emissions[i] = np.ascontiguousarray(scores[j, : lens[j]], dtype=np.float32)
+            if logits is not None and intent_scores is not None:
+                logits[i] = intent_scores[j]
+    potentials = None
+    if teacher.model.crf is not None:
+        with torch.no_grad():
+            potentials = tuple(t.detach().clone() for t in teacher.model.crf.constrained_scores(torch.float64))
+    return Teacher(emissions=emissions, intent_logits=logits, potentials=potentials,  # type: ignore[arg-type]
+                   temperature=temperature)
+
+
+def teacher_statistics(emissions: torch.Tensor, mask: torch.Tensor,
+                       potentials: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, temperature: float):
+    """The teacher's expected sufficient statistics for a batch.
+
+    emissions (B, T, K) teacher scores, mask (B, T). Returns token marginals (B, T, K) and, for a CRF
+    teacher, expected transition counts summed over the batch (K, K), and expected start and end
+    counts (K,) (None for a softmax teacher).
+    """
+    if potentials is None:
+        marginals = torch.softmax(emissions.double() / temperature, dim=-1) * mask.unsqueeze(-1)
+        return marginals, None, None, None
+    with torch.enable_grad():
+        scores = [emissions.double() / temperature] + [p.double() / temperature for p in potentials]
+        leaves = [s.detach().requires_grad_(True) for s in scores]
+        log_z = log_partition(leaves[0], mask, leaves[1], leaves[2], leaves[3]).sum()
+        marginals, transitions, start, end = torch.autograd.grad(log_z, leaves)
+    return marginals * mask.unsqueeze(-1), transitions, start, end
+
+
+def distillation_loss(model: SlotTagger, out: TaggerOutput, mask: torch.Tensor, teacher_emissions: torch.Tensor,
+                      teacher_intents: torch.Tensor | None, teacher: Teacher, intent_weight: float) -> torch.Tensor:
+    """Cross-entropy of the student to the teacher, per sentence, averaged over the batch."""
+    batch = mask.size(0)
+    marginals, pair, start, end = teacher_statistics(teacher_emissions, mask, teacher.potentials, teacher.temperature)
+    emissions = out.emissions
+    if model.crf is not None:
+        transitions, student_start, student_end = model.crf.constrained_scores(torch.float64)
+        log_z = model.crf.log_partition(emissions.double(), mask).sum()
+        expected = ((marginals * emissions.double()).sum() + (pair * transitions).sum()
+                    + (start * student_start).sum() + (end * student_end).sum())
+        slot = (log_z - expected) / batch
+    else:
+        log_probs = F.log_softmax(emissions.double(), dim=-1)
+        slot = -(marginals * log_probs).sum() / batch
+    loss = slot
+    if teacher_intents is not None and out.intent_logits is not None:
+        target = torch.softmax(teacher_intents.double() / teacher.temperature, dim=-1)
+        intent = -(target * F.log_softmax(out.intent_logits.double(), dim=-1)).sum() / batch
+        loss = loss + intent_weight * intent
+    return loss.to(emissions.dtype)
