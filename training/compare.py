@@ -87,6 +87,13 @@ def run_comparison(data_dir: Path, out_dir: Path, base: TrainConfig, *, configs:
             log(f"{name} seed {config.seed}: slot F1 {100 * row['slot_f1']:.2f}  ({row['train_seconds']:.0f}s)")
             atomic_write_json(out_dir / "compare.json", {"data": str(data_dir), "base": base.to_dict(), "results": results})
 
+    return comparison_table(results, data_dir, seeds, out_dir)
+
+
+def comparison_table(results: dict[str, list[dict[str, Any]]], data_dir: Path, seeds: int,
+                     out_dir: Path | None = None) -> str:
+    """The Markdown table of ``compare.json``'s results (one row per configuration); written to
+    ``out_dir/compare.md`` when given."""
     headers = ["configuration", "slot F1", "intent acc.", "train time (s)", "parameters", "tag/s (1)", "tag/s (64)"]
     rows = []
     for name, runs in results.items():
@@ -103,5 +110,6 @@ def run_comparison(data_dir: Path, out_dir: Path, base: TrainConfig, *, configs:
     split = next(iter(results.values()))[0]["split"]
     table = (f"Data: `{data_dir}` ({split} split), {seeds} seed(s) per configuration, mean ± std.\n\n"
              + markdown_table(headers, rows))
-    atomic_write_text(out_dir / "compare.md", table + "\n")
+    if out_dir is not None:
+        atomic_write_text(out_dir / "compare.md", table + "\n")
     return table

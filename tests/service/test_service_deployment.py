@@ -170,7 +170,10 @@ def test_train_image_pins_cpu_torch(cli_parser) -> None:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     torch_spec = next(dep for dep in pyproject["project"]["optional-dependencies"]["train"] if re.match(r"torch\b", dep))
     assert pin.group(1) in SpecifierSet(torch_spec[len("torch"):])
-    assert re.search(r'pip install "?\.\[train\]"?', runs), "the package is installed with its train extra"
+    assert re.search(r'pip install "?\.\[\$\{EXTRAS\}\]"?', runs), "the package is installed with the EXTRAS extras"
+    args = dict(arg.split("=", 1) for arg in by_name(stage)["ARG"])
+    assert args["EXTRAS"] == "train", "the train extra by default"
+    assert "contextual" in pyproject["project"]["optional-dependencies"]  # the documented --build-arg
     assert_non_root_before_cmd(stage)
     assert parse_cli(cli_parser, exec_form(by_name(stage)["CMD"][-1])).command == "train"
 
