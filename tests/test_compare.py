@@ -39,3 +39,12 @@ def test_compare_table_over_configs_and_seeds(sample_dir, tmp_path):
 def test_compare_rejects_unknown_configuration(sample_dir, tmp_path):
     with pytest.raises(ConfigError, match="unknown configuration"):
         run_comparison(sample_dir, tmp_path, TrainConfig(), configs=["transformer-xl"], seeds=1)
+
+
+def test_a_distilled_configuration_needs_its_teacher_listed_first(tmp_path):
+    from slotfill.errors import ConfigError
+    from training.compare import run_comparison
+    from training.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="needs minilm-bilstm-crf listed before it"):
+        run_comparison(tmp_path, tmp_path / "out", TrainConfig(), configs=["bilstm-crf-distilled"], seeds=1)

@@ -246,3 +246,36 @@ def test_frozen_word_states_match_the_encoder_run_at_prediction_time(small_corpu
     for j, i in enumerate(rows):
         cached = torch.from_numpy(trainer.encoded[i].contextual.astype(np.float32))
         torch.testing.assert_close(cached, live[j, : len(trainer.train_norms[i])], atol=2e-2, rtol=1e-2)
+
+
+def test_any_local_hugging_face_encoder_directory_works(small_corpus, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from slotfill.predictor import Predictor
+    from training.pipeline import train
+
+    encoder_dir = tmp_path / "tiny-bert"
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(encoder_dir)
+    shutil.copy(default_encoder_path() / "tokenizer.json", encoder_dir / "tokenizer.json")
+    out = tmp_path / "model"
+    train(small_corpus, out, overrides={**SMALL, "contextual": str(encoder_dir), "contextual_window": 64,
+                                        "contextual_pooling": "mean", "calibrate": False},
+          progress=False, log=lambda m: None)
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["contextual_dim"], saved["contextual_name"], saved["contextual_window"]) == (32, "tiny-bert", 64)
+    assert saved["contextual_model"]["num_hidden_layers"] == 2
+    prediction = Predictor.load(out).predict_texts(["a table for two tomorrow"])[0]
+    assert len(prediction.tokens) == 5
+
+
+def test_an_encoder_directory_without_a_fast_tokenizer_is_a_config_error(small_corpus, tmp_path):
+    from training.pipeline import train
+
+    (tmp_path / "enc").mkdir()
+    (tmp_path / "enc" / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="tokenizer.json"):
+        train(small_corpus, tmp_path / "m", overrides={**SMALL, "contextual": str(tmp_path / "enc")},
+              progress=False, log=lambda m: None)
