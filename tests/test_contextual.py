@@ -279,3 +279,20 @@ def test_an_encoder_directory_without_a_fast_tokenizer_is_a_config_error(small_c
     with pytest.raises(ConfigError, match="tokenizer.json"):
         train(small_corpus, tmp_path / "m", overrides={**SMALL, "contextual": str(tmp_path / "enc")},
               progress=False, log=lambda m: None)
+
+
+@pytest.mark.parametrize("settings, problem", [
+    ({"contextual_finetune": True}, "contextual_finetune: needs a contextual encoder"),
+    ({"word_dim": 0}, "word_dim: must be >= 1"),
+    ({"contextual": "minilm", "contextual_window": 2}, "contextual_window: must be >= 4"),
+    ({"contextual": "minilm", "contextual_pooling": "last"}, "contextual_pooling: must be one of first, mean"),
+    ({"distill_weight": 1.5}, "distill_weight: must be in"),
+])
+def test_contextual_and_distillation_settings_are_checked(settings, problem):
+    from training.config import TrainConfig
+
+    config = TrainConfig()
+    for key, value in settings.items():
+        config.set(key, value)
+    with pytest.raises(ConfigError, match=problem):
+        config.validate()

@@ -97,6 +97,8 @@ class TrainConfig:
                 fail(key, f"must be in [0, 1), got {getattr(self, key)}")
         if not self.lr > 0:
             fail("lr", f"must be > 0, got {self.lr}")
+        if self.contextual_finetune and not self.contextual:
+            fail("contextual_finetune", "needs a contextual encoder (--set contextual=minilm or a directory)")
         if not self.contextual_lr > 0:
             fail("contextual_lr", f"must be > 0, got {self.contextual_lr}")
         if self.contextual_window < 4:
