@@ -98,10 +98,13 @@ def comparison_table(results: dict[str, list[dict[str, Any]]], data_dir: Path, s
     rows = []
     for name, runs in results.items():
         intents = [r["intent_accuracy"] for r in runs if r["intent_accuracy"] is not None]
+        def spread(values: list[float]) -> str:
+            return mean_std(values) if len(values) > 1 else f"{values[0]:.2f} (1 run)"
+
         rows.append([
             name,
-            mean_std([100 * r["slot_f1"] for r in runs]),
-            mean_std([100 * v for v in intents]) if intents else "n/a",
+            spread([100 * r["slot_f1"] for r in runs]),
+            spread([100 * v for v in intents]) if intents else "n/a",
             f"{statistics.mean(r['train_seconds'] for r in runs):.0f}",
             f"{runs[0]['parameters']:,}",
             f"{statistics.mean(r['tag_single_per_second'] for r in runs):,.0f}",
