@@ -176,16 +176,17 @@ class Trainer:
         path = resolve_encoder_path(cfg.contextual)
         tokenizer = load_tokenizer(path / "tokenizer.json")
         tokens = special_tokens(tokenizer)
-        hf_config = json.loads(AutoConfig.from_pretrained(path).to_json_string())
-        limit = hf_config.get("max_position_embeddings")
-        if isinstance(limit, int) and cfg.contextual_window > limit:
-            raise ConfigError(f"contextual_window: {cfg.contextual_window} is over the encoder's limit of {limit} positions")
         hf_logging.disable_progress_bar()  # a progress bar per load is noise in a training log
-        encoder = AutoModel.from_pretrained(path)
+        try:
+            hf_config = json.loads(AutoConfig.from_pretrained(path).to_json_string())
+            encoder = AutoModel.from_pretrained(path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"contextual: cannot load the encoder in {path} ({exc})") from None
         weights = {k: v for k, v in encoder.state_dict().items() if not k.startswith("pooler.")}
         name = "all-MiniLM-L6-v2" if cfg.contextual == "minilm" else path.name
         self.aligner = SubwordAligner(tokenizer, tokens, cfg.contextual_window)
         self.encoder_source = {"name": name, "config": hf_config, "tokens": tokens, "weights": weights}
+
     def _encode(self, norms: list[str], example: Example, counts: Counter) -> Encoded:
         f = self.featurizer
         char_lists = [f.char_ids(token) for token in norms]
