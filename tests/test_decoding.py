@@ -130,3 +130,74 @@ def test_single_sequence_path_matches_the_batched_path(seed, dtype):
         for start, end in [(0, length), (length - 1, length), (0, 1)]:
             assert path_segment_probability(single, alone, tables, 0, path, start, end) == pytest.approx(
                 path_segment_probability(batched, batch, tables, 0, path, start, end), abs=tolerance)
+
+
+def many_labels(slots: int = 30) -> list[str]:
+    """An ATIS-sized IOB2 label set; every third slot has no I- tag (single-token slots), as in ATIS."""
+    labels = ["O"]
+    for i in range(slots):
+        labels += [f"B-s{i}"] if i % 3 == 2 else [f"B-s{i}", f"I-s{i}"]
+    return labels
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_pruned_viterbi_steps_give_the_dense_paths(seed, monkeypatch):
+    """With many labels, batched Viterbi steps look at a few candidate sources per target and redo a
+    row densely only when a bound cannot prove the winner; the paths must be the dense ones exactly,
+    for peaked (confident) and flat (ambiguous, tie-prone) emissions alike, and must agree with torch."""
+    import slotfill.decoding as decoding
+
+    labels = many_labels()
+    torch.manual_seed(seed)
+    crf = CRF(len(labels), allowed_transitions("IOB2", labels))
+    with torch.no_grad():
+        crf.transitions.normal_(0, 2.0)
+    tables = crf_tables(crf.double())
+    plan = tables.pruning
+    assert plan is not None and len(plan.restricted) == 20 and len(plan.open) == len(labels) - 20
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 30, 48)
+    cases = [rng.normal(0, scale, (48, 30, len(labels))) for scale in (0.05, 1.0, 4.0, 12.0)]
+    cases.append(np.round(rng.normal(0, 1, (48, 30, len(labels)))))  # many exact ties
+    dense_rows, pruned_rows = [0], [0]
+    dense_step, plan_step = decoding._dense_step, decoding.PruningPlan.step
+
+    def counting_dense(score, tables):
+        dense_rows[0] += score.shape[0]
+        return dense_step(score, tables)
+
+    def counting_step(self, score, tables):
+        pruned_rows[0] += score.shape[0]
+        return plan_step(self, score, tables)
+
+    for emissions in cases:
+        monkeypatch.setattr(decoding, "_PRUNE_MIN_ROWS", 10**9)  # every step dense
+        expected = viterbi(emissions, lengths, tables)
+        monkeypatch.setattr(decoding, "_PRUNE_MIN_ROWS", 4)
+        monkeypatch.setattr(decoding, "_dense_step", counting_dense)
+        monkeypatch.setattr(decoding.PruningPlan, "step", counting_step)
+        got = viterbi(emissions, lengths, tables)
+        monkeypatch.setattr(decoding, "_dense_step", dense_step)
+        monkeypatch.setattr(decoding.PruningPlan, "step", plan_step)
+        assert np.array_equal(got, expected)
+    mask = torch.arange(30)[None, :] < torch.from_numpy(lengths)[:, None]
+    torch_paths, _ = crf.double().viterbi_decode(torch.from_numpy(cases[2]), mask)
+    assert np.array_equal(viterbi(cases[2], lengths, tables), torch_paths.numpy())
+    # Both branches ran: most rows were decided by the pruned step, some (flat, tied) were redone.
+    assert pruned_rows[0] > 0 and 0 < dense_rows[0] < pruned_rows[0]
+
+
+def test_no_pruning_plan_for_small_label_sets():
+    assert crf_tables(make_crf(0, constrained=True)).pruning is None
+
+
+def test_batches_padded_past_their_longest_row_decode_as_unpadded():
+    tables = crf_tables(make_crf(1, constrained=True))
+    emissions, lengths = random_emissions(1, [4, 2, 3])
+    padded = np.concatenate([emissions, np.random.default_rng(9).normal(0, 2, (3, 3, len(LABELS)))], axis=1)
+    paths = viterbi(padded, lengths, tables)
+    assert paths.shape == (3, 7) and not paths[:, 4:].any()
+    assert np.array_equal(paths[:, :4], viterbi(emissions, lengths, tables))
+    np.testing.assert_allclose(forward_backward(padded, lengths, tables).marginals[:, :4],
+                               forward_backward(emissions, lengths, tables).marginals, atol=1e-12)
