@@ -21,16 +21,21 @@ from .errors import ArtifactError
 from .model_io import load_model, read_artifact
 
 TOLERANCE = 1e-4
+# The seeded synthetic sentences (up to 40 random words) are a stress test beyond the check data:
+# through a long recurrence over nonsense, float32 rounding alone moves emissions of a correct graph
+# by ~2e-4 (a unidirectional LSTM on SNIPS), so they are held to labels identical and this bound.
+SYNTHETIC_TOLERANCE = 1e-3
 
 
 @dataclass
 class ExportCheck:
-    sentences: int
+    sentences: int  # check data (e.g. the test split) plus synthetic sentences
     tokens: int
-    max_emission_diff: float
+    max_emission_diff: float  # on the check data (0.0 without any)
     max_intent_diff: float
-    labels_identical: bool
+    labels_identical: bool  # on every sentence
     intents_identical: bool
+    synthetic_max_emission_diff: float = 0.0
 
 
 def synthetic_sentences(vocabulary: Sequence[str], count: int = 256, seed: int = 0) -> list[list[str]]:
@@ -42,44 +47,64 @@ def synthetic_sentences(vocabulary: Sequence[str], count: int = 256, seed: int =
             for _ in range(count)]
 
 
+@dataclass
+class _Comparison:
+    tokens: int = 0
+    emission: float = 0.0
+    intent: float = 0.0
+    labels: bool = True
+    intents: bool = True
+
+
+def _compare(torch_predictor, onnx_predictor, sentences: list[list[str]], batch_size: int) -> _Comparison:
+    result = _Comparison()
+    featurizer = torch_predictor.featurizer
+    for start in range(0, len(sentences), batch_size):
+        chunk = sentences[start:start + batch_size]
+        arrays = featurizer.arrays(chunk)
+        expected_em, expected_int = torch_predictor.engine.run(*arrays)
+        got_em, got_int = onnx_predictor.engine.run(*arrays)
+        for row, sentence in enumerate(chunk):  # padded positions are not compared: no decoder reads them
+            n = len(sentence)
+            result.tokens += n
+            result.emission = max(result.emission, float(np.abs(expected_em[row, :n] - got_em[row, :n]).max()))
+        if expected_int is not None:
+            result.intent = max(result.intent, float(np.abs(expected_int - got_int).max()))
+        expected_labels = torch_predictor.predict_labels(chunk)
+        got_labels = onnx_predictor.predict_labels(chunk)
+        result.labels &= expected_labels[0] == got_labels[0]
+        result.intents &= expected_labels[1] == got_labels[1]
+    return result
+
+
 def check_graph(model_dir: Path, graph: bytes, sentences: list[list[str]], tolerance: float = TOLERANCE,
-                batch_size: int = 64) -> ExportCheck:
-    """Run ``graph`` and the torch model on ``sentences`` (normalised tokens); compare outputs and labels."""
+                batch_size: int = 64, synthetic: Sequence[list[str]] = (),
+                synthetic_tolerance: float = SYNTHETIC_TOLERANCE) -> ExportCheck:
+    """Run ``graph`` and the torch model on ``sentences`` (normalised tokens, held to ``tolerance``)
+    and ``synthetic`` ones (held to ``synthetic_tolerance``); labels and intents must be identical."""
     from .engines import OnnxEngine, TorchEngine
     from .predictor import Predictor
 
     loaded = load_model(model_dir)
     torch_predictor = Predictor(loaded, model_dir, TorchEngine(loaded.model))
     onnx_predictor = Predictor(loaded, model_dir, OnnxEngine(loaded, threads=1, graph=graph))
-    worst_emission, worst_intent, same_labels, same_intents, tokens = 0.0, 0.0, True, True, 0
-    for start in range(0, len(sentences), batch_size):
-        chunk = sentences[start:start + batch_size]
-        arrays = loaded.featurizer.arrays(chunk)
-        expected_em, expected_int = torch_predictor.engine.run(*arrays)
-        got_em, got_int = onnx_predictor.engine.run(*arrays)
-        for row, sentence in enumerate(chunk):  # padded positions are not compared: no decoder reads them
-            n = len(sentence)
-            tokens += n
-            worst_emission = max(worst_emission, float(np.abs(expected_em[row, :n] - got_em[row, :n]).max()))
-        if expected_int is not None:
-            worst_intent = max(worst_intent, float(np.abs(expected_int - got_int).max()))
-        expected_labels = torch_predictor.predict_labels(chunk)
-        got_labels = onnx_predictor.predict_labels(chunk)
-        same_labels &= expected_labels[0] == got_labels[0]
-        same_intents &= expected_labels[1] == got_labels[1]
-    result = ExportCheck(len(sentences), tokens, worst_emission, worst_intent, same_labels, same_intents)
+    data = _compare(torch_predictor, onnx_predictor, sentences, batch_size)
+    stress = _compare(torch_predictor, onnx_predictor, list(synthetic), batch_size)
+    result = ExportCheck(len(sentences) + len(synthetic), data.tokens + stress.tokens, data.emission, data.intent,
+                         data.labels and stress.labels, data.intents and stress.intents, stress.emission)
     problems = []
-    if worst_emission > tolerance:
-        problems.append(f"emissions differ by up to {worst_emission:.2e}")
-    if worst_intent > tolerance:
-        problems.append(f"intent logits differ by up to {worst_intent:.2e}")
-    if not same_labels:
+    for name, compared, allowed in (("", data, tolerance), ("on synthetic sentences, ", stress, synthetic_tolerance)):
+        if compared.emission > allowed:
+            problems.append(f"{name}emissions differ by up to {compared.emission:.2e} (allowed {allowed:g})")
+        if compared.intent > allowed:
+            problems.append(f"{name}intent logits differ by up to {compared.intent:.2e} (allowed {allowed:g})")
+    if not result.labels_identical:
         problems.append("decoded labels differ")
-    if not same_intents:
+    if not result.intents_identical:
         problems.append("predicted intents differ")
     if problems:
-        raise ArtifactError(f"{model_dir}: the ONNX graph does not reproduce the torch model ({'; '.join(problems)}"
-                            f", tolerance {tolerance:g}); nothing was written")
+        raise ArtifactError(f"{model_dir}: the ONNX graph does not reproduce the torch model "
+                            f"({'; '.join(problems)}); nothing was written")
     return result
 
 
@@ -97,9 +122,9 @@ def export_onnx(model_dir: str | Path, check_sentences: list[list[str]] | None =
     config = artifact.config
     weights = load_arrays(model_dir / "model.safetensors", config.weight_shapes())
     graph = build_graph(config, weights).SerializeToString()
-    sentences = synthetic_sentences(artifact.featurizer.words.itos[2:])
-    sentences += [list(s) for s in (check_sentences or []) if s]
-    result = check_graph(model_dir, graph, sentences, tolerance)
+    sentences = [list(s) for s in (check_sentences or []) if s]
+    result = check_graph(model_dir, graph, sentences, tolerance,
+                         synthetic=synthetic_sentences(artifact.featurizer.words.itos[2:]))
     atomic_write_bytes(model_dir / ONNX_FILE, graph)
     extend_manifest(model_dir, artifact.manifest, [ONNX_FILE])
     return result
