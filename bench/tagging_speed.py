@@ -86,7 +86,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "atis")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3, help="passes over the test set; the best is reported")
-    parser.add_argument("--backend", choices=["auto", "torch", "onnx", "plain"], default="auto",
+    parser.add_argument("--backend", choices=["auto", "torch", "onnx", "onnx-int8", "plain"], default="auto",
                         help="inference backend (default auto: onnx when the artifact has a graph); 'plain': the "
                              "baseline, a plain PyTorch BiLSTM tagger (see plain_bilstm)")
     parser.add_argument("--labels-only", action="store_true",

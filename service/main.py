@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default 1)")
-    parser.add_argument("--backend", choices=["auto", "torch", "onnx"], help="inference backend (default auto)")
+    parser.add_argument("--backend", choices=["auto", "torch", "onnx", "onnx-int8"],
+                        help="inference backend (default auto)")
     parser.add_argument("--log-format", choices=["json", "text"])
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--settings-file", help="JSON or .env settings file (same as $SLOTFILL_SETTINGS_FILE)")

@@ -51,9 +51,10 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="Uvicorn worker processes.")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads per worker process (0: torch's default). "
                                                     "Requests run in parallel in a threadpool instead.")
-    backend: Literal["auto", "torch", "onnx"] = Field(
-        "auto", description="Inference backend: onnx (onnxruntime, no torch in the process) or torch; auto takes "
-                            "onnx when the artifact has a model.onnx and onnxruntime is installed.")
+    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto", description="Inference backend: onnx (onnxruntime, no torch in the process), onnx-int8 (the same "
+                            "with the artifact's int8 graph) or torch; auto takes onnx when the artifact has a "
+                            "model.onnx and onnxruntime is installed.")
     onnx_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads per worker process (0: its default).")
     batching: bool = Field(True, description="Group concurrent /v1/tag requests (and /v1/tag/batch items) into "
                                              "one padded forward pass; false: each request runs on its own.")

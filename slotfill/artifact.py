@@ -49,6 +49,8 @@ FORMAT_VERSION = 1
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "vocab.json", "chars.json",
                   "labels.txt", "intents.txt", "model_card.json")
 ONNX_FILE = "model.onnx"  # optional: the graph `slotfill export --format onnx` writes
+ONNX_INT8_FILE = "model.int8.onnx"  # optional: its int8 copy (`--quantize int8`)
+QUANTIZATION_FILE = "quantization.json"  # how the int8 copy compared with the float graph
 MAX_SAFETENSORS_HEADER = 16 * 1024 * 1024
 _DTYPES = ("F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL")
 

@@ -7,6 +7,8 @@ give the same answers (a test checks labels are identical and scores agree to 1e
 * ``torch``: the :class:`~slotfill.models.tagger.SlotTagger` module.
 * ``onnx``: the artifact's ``model.onnx`` under onnxruntime. This path never imports torch, so
   a service installed with ``pip install slotfill[serve]`` runs without it.
+* ``onnx-int8``: the same with ``model.int8.onnx``, the graph's int8 copy (see
+  :mod:`slotfill.onnx_quantize`): faster, and measured rather than exact; only when asked for.
 
 ``auto`` picks onnx when the manifest lists a graph and onnxruntime is installed, else torch.
 """
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from .artifact import ONNX_FILE, load_arrays
+from .artifact import ONNX_FILE, ONNX_INT8_FILE, load_arrays
 from .decoding import CRFTables
 from .errors import ArtifactError, ConfigError
 
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
     from .subwords import SubwordBatch
     from .models.tagger import SlotTagger
 
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+GRAPH_FILES = {"onnx": ONNX_FILE, "onnx-int8": ONNX_INT8_FILE}
 
 
 class Engine(Protocol):
@@ -77,13 +80,13 @@ class OnnxEngine:
     in parallel; 0 lets onnxruntime choose). ``graph``: serialised ONNX bytes to use instead of the
     artifact's ``model.onnx`` (the exporter checks a graph before writing it)."""
 
-    name = "onnx"
-
-    def __init__(self, artifact: "Artifact", threads: int = 1, graph: bytes | None = None):
+    def __init__(self, artifact: "Artifact", threads: int = 1, graph: bytes | None = None, name: str = "onnx"):
         import onnxruntime as ort
 
+        self.name = name  # "onnx" (model.onnx) or "onnx-int8" (model.int8.onnx)
         config = artifact.config
         directory = artifact.directory
+        graph_file = GRAPH_FILES[name]
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -91,14 +94,14 @@ class OnnxEngine:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # warnings about unused initialisers etc. are not the user's concern
         try:
-            self.session = ort.InferenceSession(graph if graph is not None else str(directory / ONNX_FILE),
+            self.session = ort.InferenceSession(graph if graph is not None else str(directory / graph_file),
                                                 options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
-            raise ArtifactError(f"{directory / ONNX_FILE}: onnxruntime cannot load it ({exc})") from None
+            raise ArtifactError(f"{directory / graph_file}: onnxruntime cannot load it ({exc})") from None
         names = [o.name for o in self.session.get_outputs()]
         expected = ["emissions", "intent_logits"] if config.num_intents else ["emissions"]
         if names != expected:
-            raise ArtifactError(f"{directory / ONNX_FILE}: outputs {names}, expected {expected}")
+            raise ArtifactError(f"{directory / graph_file}: outputs {names}, expected {expected}")
         self._outputs = names
         self._tables: CRFTables | None = None
         if config.decoder == "crf":
@@ -137,15 +140,17 @@ def resolve_backend(artifact: "Artifact", backend: str = "auto") -> str:
             raise ArtifactError(f"{where}: has no ONNX graph and torch is not installed; export one with "
                                 f"`slotfill export --model {where} --format onnx` where torch is installed")
         raise ConfigError("neither onnxruntime nor torch is installed: pip install 'slotfill[serve]'")
-    if backend == "onnx":
+    if backend in GRAPH_FILES:
         if artifact.config is not None and artifact.config.contextual_dim:
             raise ConfigError(f"{where}: a model with a transformer front-end runs on the torch backend only")
-        if not artifact.has_onnx:
-            raise ArtifactError(f"{where}: backend onnx needs {ONNX_FILE} listed in the manifest; "
-                                f"create it with `slotfill export --model {where} --format onnx`")
+        listed = artifact.has_onnx if backend == "onnx" else artifact.has_int8
+        if not listed:
+            how = "" if backend == "onnx" else " --quantize int8 --data DATA"
+            raise ArtifactError(f"{where}: backend {backend} needs {GRAPH_FILES[backend]} listed in the manifest; "
+                                f"create it with `slotfill export --model {where} --format onnx{how}`")
         if not onnxruntime_available():
-            raise ConfigError("backend onnx needs onnxruntime: pip install 'slotfill[serve]'")
-        return "onnx"
+            raise ConfigError(f"backend {backend} needs onnxruntime: pip install 'slotfill[serve]'")
+        return backend
     if not torch_available():
         raise ConfigError("backend torch needs torch: pip install 'slotfill[train]'")
     return "torch"

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .artifact import (MANIFEST, ONNX_FILE, atomic_write_json, atomic_write_text, read_json, save_weights,
-                       load_weights, verify_manifest, write_manifest)
+from .artifact import (MANIFEST, ONNX_FILE, ONNX_INT8_FILE, QUANTIZATION_FILE, atomic_write_json, atomic_write_text,
+                       load_weights, read_json, save_weights, verify_manifest, write_manifest)
 from .errors import ArtifactError, ConfigError
 from .features import Featurizer
 from .models.config import TaggerConfig
@@ -46,6 +46,11 @@ class Artifact:
         """Whether the manifest vouches for an ONNX graph (an unlisted ``model.onnx`` is ignored)."""
         return ONNX_FILE in self.manifest.get("files", {})
 
+    @property
+    def has_int8(self) -> bool:
+        """Whether the manifest vouches for the int8 graph (see :mod:`slotfill.onnx_quantize`)."""
+        return ONNX_INT8_FILE in self.manifest.get("files", {})
+
 
 @dataclass
 class LoadedModel(Artifact):
@@ -72,7 +77,8 @@ def save_model(directory: str | Path, model: "SlotTagger", featurizer: Featurize
     # An old manifest must not vouch for files that are about to change, and an old ONNX
     # graph would no longer match the new weights.
     (directory / MANIFEST).unlink(missing_ok=True)
-    (directory / ONNX_FILE).unlink(missing_ok=True)
+    for stale in (ONNX_FILE, ONNX_INT8_FILE, QUANTIZATION_FILE):
+        (directory / stale).unlink(missing_ok=True)
     atomic_write_json(directory / "config.json", config.to_dict())
     save_weights(model, directory / "model.safetensors")
     atomic_write_json(directory / "tokenizer.json", tokenizer.to_dict())

@@ -66,11 +66,12 @@ class Predictor:
     @classmethod
     def load(cls, model_dir: str | Path, backend: str = "auto", threads: int = 1) -> "Predictor":
         """Verify and load an artifact. ``backend``: ``auto`` (onnx when the artifact has a graph and
-        onnxruntime is installed, else torch), ``torch`` or ``onnx``; ``threads``: onnxruntime
+        onnxruntime is installed, else torch), ``torch``, ``onnx`` or ``onnx-int8``; ``threads``: onnxruntime
         intra-op threads (torch keeps its process-wide setting)."""
         artifact = read_artifact(model_dir)
-        if resolve_backend(artifact, backend) == "onnx":
-            return cls(artifact, model_dir, OnnxEngine(artifact, threads=threads))
+        resolved = resolve_backend(artifact, backend)
+        if resolved != "torch":
+            return cls(artifact, model_dir, OnnxEngine(artifact, threads=threads, name=resolved))
         return cls(load_model(model_dir), model_dir)
 
     @property
@@ -158,7 +159,7 @@ class Predictor:
 
     def run_network(self, norms: list[list[str]]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Emissions (B, T, K), intent logits (B, I) or None, and lengths (B,) for normalised tokens."""
-        if self.engine.name != "onnx" or len(norms) <= self.CHUNK:
+        if not self.engine.name.startswith("onnx") or len(norms) <= self.CHUNK:
             word_ids, char_ids, lens = self.featurizer.arrays(norms)
             subwords = self.aligner.encode(norms) if self.aligner is not None else None
             emissions, intent_logits = self.engine.run(word_ids, char_ids, lens, subwords=subwords)

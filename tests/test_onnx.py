@@ -224,8 +224,20 @@ def test_resolve_backend_explains_what_is_missing(plain_artifact, onnx_artifact,
         resolve_backend(read_artifact(onnx_artifact), "auto")
 
 
-def test_onnx_backend_and_service_run_without_torch(onnx_artifact):
-    """In a process where importing torch fails, the onnx backend loads, tags and serves."""
+@pytest.fixture()
+def int8_artifact(onnx_artifact, sample_dir) -> Path:
+    code = cli_main(["export", "--model", str(onnx_artifact), "--format", "onnx", "--quantize", "int8",
+                     "--data", str(sample_dir)])
+    assert code == 0
+    return onnx_artifact
+
+
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
+def test_onnx_backend_and_service_run_without_torch(backend, onnx_artifact, sample_dir):
+    """In a process where importing torch fails, the onnx backends load, tag and serve."""
+    if backend == "onnx-int8":
+        assert cli_main(["export", "--model", str(onnx_artifact), "--format", "onnx", "--quantize", "int8",
+                         "--data", str(sample_dir)]) == 0
     script = textwrap.dedent(f"""
         import sys
 
@@ -241,11 +253,11 @@ def test_onnx_backend_and_service_run_without_torch(onnx_artifact):
         from service.app import create_app
         from service.settings import Settings
 
-        app = create_app(Settings(model_dir={str(onnx_artifact)!r}, batching=True))
+        app = create_app(Settings(model_dir={str(onnx_artifact)!r}, batching=True, backend={backend!r}))
         with TestClient(app) as client:
             info = client.get("/v1/model").json()
             answer = client.post("/v1/tag", json={{"text": "book a table for two tomorrow at 7pm"}}).json()
-        assert info["backend"] == "onnx", info
+        assert info["backend"] == {backend!r}, info
         assert answer["labels"] and answer["intent"] is not None, answer
         assert not any(name == "torch" or name.startswith("torch.") for name in sys.modules)
         print("OK", answer["labels"])
@@ -302,3 +314,77 @@ def test_training_keeps_its_artifact_when_the_graph_check_fails(small_corpus, tm
     assert not artifact.has_onnx and not (out / ONNX_FILE).exists()
     assert Predictor.load(out).backend == "torch"
     assert (out / "report.json").is_file()
+
+
+def test_int8_graph_is_measured_listed_and_served_on_request(int8_artifact, sample_dir, capsys):
+    """--quantize int8 writes an int8 copy beside the float graph with its measured agreement; the
+    manifest vouches for both; auto keeps the exact float graph and onnx-int8 serves the copy."""
+    from slotfill.artifact import ONNX_INT8_FILE, QUANTIZATION_FILE
+    from slotfill.data import load_corpus
+
+    artifact = read_artifact(int8_artifact)
+    assert artifact.has_onnx and artifact.has_int8
+    report = json.loads((int8_artifact / QUANTIZATION_FILE).read_text())
+    assert report["sentences"] == len(load_corpus(sample_dir).test)
+    assert 0.995 <= report["label_agreement"] <= 1.0 and 0.9 <= report["intent_agreement"] <= 1.0
+    assert abs(report["slot_f1_int8"] - report["slot_f1_float"]) < 0.02
+    assert report["graph_bytes_int8"] == (int8_artifact / ONNX_INT8_FILE).stat().st_size
+    assert report["graph_bytes_int8"] < report["graph_bytes_float"]
+
+    assert Predictor.load(int8_artifact).backend == "onnx"
+    exact = Predictor.load(int8_artifact, backend="onnx")
+    quantized = Predictor.load(int8_artifact, backend="onnx-int8")
+    assert quantized.backend == "onnx-int8"
+    emissions = [p.run_network([["book", "a", "table", "for", "two", "tomorrow"]])[0] for p in (exact, quantized)]
+    assert 0 < float(np.abs(emissions[0] - emissions[1]).max()) < 1.0  # a different graph, close scores
+    answers = [p.predict_texts(UTTERANCES) for p in (exact, quantized)]
+    for a, b in zip(*answers):
+        assert [t.label for t in a.tokens] == [t.label for t in b.tokens]
+        assert a.intent.name == b.intent.name
+
+    data = bytearray((int8_artifact / ONNX_INT8_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (int8_artifact / ONNX_INT8_FILE).write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="model.int8.onnx: sha256 does not match"):
+        Predictor.load(int8_artifact, backend="onnx-int8")
+
+
+def test_resaving_drops_the_int8_graph_and_the_backend_says_how_to_make_one(int8_artifact):
+    from slotfill.artifact import ONNX_INT8_FILE, QUANTIZATION_FILE
+
+    loaded = load_model(int8_artifact)
+    save_model(int8_artifact, loaded.model, loaded.featurizer, loaded.tokenizer, loaded.card)
+    assert not (int8_artifact / ONNX_INT8_FILE).exists() and not (int8_artifact / QUANTIZATION_FILE).exists()
+    with pytest.raises(ArtifactError, match="backend onnx-int8 needs model.int8.onnx .*--quantize int8"):
+        Predictor.load(int8_artifact, backend="onnx-int8")
+
+
+def test_quantize_needs_data_and_refuses_a_graph_that_decodes_differently(onnx_artifact, sample_dir, monkeypatch,
+                                                                           capsys):
+    import slotfill.onnx_quantize as onnx_quantize
+    from slotfill.artifact import ONNX_INT8_FILE
+
+    manifest_before = (onnx_artifact / MANIFEST).read_bytes()
+    assert cli_main(["export", "--model", str(onnx_artifact), "--format", "onnx", "--quantize", "int8"]) != 0
+    assert "--quantize needs --data" in capsys.readouterr().err
+
+    import onnx
+    from onnx import numpy_helper
+
+    real_quantize = onnx_quantize.quantize_graph
+
+    def broken(graph_path):  # an int8 graph whose emission bias favours one label everywhere
+        graph = onnx.load_from_string(real_quantize(graph_path))
+        for init in graph.graph.initializer:
+            if init.name == "emissions_bias":
+                bias = numpy_helper.to_array(init).copy()
+                bias[1] += 100.0
+                init.CopyFrom(numpy_helper.from_array(bias, init.name))
+        return graph.SerializeToString()
+
+    monkeypatch.setattr(onnx_quantize, "quantize_graph", broken)
+    with pytest.raises(ArtifactError, match="the int8 graph decodes .* like the float graph"):
+        onnx_quantize.quantize_onnx(onnx_artifact, [["book", "a", "table"], ["for", "two"]])
+    assert not (onnx_artifact / ONNX_INT8_FILE).exists()
+    assert read_artifact(onnx_artifact).has_onnx and not read_artifact(onnx_artifact).has_int8
+    assert (onnx_artifact / MANIFEST).read_bytes() == manifest_before  # nothing was written by either attempt

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="data directory, or 'sample'")
     evaluate.add_argument("--split", default="test", choices=("train", "valid", "test"))
     evaluate.add_argument("--out", type=Path, help="write report.json and report.txt here")
-    evaluate.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+    evaluate.add_argument("--backend", choices=("auto", "torch", "onnx", "onnx-int8"), default="auto",
                           help="inference backend (auto: onnx when the artifact has a graph)")
 
     tag = commands.add_parser("tag", help="tag text lines or JSONL requests, writing JSONL")
@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest allowed difference of emissions and intent logits on --data (default 1e-4; "
                              "the seeded synthetic sentences are held to 1e-3)")
+    export.add_argument("--quantize", choices=("int8",),
+                        help="also write model.int8.onnx, an int8 copy of the graph, compared with the float graph "
+                             "on --data (needed) and refused below --min-agreement (backend onnx-int8 serves it)")
+    export.add_argument("--min-agreement", type=float, default=0.995,
+                        help="with --quantize: least fraction of --data tokens decoded as by the float graph")
 
     calibrate = commands.add_parser("calibrate", help="fit confidence temperatures on a data set's dev split "
                                                       "and store them in an artifact")
@@ -75,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve an artifact over HTTP")
     serve.add_argument("--model", required=True, type=Path)
-    serve.add_argument("--backend", choices=("auto", "torch", "onnx"),
+    serve.add_argument("--backend", choices=("auto", "torch", "onnx", "onnx-int8"),
                        help="inference backend (default auto: onnx when the artifact has a graph)")
     # Defaults live in service.settings, so SLOTFILL_* variables and the settings file apply
     # unless a flag is given.
@@ -170,7 +175,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise SlotfillError(f"ONNX export needs onnx, onnxruntime and torch ({exc.name} is missing): "
                             "pip install 'slotfill[train]'") from None
-    sentences = None
+    if args.quantize and not args.data:
+        raise SlotfillError("--quantize needs --data: the int8 graph is measured against the float graph on it")
+    if not 0.0 < args.min_agreement <= 1.0:
+        raise SlotfillError(f"--min-agreement: must be in (0, 1], got {args.min_agreement}")
+    sentences = gold = None
     if args.data:
         from slotfill.data import load_corpus
         from slotfill.model_io import read_artifact
@@ -182,11 +191,24 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not examples:
             raise SlotfillError(f"--data {args.data}: has no {args.split} split")
         sentences = [[normalize_token(t, artifact.tokenizer) or t for t in e.tokens] for e in examples]
+        gold = [list(e.tags) for e in examples] if artifact.config.scheme == "IOB2" else None
     check = export_onnx(args.model, sentences, tolerance=args.tolerance)
     print(f"wrote {args.model / 'model.onnx'}: checked on {check.sentences} sentences ({check.tokens} tokens); "
           f"labels identical, max emission difference {check.max_emission_diff:.1e} on the data and "
           f"{check.synthetic_max_emission_diff:.1e} on synthetic sentences, "
           f"max intent-logit difference {check.max_intent_diff:.1e}")
+    if args.quantize:
+        from slotfill.onnx_quantize import quantize_onnx
+
+        quantized = quantize_onnx(args.model, sentences, gold, min_agreement=args.min_agreement)
+        f1 = ""
+        if quantized.slot_f1_float is not None:
+            f1 = f"; slot F1 {100 * quantized.slot_f1_float:.2f} (float) vs {100 * quantized.slot_f1_int8:.2f} (int8)"
+        intents = ("" if quantized.intent_agreement is None
+                   else f", intents {100 * quantized.intent_agreement:.2f}% the same")
+        print(f"wrote {args.model / 'model.int8.onnx'} ({quantized.graph_bytes_int8:,} bytes, float graph "
+              f"{quantized.graph_bytes_float:,}): {100 * quantized.label_agreement:.2f}% of {quantized.tokens} "
+              f"tokens decoded as by the float graph{intents}{f1}")
     return 0
 
 
