@@ -174,7 +174,7 @@ def test_pruned_viterbi_steps_give_the_dense_paths(seed, monkeypatch):
     for emissions in cases:
         monkeypatch.setattr(decoding, "_PRUNE_MIN_ROWS", 10**9)  # every step dense
         expected = viterbi(emissions, lengths, tables)
-        monkeypatch.setattr(decoding, "_PRUNE_MIN_ROWS", 4)
+        monkeypatch.setattr(decoding, "_PRUNE_MIN_ROWS", 2)
         monkeypatch.setattr(decoding, "_dense_step", counting_dense)
         monkeypatch.setattr(decoding.PruningPlan, "step", counting_step)
         got = viterbi(emissions, lengths, tables)
