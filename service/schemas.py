@@ -179,7 +179,10 @@ class ModelInfo(StrictModel):
     config: dict[str, Any]
     metrics: dict[str, Any]
     digest: str
-    backend: str | None = Field(None, description="Inference backend running the model: onnx or torch.")
+    backend: str | None = Field(None, description="Inference backend running the model: onnx, onnx-int8 or torch.")
+    quantization: dict[str, Any] | None = Field(
+        None, description="With the onnx-int8 backend: how the int8 graph compared with the float graph when it was "
+                          "made (token and intent agreement, slot F1 of both); null otherwise.")
     limits: Limits
 
 

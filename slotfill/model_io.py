@@ -40,6 +40,7 @@ class Artifact:
     directory: Path | None = None
     calibration: dict[str, Any] | None = None  # temperatures (see slotfill.calibration)
     aligner: "SubwordAligner | None" = None  # sub-word pieces for a transformer front-end
+    quantization: dict[str, Any] | None = None  # how the int8 graph compared (see slotfill.onnx_quantize)
 
     @property
     def has_onnx(self) -> bool:
@@ -150,6 +151,11 @@ def read_artifact(directory: str | Path) -> Artifact:
         if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 1e-3 <= t <= 1e3 for t in temperatures):
             raise ArtifactError(f"{directory / CALIBRATION_FILE}: slot_temperature and intent_temperature must be "
                                 f"numbers between 0.001 and 1000")
+    quantization = None
+    if QUANTIZATION_FILE in manifest["files"]:
+        quantization = read_json(directory / QUANTIZATION_FILE)
+        if not isinstance(quantization, dict):
+            raise ArtifactError(f"{directory / QUANTIZATION_FILE}: must be a JSON object")
     aligner = None
     if config.contextual_dim:
         from .subwords import SubwordAligner, load_tokenizer, special_tokens
@@ -163,7 +169,8 @@ def read_artifact(directory: str | Path) -> Artifact:
                                 f"contextual_tokens in config.json")
         aligner = SubwordAligner(encoder_tokenizer, config.contextual_tokens, config.contextual_window)
     return Artifact(featurizer=featurizer, tokenizer=tokenizer, card=card, report=report, manifest=manifest,
-                    digest=digest, config=config, directory=directory, calibration=calibration, aligner=aligner)
+                    digest=digest, config=config, directory=directory, calibration=calibration, aligner=aligner,
+                    quantization=quantization)
 
 
 def load_model(directory: str | Path) -> LoadedModel:

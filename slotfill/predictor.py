@@ -47,6 +47,8 @@ class Predictor:
         self.created = str(loaded.card.get("created", ""))
         self.metrics = loaded.report or {}
         self.digest = loaded.digest
+        # What serving the int8 graph costs in agreement with the float one; None for other backends.
+        self.quantization = loaded.quantization if self.backend == "onnx-int8" else None
         # float32 is plenty for confidences rounded to 6 digits, and halves the memory traffic.
         tables = engine.crf_tables()
         self._tables = tables.astype(np.float32) if tables is not None else None
@@ -78,7 +80,7 @@ class Predictor:
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "created": self.created, "labels": self.labels,
                 "intents": self.intents, "backend": self.backend, "config": self.config.to_dict(), "tokenizer": self.tokenizer_config.to_dict(),
-                "metrics": self.metrics, "digest": self.digest}
+                "metrics": self.metrics, "digest": self.digest, "quantization": self.quantization}
 
     def tokenize(self, text: str) -> list[Token]:
         return tokenize(text, self.tokenizer_config)

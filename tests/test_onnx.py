@@ -258,6 +258,8 @@ def test_onnx_backend_and_service_run_without_torch(backend, onnx_artifact, samp
             info = client.get("/v1/model").json()
             answer = client.post("/v1/tag", json={{"text": "book a table for two tomorrow at 7pm"}}).json()
         assert info["backend"] == {backend!r}, info
+        assert (info["quantization"] is None) == ({backend!r} == "onnx"), info
+        assert {backend!r} == "onnx" or info["quantization"]["label_agreement"] >= 0.995, info
         assert answer["labels"] and answer["intent"] is not None, answer
         assert not any(name == "torch" or name.startswith("torch.") for name in sys.modules)
         print("OK", answer["labels"])

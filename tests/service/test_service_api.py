@@ -50,8 +50,9 @@ def test_health_and_ready(client: httpx.Client) -> None:
 def test_model_info(client: httpx.Client) -> None:
     info = client.get("/v1/model").json()
     assert {"name", "version", "created", "labels", "intents", "config", "metrics", "digest", "backend",
-            "limits"} == set(info)
+            "quantization", "limits"} == set(info)
     assert info["backend"] == "onnx", "training exports the graph, and auto prefers it"
+    assert info["quantization"] is None, "only the onnx-int8 backend reports one"
     assert "O" in info["labels"] and any(label.startswith("B-") for label in info["labels"])
     assert info["intents"] and all(isinstance(name, str) for name in info["intents"])
     assert re.fullmatch(r"[0-9a-f]{64}", info["digest"])
