@@ -78,7 +78,8 @@ def crf_tables(crf) -> CRFTables:
 class OnnxEngine:
     """onnxruntime on the CPU; ``threads`` intra-op threads (1 suits a service that runs requests
     in parallel; 0 lets onnxruntime choose). ``graph``: serialised ONNX bytes to use instead of the
-    artifact's ``model.onnx`` (the exporter checks a graph before writing it)."""
+    artifact's ``model.onnx`` (the exporter checks a graph before writing it). ``name``: ``onnx`` runs
+    ``model.onnx``, ``onnx-int8`` its int8 copy ``model.int8.onnx``."""
 
     def __init__(self, artifact: "Artifact", threads: int = 1, graph: bytes | None = None, name: str = "onnx"):
         import onnxruntime as ort
