@@ -146,62 +146,48 @@ def get_json(url: str) -> Any:
         return None
 
 
-def manifest_has_onnx(model: Path) -> bool:
+def manifest_lists(model: Path, name: str) -> bool:
+    """Whether the artifact's manifest lists ``name`` and the file is there."""
     try:
         files = json.loads((model / "manifest.json").read_text(encoding="utf-8")).get("files", {})
     except (OSError, ValueError):
         return False
-    return "model.onnx" in files and (model / "model.onnx").is_file()
+    return name in files and (model / name).is_file()
+
+
+def manifest_has_onnx(model: Path) -> bool:
+    return manifest_lists(model, "model.onnx")
+
+
+def _export(model: Path, graph: str, options: list[str], allow_export: bool, rows: str) -> dict[str, Any]:
+    """Run ``slotfill export --format onnx OPTIONS`` on the artifact unless its manifest lists ``graph``."""
+    if manifest_lists(model, graph):
+        return {"exported": False}
+    command = [sys.executable, "-c", "import sys; from training.cli import main; sys.exit(main(sys.argv[1:]))",
+               "export", "--model", str(model), "--format", "onnx", *options]
+    shown = shlex.join(["slotfill", *command[3:]])
+    if not allow_export:
+        raise SetupError(f"{model} has no {graph} (the {rows} rows need it and --no-export was given): "
+                         f"run `{shown}`, or leave the {rows} targets out")
+    log(f"{model} has no {graph}: running `{shown}`")
+    started = time.monotonic()
+    result = subprocess.run(command, cwd=REPO, env=clean_env(THREADS_ENV), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for line in result.stdout.splitlines()[-5:]:
+        log(f"  {line}")
+    if result.returncode != 0 or not manifest_lists(model, graph):
+        raise SetupError(f"`{shown}` failed (exit {result.returncode}); the {rows} rows cannot run")
+    return {"exported": True, "command": shown, "seconds": round(time.monotonic() - started, 1)}
 
 
 def ensure_onnx(model: Path, allow_export: bool) -> dict[str, Any]:
     """Make sure the artifact has an ONNX graph (``slotfill export`` when it has not)."""
-    if manifest_has_onnx(model):
-        return {"exported": False}
-    command = [sys.executable, "-c", "import sys; from training.cli import main; sys.exit(main(sys.argv[1:]))",
-               "export", "--model", str(model), "--format", "onnx"]
-    shown = f"slotfill export --model {model} --format onnx"
-    if not allow_export:
-        raise SetupError(f"{model} has no model.onnx (an onnx backend was asked for and --no-export was given): "
-                         f"run `{shown}`, or leave the onnx targets out")
-    log(f"{model} has no ONNX graph: running `{shown}`")
-    started = time.monotonic()
-    result = subprocess.run(command, cwd=REPO, env=clean_env(THREADS_ENV), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    for line in result.stdout.splitlines()[-5:]:
-        log(f"  {line}")
-    if result.returncode != 0 or not manifest_has_onnx(model):
-        raise SetupError(f"`{shown}` failed (exit {result.returncode}); the onnx rows cannot run")
-    return {"exported": True, "command": shown, "seconds": round(time.monotonic() - started, 1)}
-
-
-def manifest_has_int8(model: Path) -> bool:
-    try:
-        files = json.loads((model / "manifest.json").read_text(encoding="utf-8")).get("files", {})
-    except (OSError, ValueError):
-        return False
-    return "model.int8.onnx" in files and (model / "model.int8.onnx").is_file()
+    return _export(model, "model.onnx", [], allow_export, "onnx")
 
 
 def ensure_int8(model: Path, data: Path, allow_export: bool) -> dict[str, Any]:
     """Make sure the artifact has its int8 graph (``slotfill export --quantize int8`` on ``data`` when not)."""
-    if manifest_has_int8(model):
-        return {"quantized": False}
-    command = [sys.executable, "-c", "import sys; from training.cli import main; sys.exit(main(sys.argv[1:]))",
-               "export", "--model", str(model), "--format", "onnx", "--quantize", "int8", "--data", str(data)]
-    shown = f"slotfill export --model {model} --format onnx --quantize int8 --data {data}"
-    if not allow_export:
-        raise SetupError(f"{model} has no model.int8.onnx (backend onnx-int8 was asked for and --no-export was "
-                         f"given): run `{shown}`, or leave the onnx-int8 targets out")
-    log(f"{model} has no int8 graph: running `{shown}`")
-    started = time.monotonic()
-    result = subprocess.run(command, cwd=REPO, env=clean_env(THREADS_ENV), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    for line in result.stdout.splitlines()[-5:]:
-        log(f"  {line}")
-    if result.returncode != 0 or not manifest_has_int8(model):
-        raise SetupError(f"`{shown}` failed (exit {result.returncode}); the onnx-int8 rows cannot run")
-    return {"quantized": True, "command": shown, "seconds": round(time.monotonic() - started, 1)}
+    return _export(model, "model.int8.onnx", ["--quantize", "int8", "--data", str(data)], allow_export, "onnx-int8")
 
 
 def flair_venv_problem(python: Path) -> str | None:
