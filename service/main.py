@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from slotfill.engines import BACKENDS
 from slotfill.errors import SlotfillError
 
 from .logs import logging_config
@@ -123,8 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default 1)")
-    parser.add_argument("--backend", choices=["auto", "torch", "onnx", "onnx-int8"],
-                        help="inference backend (default auto)")
+    parser.add_argument("--backend", choices=BACKENDS, help="inference backend (default auto)")
     parser.add_argument("--log-format", choices=["json", "text"])
     parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     parser.add_argument("--settings-file", help="JSON or .env settings file (same as $SLOTFILL_SETTINGS_FILE)")

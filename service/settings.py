@@ -29,6 +29,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from slotfill.engines import BACKENDS
 from slotfill.errors import ConfigError
 
 ENV_PREFIX = "SLOTFILL_"
@@ -51,7 +52,7 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="Uvicorn worker processes.")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads per worker process (0: torch's default). "
                                                     "Requests run in parallel in a threadpool instead.")
-    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+    backend: Literal[BACKENDS] = Field(  # type: ignore[valid-type]
         "auto", description="Inference backend: onnx (onnxruntime, no torch in the process), onnx-int8 (the same "
                             "with the artifact's int8 graph) or torch; auto takes onnx when the artifact has a "
                             "model.onnx and onnxruntime is installed.")

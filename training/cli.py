@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from slotfill import __version__
+from slotfill.engines import BACKENDS
 from slotfill.errors import SlotfillError
 
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="data directory, or 'sample'")
     evaluate.add_argument("--split", default="test", choices=("train", "valid", "test"))
     evaluate.add_argument("--out", type=Path, help="write report.json and report.txt here")
-    evaluate.add_argument("--backend", choices=("auto", "torch", "onnx", "onnx-int8"), default="auto",
+    evaluate.add_argument("--backend", choices=BACKENDS, default="auto",
                           help="inference backend (auto: onnx when the artifact has a graph)")
 
     tag = commands.add_parser("tag", help="tag text lines or JSONL requests, writing JSONL")
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve an artifact over HTTP")
     serve.add_argument("--model", required=True, type=Path)
-    serve.add_argument("--backend", choices=("auto", "torch", "onnx", "onnx-int8"),
+    serve.add_argument("--backend", choices=BACKENDS,
                        help="inference backend (default auto: onnx when the artifact has a graph)")
     # Defaults live in service.settings, so SLOTFILL_* variables and the settings file apply
     # unless a flag is given.

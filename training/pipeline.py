@@ -381,7 +381,7 @@ class Trainer:
             self.log(f"warning: model.onnx not written, the artifact will serve on the torch backend: {exc}")
             return
         self.log(f"wrote model.onnx: labels identical on {check.sentences} sentences, max emission difference "
-                 f"{check.max_emission_diff:.1e} (test), {check.synthetic_max_emission_diff:.1e} (synthetic)")
+                 f"{check.max_emission_diff:.1e} (check split), {check.synthetic_max_emission_diff:.1e} (synthetic)")
 
     def card(self) -> dict[str, Any]:
         return {"name": self.config.name, "version": self.config.version,
