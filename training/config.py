@@ -50,6 +50,7 @@ class TrainConfig:
     word_vectors: str | None = None
     tokenizer: dict | None = None
     valid_fraction: float = 0.1
+    augment: int = 0  # slot-substituted copies of each training sentence added to it (training/augment.py)
     # optimisation
     optimizer: str = "adamw"
     lr: float = 2e-3
@@ -103,6 +104,8 @@ class TrainConfig:
             fail("contextual_lr", f"must be > 0, got {self.contextual_lr}")
         if self.contextual_window < 4:
             fail("contextual_window", f"must be >= 4, got {self.contextual_window}")
+        if not 0 <= self.augment <= 20:
+            fail("augment", f"must be in 0..20 (copies of each training sentence), got {self.augment}")
         if not 0.0 <= self.distill_weight <= 1.0:
             fail("distill_weight", f"must be in [0, 1], got {self.distill_weight}")
         if not self.distill_temperature > 0:

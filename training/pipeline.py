@@ -35,6 +35,7 @@ from slotfill.schemes import parse_tag
 from slotfill.text import TokenizerConfig, infer_tokenizer_config, normalize_token
 
 from . import distributed
+from .augment import slot_substitution
 from .checkpoint import load_checkpoint, remove_partial_writes, save_checkpoint
 from .config import TrainConfig
 
@@ -152,6 +153,15 @@ class Trainer:
         self.intent2id = {intent: i for i, intent in enumerate(intents)}
         counts = Counter(token for norms in self.train_norms for token in norms)
         self.encoded = [self._encode(norms, e, counts) for norms, e in zip(self.train_norms, train)]
+        # Copies come after the vocabularies and counts are built: they hold no word the data lacks, and
+        # must not make a rare word look frequent.
+        self.augmented = slot_substitution(train, cfg.augment, cfg.seed, cfg.scheme)
+        if self.augmented:
+            extra = normalise_examples(self.augmented, self.tokenizer)
+            self.encoded += [self._encode(norms, e, counts) for norms, e in zip(extra, self.augmented)]
+            self.train_norms = self.train_norms + extra
+            self.log(f"slot substitution: {len(self.augmented)} sentences added to {len(train)} "
+                     f"({cfg.augment} cop{'y' if cfg.augment == 1 else 'ies'} of each sentence with slots)")
         self.aligner = self.encoder_source = None
         if cfg.contextual:
             self._prepare_contextual()
@@ -159,8 +169,8 @@ class Trainer:
         if cfg.distill_from:
             from .distillation import load_teacher
 
-            self.teacher = load_teacher(cfg.distill_from, [e.tokens for e in train], self.labels, self.intents,
-                                        cfg.decoder, cfg.distill_temperature)
+            self.teacher = load_teacher(cfg.distill_from, [e.tokens for e in train + self.augmented], self.labels,
+                                        self.intents, cfg.decoder, cfg.distill_temperature)
             self.log(f"distilling from {cfg.distill_from} (weight {cfg.distill_weight}, temperature "
                      f"{cfg.distill_temperature})")
 
@@ -387,7 +397,8 @@ class Trainer:
         return {"name": self.config.name, "version": self.config.version,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "library_version": slotfill.__version__, "training": self.config.to_dict(),
-                "data": str(self.data_dir), "train_sentences": len(self.train_examples)}
+                "data": str(self.data_dir), "train_sentences": len(self.train_examples),
+                "augmented_sentences": len(self.augmented)}
 
     # ------------------------------------------------------------------ loop
     def _check_out_dir(self) -> None:
@@ -418,8 +429,9 @@ class Trainer:
 
     def _fingerprint(self) -> str:
         """What every rank must have built identically: vocabularies, labels, tokenizer and the encoded data."""
-        data = hashlib.sha256(json.dumps([self.train_norms, [e.tags for e in self.train_examples],
-                                          [e.intent for e in self.train_examples]]).encode("utf-8")).hexdigest()
+        examples = self.train_examples + self.augmented
+        data = hashlib.sha256(json.dumps([self.train_norms, [e.tags for e in examples],
+                                          [e.intent for e in examples]]).encode("utf-8")).hexdigest()
         return json.dumps([self.featurizer.words.itos, self.featurizer.chars.itos, self.labels, self.intents,
                            self.tokenizer.to_dict(), data, len(self.valid_examples)])
 
