@@ -73,6 +73,12 @@ class OneShot:
         return func(*args)
 
 
+async def run_inline(func: Callable[..., Any], *args: Any) -> Any:
+    """``func(*args)`` on the event loop itself (``model_thread=false``): a ``run_in_thread`` that
+    blocks the loop for the call instead of handing it to a worker thread."""
+    return func(*args)
+
+
 async def run_detached(func: Callable[..., Any], *args: Any,
                        run_in_thread: Callable[..., Awaitable[Any]] = anyio.to_thread.run_sync) -> Any:
     """``await run_in_thread(func, *args)`` without the thread holding on to ``args`` afterwards."""

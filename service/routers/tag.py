@@ -17,7 +17,7 @@ from pydantic_core import to_json
 
 from slotfill.predictions import Prediction
 
-from ..batching import MicroBatcher, run_detached
+from ..batching import MicroBatcher, run_detached, run_inline
 from ..dependencies import tag_context
 from ..errors import APIError
 from ..routing import AdmittedRoute
@@ -146,7 +146,8 @@ async def run_items(items: list[TagRequest], predictor: PredictorLike, settings:
     """Micro-batched when a batcher runs (limits checked here first, so a bad item is its own
     request's 422 and never reaches a shared batch); otherwise the direct path in one thread hop."""
     if batcher is None:
-        return await run_detached(tag_items, items, predictor, settings, batch, run_in_thread=run_model)
+        return await run_detached(tag_items, items, predictor, settings, batch,
+                                  run_in_thread=run_model if settings.model_thread else run_inline)
     for index, item in enumerate(items):
         check_limits(item, predictor, settings, f"items.{index}." if batch else "")
     return await batcher.submit(predictor, items)

@@ -267,6 +267,43 @@ def test_fewer_forward_calls_than_requests(predictor: Any) -> None:
     assert max(counting.calls) > 1
 
 
+class ThreadRecording(Counting):
+    """Counting, and the name of the thread each forward call ran on."""
+
+    def __init__(self, inner: Any):
+        super().__init__(inner)
+        self.threads: list[str] = []
+
+    def _count(self, items: list[Any]) -> None:
+        self.threads.append(threading.current_thread().name)
+        super()._count(items)
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_model_thread_setting_says_where_the_model_runs(predictor: Any, unbatched_url: str, batching: bool) -> None:
+    """model_thread=false runs the forward passes on the event loop's own thread, with the same answers."""
+    bodies = tag_bodies()
+    with httpx.Client(base_url=unbatched_url, timeout=30) as http:
+        reference = [http.post("/v1/tag", json=body).json() for body in bodies]
+    for in_thread in (True, False):
+        recording = ThreadRecording(predictor)
+        app = app_with(recording, batching=batching, model_thread=in_thread, batch_max_wait_ms=20)
+        server = ThreadServer(app)
+        with server as base_url:
+            answers = post_together(base_url, [("/v1/tag", body) for body in bodies])
+        assert [a.status_code for a in answers] == [200] * len(bodies), [a.text for a in answers]
+        for answer, single in zip(answers, reference):
+            assert_same_answer(answer.json(), single)
+        assert sum(recording.calls) == len(bodies)
+        assert not batching or len(recording.calls) < len(bodies)
+        loop_thread = server.thread.name  # uvicorn's event loop runs on the ThreadServer's thread
+        if in_thread:
+            assert loop_thread not in recording.threads
+            assert all(name.startswith("AnyIO worker thread") for name in recording.threads), recording.threads
+        else:
+            assert set(recording.threads) == {loop_thread}, recording.threads
+
+
 def _latency(http: httpx.Client, body: dict[str, Any]) -> float:
     started = time.perf_counter()
     response = http.post("/v1/tag", json=body)
