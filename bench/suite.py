@@ -406,8 +406,11 @@ def evaluate_checks(report: dict[str, Any]) -> list[dict[str, Any]]:
                        f"{ONNX_SINGLE_MIN / PLAIN_SINGLE_QUOTED:.2f}x it)")
         add(name, "PASS" if onnx["single_per_second"] >= ONNX_SINGLE_MIN else "FAIL", detail)
 
-    onnx_servers = [s for s in report["servers"] if s["target"].startswith(("onnx-", "int8-"))]
-    name = f"onnx server RSS <= {ONNX_RSS_MAX_MB:g} MB"
+    # The target is per API process: servers on several worker processes are left out (their tree totals
+    # are in the table).
+    onnx_servers = [s for s in report["servers"] if s["target"].startswith(("onnx-", "int8-"))
+                    and TARGETS[s["target"]].workers == 1]
+    name = f"onnx server RSS <= {ONNX_RSS_MAX_MB:g} MB (one worker process)"
     sizes = [v for s in onnx_servers for v in (s.get("rss_after_warmup_mb"), s.get("rss_end_mb")) if v is not None]
     if not sizes:
         add(name, "SKIP", "no onnx server measured")
@@ -425,8 +428,11 @@ def evaluate_checks(report: dict[str, Any]) -> list[dict[str, Any]]:
         add(name, "PASS" if cold["median_s"] <= ONNX_READY_MAX_S else "FAIL",
             f"median {cold['median_s']:.2f} s of {cold['runs_s']}")
 
+    # The peers run on one worker process: so does the slotfill row they are read against.
+    single = [r for r in slotfill_rows if r.get("workers", 1) == 1]
+    best = max(single, key=lambda r: r["requests_per_s"]) if single else None
     for peer, peer_label in (("flair", "flair"), ("hf", "the transformers pipeline")):
-        name = f"slotfill >= {PEER_FACTOR_MIN:g}x {peer_label}'s throughput at {c} connections"
+        name = f"slotfill >= {PEER_FACTOR_MIN:g}x {peer_label}'s throughput at {c} connections (one worker each)"
         other = row_at(rows, peer, c)
         if best is None or other is None:
             add(name, "SKIP", f"needs a slotfill target and {peer} at {c} connections")
@@ -455,7 +461,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Command: `{report['command']}`",
     ]
     if report.get("busy_machine"):
-        lines += ["", "**WARNING: the machine was busy (1-minute load average above 0.5 at the start or the end): "
+        lines += ["", "**WARNING: the machine was busy (1-minute load average above 0.5 at the start): "
                       "these figures are not results.**"]
     if report["http"] or report["servers"]:
         lines += [
@@ -661,8 +667,8 @@ def run_suite(args: argparse.Namespace, targets: list[Target], wrk: str | None, 
         for backend in args.backends:
             report["cold_start"][backend] = cold_start(backend, args, args.model, log_dir)
     report["load_average_end"] = load_average()
-    report["busy_machine"] = any(a is not None and a[0] > 0.5
-                                 for a in (report["load_average_start"], report["load_average_end"]))
+    # Only the start tells: at the end the 1-minute average still holds the suite's own servers and wrk.
+    report["busy_machine"] = report["load_average_start"] is not None and report["load_average_start"][0] > 0.5
     report["elapsed_s"] = round(time.monotonic() - started, 1)
     report["checks"] = evaluate_checks(report)
     ran = {t.key for t in targets}
