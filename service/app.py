@@ -23,7 +23,7 @@ from slotfill import __version__
 from slotfill.errors import ConfigError
 
 from . import gc_tuning
-from .batching import MicroBatcher, model_in_thread, run_inline
+from .batching import MicroBatcher, run_inline
 from .errors import install_error_handlers
 from .logs import configure_logging
 from .memory import limit_malloc_arenas
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
         app.state.reload_lock = anyio.Lock()
         if settings.batching:
             # Created here, on the serving event loop; it outlives reloads (batches are keyed by model).
-            state.batcher = make_batcher(settings, app_metrics, getattr(loaded, "backend", None))
+            state.batcher = make_batcher(settings, app_metrics)
         state.swap(loaded, state.model_dir)
         app_metrics.set_model(loaded.name, loaded.version, loaded.digest)
         logger.info("ready", extra={"model": loaded.name, "version": loaded.version,
@@ -105,9 +105,9 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
     return app
 
 
-def make_batcher(settings: Settings, app_metrics: Metrics, backend: str | None = None) -> MicroBatcher:
-    """The micro-batcher for ``/v1/tag`` and ``/v1/tag/batch`` items (``service/batching.py``); where its
-    batches run follows ``settings.model_thread`` and, when that is unset, the first model's backend."""
+def make_batcher(settings: Settings, app_metrics: Metrics) -> MicroBatcher:
+    """The micro-batcher for ``/v1/tag`` and ``/v1/tag/batch`` items (``service/batching.py``); its batches
+    run in a worker thread, or on the event loop with ``model_thread=false``."""
     micro_sizes = app_metrics.batch_size.labels(kind="micro")
 
     def observe(size: int, waited: float) -> None:
@@ -117,8 +117,7 @@ def make_batcher(settings: Settings, app_metrics: Metrics, backend: str | None =
     return MicroBatcher(tag.respond, max_size=settings.batch_max_size, max_wait_s=settings.batch_max_wait_ms / 1000.0,
                         max_concurrency=settings.batch_max_concurrency or None, on_batch=observe,
                         idle_start=settings.batch_idle_start,
-                        run_in_thread=(anyio.to_thread.run_sync if model_in_thread(settings.model_thread, backend)
-                                       else run_inline))
+                        run_in_thread=anyio.to_thread.run_sync if settings.model_thread else run_inline)
 
 
 def configure_process(settings: Settings) -> None:

@@ -73,16 +73,6 @@ class OneShot:
         return func(*args)
 
 
-def model_in_thread(setting: bool | None, backend: str | None) -> bool:
-    """Where the model runs (``Settings.model_thread``): as set, or when unset in a worker thread only for
-    the torch backend. onnxruntime's graph is short next to the NumPy decoding around it, which holds
-    the interpreter lock, so a thread buys no overlap and costs the hand-off; torch's operators run
-    outside the lock, so a thread lets the event loop work meanwhile (bench/suite.py, BENCHMARKS.md)."""
-    if setting is not None:
-        return setting
-    return not (backend or "").startswith("onnx")
-
-
 async def run_inline(func: Callable[..., Any], *args: Any) -> Any:
     """``func(*args)`` on the event loop itself (``model_thread=false``): a ``run_in_thread`` that
     blocks the loop for the call instead of handing it to a worker thread."""

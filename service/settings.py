@@ -57,12 +57,11 @@ class Settings(BaseSettings):
                             "with the artifact's int8 graph) or torch; auto takes onnx when the artifact has a "
                             "model.onnx and onnxruntime is installed.")
     onnx_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads per worker process (0: its default).")
-    model_thread: bool | None = Field(None, description="true: run the model in a worker thread, so that the event "
-                                      "loop goes on reading and answering requests while a batch runs; false: on "
-                                      "the event loop itself, which saves the hand-off and the contention for the "
-                                      "interpreter lock; unset: on the event loop for the onnx backends, in a thread "
-                                      "for torch (whose operators run outside the lock) -- the faster of the two "
-                                      "for each in the benchmark suite.")
+    model_thread: bool = Field(True, description="Run the model in a worker thread, so that the event loop goes on "
+                               "reading and answering requests while onnxruntime or torch compute outside the "
+                               "interpreter lock; false: on the event loop itself, which saves the hand-off "
+                               "(measured in bench/suite.py: better p99 with the int8 graph, lower throughput "
+                               "with the float graph).")
     batching: bool = Field(True, description="Group concurrent /v1/tag requests (and /v1/tag/batch items) into "
                                              "one padded forward pass; false: each request runs on its own.")
     batch_max_size: int = Field(32, ge=1, description="Most items in one micro-batch.")

@@ -17,7 +17,7 @@ from pydantic_core import to_json
 
 from slotfill.predictions import Prediction
 
-from ..batching import MicroBatcher, model_in_thread, run_detached, run_inline
+from ..batching import MicroBatcher, run_detached, run_inline
 from ..dependencies import tag_context
 from ..errors import APIError
 from ..routing import AdmittedRoute
@@ -131,11 +131,12 @@ def tag_items(items: Sequence[TagRequest], predictor: PredictorLike, settings: S
     return respond(predictor, list(items))
 
 
-# Where model calls run is ``Settings.model_thread`` (``batching.model_in_thread``): by default on the
-# event loop for the onnx backends and in anyio's worker threads for torch -- the faster of the two for
-# each at 16 connections in bench/suite.py (BENCHMARKS.md). A call on the event loop stalls every other
-# connection for the length of its batch (at most batch_max_size items, a few ms on onnx); the predictor
-# is pure, so concurrent calls from worker threads are safe.
+# Model calls run in anyio's worker threads unless ``Settings.model_thread`` is false. In bench/suite.py
+# (BENCHMARKS.md, ATIS, 2 cores, 16 connections) a thread kept the float graph's throughput, which the
+# event loop cost about a fifth, while the int8 graph, whose onnxruntime share is small next to the
+# NumPy decoding (which holds the interpreter lock), did about as well on the loop with a lower p99.
+# A call on the event loop stalls every other connection for its batch; the predictor is pure, so
+# concurrent calls from worker threads are safe.
 run_model = anyio.to_thread.run_sync
 
 
@@ -145,9 +146,7 @@ async def run_items(items: list[TagRequest], predictor: PredictorLike, settings:
     request's 422 and never reaches a shared batch); otherwise the direct path in one thread hop."""
     if batcher is None:
         return await run_detached(tag_items, items, predictor, settings, batch,
-                                  run_in_thread=(run_model if model_in_thread(settings.model_thread,
-                                                                              getattr(predictor, "backend", None))
-                                                 else run_inline))
+                                  run_in_thread=run_model if settings.model_thread else run_inline)
     for index, item in enumerate(items):
         check_limits(item, predictor, settings, f"items.{index}." if batch else "")
     return await batcher.submit(predictor, items)

@@ -285,11 +285,10 @@ def test_model_thread_setting_says_where_the_model_runs(predictor: Any, unbatche
     bodies = tag_bodies()
     with httpx.Client(base_url=unbatched_url, timeout=30) as http:
         reference = [http.post("/v1/tag", json=body).json() for body in bodies]
-    for setting in (True, False, None):
-        # Unset: a thread for torch only (test_model_thread_default_follows_the_backend).
-        in_thread = setting if setting is not None else predictor.backend == "torch"
+    assert Settings().model_thread is True
+    for in_thread in (True, False):
         recording = ThreadRecording(predictor)
-        app = app_with(recording, batching=batching, model_thread=setting, batch_max_wait_ms=20)
+        app = app_with(recording, batching=batching, model_thread=in_thread, batch_max_wait_ms=20)
         server = ThreadServer(app)
         with server as base_url:
             answers = post_together(base_url, [("/v1/tag", body) for body in bodies])
@@ -304,15 +303,6 @@ def test_model_thread_setting_says_where_the_model_runs(predictor: Any, unbatche
             assert all(name.startswith("AnyIO worker thread") for name in recording.threads), recording.threads
         else:
             assert set(recording.threads) == {loop_thread}, recording.threads
-
-
-def test_model_thread_default_follows_the_backend() -> None:
-    from service.batching import model_in_thread
-
-    assert Settings().model_thread is None
-    assert [model_in_thread(None, backend) for backend in ("onnx", "onnx-int8", "torch", None)] == [
-        False, False, True, True]
-    assert model_in_thread(True, "onnx") and not model_in_thread(False, "torch")
 
 
 def _latency(http: httpx.Client, body: dict[str, Any]) -> float:
