@@ -1,0 +1,84 @@
+"""Where an utterance's time goes inside the predictor, stage by stage, in calls of B utterances.
+
+    .venv/bin/python bench/stage_costs.py --model runs/atis --backend onnx-int8 --batch 16
+
+Reads the first ``--count`` utterances of ``DATA/test/seq.in`` (raw text, as the service gets it), splits them
+into calls of ``--batch``, and times each stage over all calls: tokenising, building the network's inputs,
+the network (features, graph or torch, outputs), Viterbi, forward-backward (the confidences), the whole
+``predict_texts`` (the stages plus assembling spans and the answer), best of ``--repeat`` passes, one thread.
+The cycle collector is frozen first, as in a serving process (``service/gc_tuning.py``). Prints microseconds
+per utterance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "atis")
+    parser.add_argument("--backend", default="onnx-int8")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--count", type=int, default=800)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+    from slotfill.decoding import forward_backward, viterbi
+    from slotfill.predictor import Predictor
+
+    predictor = Predictor.load(args.model, backend=args.backend, threads=1)
+    lines = [line.strip() for line in (args.data / "test" / "seq.in").read_text(encoding="utf-8").splitlines()
+             if line.strip()][: args.count]
+    calls = [lines[i:i + args.batch] for i in range(0, len(lines), args.batch)]
+    tokens = [[predictor.tokenize(text) for text in call] for call in calls]
+    norms = [[[t.norm or t.text for t in row] for row in call] for call in tokens]
+    outputs = [predictor.run_network(call) for call in norms]
+    tables, confidence_tables = predictor._tables, predictor._confidence_tables
+    if tables is None:
+        parser.error(f"{args.model} has no CRF: this breakdown is for CRF taggers")
+    stages = {
+        "tokenise": lambda: [[predictor.tokenize(text) for text in call] for call in calls],
+        "network inputs": lambda: [predictor.featurizer.arrays(call) for call in norms],
+        "network": lambda: [predictor.run_network(call) for call in norms],
+        "viterbi": lambda: [viterbi(em, lens, tables) for em, _, lens in outputs],
+        "forward-backward": lambda: [forward_backward(em, lens, confidence_tables) for em, _, lens in outputs],
+        "predict_texts (all)": lambda: [predictor.predict_texts(call) for call in calls],
+    }
+    gc.collect()
+    gc.freeze()
+    result = {}
+    for name, stage in stages.items():
+        stage()  # warm
+        best = min(_timed(stage) for _ in range(args.repeat))
+        result[name] = round(1e6 * best / len(lines), 1)
+    if args.json:
+        print(json.dumps({"model": str(args.model), "backend": predictor.backend, "batch": args.batch,
+                          "utterances": len(lines), "us_per_utterance": result}))
+    else:
+        print(f"{predictor.backend}, calls of {args.batch}, {len(lines)} utterances, microseconds per utterance:")
+        for name, value in result.items():
+            print(f"  {name:22s} {value:8.1f}")
+    return 0
+
+
+def _timed(stage) -> float:
+    started = time.perf_counter()
+    stage()
+    return time.perf_counter() - started
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
