@@ -12,16 +12,24 @@ per utterance.
 
 from __future__ import annotations
 
-import argparse
-import gc
-import json
 import os
-import sys
-import time
-from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before NumPy loads its BLAS
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from viterbi_speed import best_of  # noqa: E402  (bench/ is on the path when run as a script)
+
+from slotfill.decoding import forward_backward, viterbi  # noqa: E402
+from slotfill.errors import SlotfillError  # noqa: E402
+from slotfill.predictor import Predictor  # noqa: E402
 
 
 def main() -> int:
@@ -34,14 +42,17 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-    from slotfill.decoding import forward_backward, viterbi
-    from slotfill.predictor import Predictor
-
-    predictor = Predictor.load(args.model, backend=args.backend, threads=1)
-    lines = [line.strip() for line in (args.data / "test" / "seq.in").read_text(encoding="utf-8").splitlines()
-             if line.strip()][: args.count]
+    for name in ("batch", "count", "repeat"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    try:
+        predictor = Predictor.load(args.model, backend=args.backend, threads=1)
+        text = (args.data / "test" / "seq.in").read_text(encoding="utf-8")
+    except (SlotfillError, OSError, UnicodeDecodeError) as exc:
+        parser.error(str(exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip()][: args.count]
+    if not lines:
+        parser.error(f"{args.data / 'test' / 'seq.in'} has no utterances")
     calls = [lines[i:i + args.batch] for i in range(0, len(lines), args.batch)]
     tokens = [[predictor.tokenize(text) for text in call] for call in calls]
     norms = [[[t.norm or t.text for t in row] for row in call] for call in tokens]
@@ -62,7 +73,7 @@ def main() -> int:
     result = {}
     for name, stage in stages.items():
         stage()  # warm
-        best = min(_timed(stage) for _ in range(args.repeat))
+        best = best_of(args.repeat, stage)
         result[name] = round(1e6 * best / len(lines), 1)
     if args.json:
         print(json.dumps({"model": str(args.model), "backend": predictor.backend, "batch": args.batch,
@@ -72,12 +83,6 @@ def main() -> int:
         for name, value in result.items():
             print(f"  {name:22s} {value:8.1f}")
     return 0
-
-
-def _timed(stage) -> float:
-    started = time.perf_counter()
-    stage()
-    return time.perf_counter() - started
 
 
 if __name__ == "__main__":

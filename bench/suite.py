@@ -15,8 +15,7 @@ What it does, in this order (one server at a time, so they never compete for the
    (``bench/noop_app.py``), slotfill (``python -m service``) with the torch and the onnx backend, micro-batching
    on and off, and with the onnx-int8 backend (batching on; the model in a worker thread, the default, or on
    the event loop, ``SLOTFILL_MODEL_THREAD=false``; one worker process or two, beside the no-op on two),
-   flair's ``SequenceTagger``
-   and a transformers token-classification pipeline (both behind
+   flair's ``SequenceTagger`` and a transformers token-classification pipeline (both behind
    ``bench/peer_app.py``, the same route and request model). Each target: start on a free port, wait for
    readiness, ``--warmup`` s of unmeasured load at the largest connection count, resident memory, then one
    ``--duration`` s wrk run per ``--connections`` value, resident memory again, stop (SIGTERM).
@@ -166,10 +165,6 @@ def manifest_lists(model: Path, name: str) -> bool:
     except (OSError, ValueError):
         return False
     return name in files and (model / name).is_file()
-
-
-def manifest_has_onnx(model: Path) -> bool:
-    return manifest_lists(model, "model.onnx")
 
 
 def _export(model: Path, graph: str, options: list[str], allow_export: bool, rows: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 
 from slotfill import decoding  # noqa: E402
 from slotfill.data import load_corpus  # noqa: E402
+from slotfill.errors import SlotfillError  # noqa: E402
 from slotfill.predictor import Predictor  # noqa: E402
 from slotfill.text import normalize_token  # noqa: E402
 
@@ -43,12 +44,19 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-
-    predictor = Predictor.load(args.model)
+    for name in ("batch", "repeat"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    try:
+        predictor = Predictor.load(args.model)
+        corpus = load_corpus(args.data)
+    except (SlotfillError, OSError) as exc:
+        parser.error(str(exc))
     tables = predictor._tables
     if tables is None:
         parser.error(f"{args.model}: not a CRF model")
-    corpus = load_corpus(args.data)
+    if not corpus.test:
+        parser.error(f"{args.data}: no test split")
     norms = [[normalize_token(t, predictor.tokenizer_config) or t for t in e.tokens] for e in corpus.test]
     batches = [predictor.run_network(norms[i:i + args.batch]) for i in range(0, len(norms), args.batch)]
 

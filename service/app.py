@@ -23,7 +23,7 @@ from slotfill import __version__
 from slotfill.errors import ConfigError
 
 from . import gc_tuning
-from .batching import MicroBatcher, run_inline
+from .batching import MicroBatcher, model_runner
 from .errors import install_error_handlers
 from .logs import configure_logging
 from .memory import limit_malloc_arenas
@@ -117,7 +117,7 @@ def make_batcher(settings: Settings, app_metrics: Metrics) -> MicroBatcher:
     return MicroBatcher(tag.respond, max_size=settings.batch_max_size, max_wait_s=settings.batch_max_wait_ms / 1000.0,
                         max_concurrency=settings.batch_max_concurrency or None, on_batch=observe,
                         idle_start=settings.batch_idle_start,
-                        run_in_thread=anyio.to_thread.run_sync if settings.model_thread else run_inline)
+                        run_in_thread=model_runner(settings.model_thread))
 
 
 def configure_process(settings: Settings) -> None:

@@ -9,8 +9,8 @@ for its own request and never reaches a batch), then ``await batcher.submit(pred
   ``idle_start=False`` turns this off.
 * Otherwise items collect in one pending batch. The first item starts a ``max_wait`` timer; the batch is
   closed when it holds ``max_size`` items or when the timer fires, whichever comes first, and
-  starts at once in a worker thread (``run_batch(predictor, items)``) while the next batch
-  collects. So no item waits longer than ``max_wait`` for its batch to start: a lone request is
+  starts at once (``run_batch(predictor, items)``, in a worker thread unless ``model_thread`` is
+  false, see :func:`model_runner`) while the next batch collects. So no item waits longer than ``max_wait`` for its batch to start: a lone request is
   answered after ``max_wait`` plus the model time, never later.
 * ``max_concurrency`` (default: no limit) caps the batches running at once. At the cap, a timer
   that fires does not close the pending batch: it keeps collecting (up to ``max_size``) and starts
@@ -27,7 +27,7 @@ for its own request and never reaches a batch), then ``await batcher.submit(pred
 * A request that goes away (its task cancelled) leaves its items behind; a batch skips them.
 
 All state is touched from the event loop only (no locks); ``run_batch`` runs in anyio's
-worker threads.
+worker threads, or on the event loop itself with ``model_thread=false``.
 """
 
 from __future__ import annotations
@@ -77,6 +77,18 @@ async def run_inline(func: Callable[..., Any], *args: Any) -> Any:
     """``func(*args)`` on the event loop itself (``model_thread=false``): a ``run_in_thread`` that
     blocks the loop for the call instead of handing it to a worker thread."""
     return func(*args)
+
+
+def model_runner(in_thread: bool) -> Callable[..., Awaitable[Any]]:
+    """How model calls run (``Settings.model_thread``): in anyio's worker threads, or on the event loop.
+
+    In bench/suite.py (BENCHMARKS.md, ATIS, 2 cores, 16 connections) a thread kept the float graph's
+    throughput, which the event loop cost about a tenth, while the int8 graph, whose onnxruntime share
+    is small next to the NumPy decoding (which holds the interpreter lock), did as well on the loop with a
+    lower p99. A call on the event loop stalls every other connection for its batch; the predictor is
+    pure, so concurrent calls from worker threads are safe.
+    """
+    return anyio.to_thread.run_sync if in_thread else run_inline
 
 
 async def run_detached(func: Callable[..., Any], *args: Any,

@@ -2,8 +2,9 @@
 
 With batching on (the default) validated items go to the app's micro-batcher (``service/batching.py``)
 and share padded forward passes with concurrent requests; with ``SLOTFILL_BATCHING=false`` each
-request runs the model on its own items in one worker-thread hop. Both routes are behind the
-admission limit (``service/admission.py``): past ``max_pending`` requests in flight, 503 ``overloaded``.
+request runs the model on its own items in one call (in a worker thread unless ``model_thread`` is
+false). Both routes are behind the admission limit (``service/admission.py``): past ``max_pending``
+requests in flight, 503 ``overloaded``.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from pydantic_core import to_json
 
 from slotfill.predictions import Prediction
 
-from ..batching import MicroBatcher, run_detached, run_inline
+from ..batching import MicroBatcher, model_runner, run_detached
 from ..dependencies import tag_context
 from ..errors import APIError
 from ..routing import AdmittedRoute
@@ -131,22 +131,14 @@ def tag_items(items: Sequence[TagRequest], predictor: PredictorLike, settings: S
     return respond(predictor, list(items))
 
 
-# Model calls run in anyio's worker threads unless ``Settings.model_thread`` is false. In bench/suite.py
-# (BENCHMARKS.md, ATIS, 2 cores, 16 connections) a thread kept the float graph's throughput, which the
-# event loop cost about a fifth, while the int8 graph, whose onnxruntime share is small next to the
-# NumPy decoding (which holds the interpreter lock), did about as well on the loop with a lower p99.
-# A call on the event loop stalls every other connection for its batch; the predictor is pure, so
-# concurrent calls from worker threads are safe.
-run_model = anyio.to_thread.run_sync
-
-
 async def run_items(items: list[TagRequest], predictor: PredictorLike, settings: Settings,
                     batcher: MicroBatcher | None, batch: bool) -> list[dict[str, Any]]:
     """Micro-batched when a batcher runs (limits checked here first, so a bad item is its own
-    request's 422 and never reaches a shared batch); otherwise the direct path in one thread hop."""
+    request's 422 and never reaches a shared batch); otherwise the direct path, in one call of the model
+    runner (a worker thread unless ``model_thread`` is false)."""
     if batcher is None:
         return await run_detached(tag_items, items, predictor, settings, batch,
-                                  run_in_thread=run_model if settings.model_thread else run_inline)
+                                  run_in_thread=model_runner(settings.model_thread))
     for index, item in enumerate(items):
         check_limits(item, predictor, settings, f"items.{index}." if batch else "")
     return await batcher.submit(predictor, items)
