@@ -3,8 +3,8 @@
     .venv/bin/python bench/stage_costs.py --model runs/atis --backend onnx-int8 --batch 16
 
 Reads the first ``--count`` utterances of ``DATA/test/seq.in`` (raw text, as the service gets it), splits them
-into calls of ``--batch``, and times each stage over all calls: tokenising, building the network's inputs,
-the network (features, graph or torch, outputs), Viterbi, forward-backward (the confidences), the whole
+into calls of ``--batch``, and times each stage over all calls: tokenising, the network (its inputs from the
+tokens, graph or torch, outputs; for torch the inputs are also timed on their own), Viterbi, forward-backward (the confidences), the whole
 ``predict_texts`` (the stages plus assembling spans and the answer), best of ``--repeat`` passes, one thread.
 The cycle collector is frozen first, as in a serving process (``service/gc_tuning.py``). Prints microseconds
 per utterance.
@@ -62,12 +62,15 @@ def main() -> int:
         parser.error(f"{args.model} has no CRF: this breakdown is for CRF taggers")
     stages = {
         "tokenise": lambda: [[predictor.tokenize(text) for text in call] for call in calls],
-        "network inputs": lambda: [predictor.featurizer.arrays(call) for call in norms],
         "network": lambda: [predictor.run_network(call) for call in norms],
         "viterbi": lambda: [viterbi(em, lens, tables) for em, _, lens in outputs],
         "forward-backward": lambda: [forward_backward(em, lens, confidence_tables) for em, _, lens in outputs],
         "predict_texts (all)": lambda: [predictor.predict_texts(call) for call in calls],
     }
+    if not hasattr(predictor.engine, "run_tokens"):  # the onnx engines build their inputs inside "network"
+        stages = {"network inputs": lambda: [predictor.featurizer.arrays(call) for call in norms], **stages}
+        stages = {name: stages[name] for name in ("tokenise", "network inputs", "network", "viterbi",
+                                                  "forward-backward", "predict_texts (all)")}
     gc.collect()
     gc.freeze()
     result = {}

@@ -44,6 +44,14 @@ class Featurizer:
                 self._char_cache[token] = ids
         return ids
 
+    def char_matrix(self, words: Sequence[str]) -> np.ndarray:
+        """int64 (N, L) character ids of ``words``, one row each, 0-padded; (0, 1) for no words."""
+        rows = [self.char_ids(word) for word in words]
+        matrix = np.zeros((len(rows), max((len(r) for r in rows), default=1)), dtype=np.int64)
+        for i, ids in enumerate(rows):
+            matrix[i, : len(ids)] = ids
+        return matrix
+
     def batch(self, token_lists: Sequence[Sequence[str]]) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
         """:meth:`arrays` as torch tensors (sharing memory)."""
         import torch

@@ -6,9 +6,12 @@ what packed sequences give in torch (the backward direction starts at each row's
 token, padding never leaks into real positions), and the result does not depend on the torch
 exporter of the day. Building needs ``onnx`` and NumPy only.
 
-Inputs (all int64): ``word_ids`` (B, T), 0 = padding; ``char_ids`` (B, T, L); ``lengths`` (B,).
-Outputs (float32): ``emissions`` (B, T, K) and, for a model with intents, ``intent_logits`` (B, I).
-B, T and L are dynamic.
+Inputs: ``word_ids`` (B, T) int64, 0 = padding; ``lengths`` (B,) int64; with a character CNN also
+``word_chars`` (N, L) int64, the character ids of N words to encode, ``known_chars`` (M, channels)
+float32, features of words encoded by an earlier call, and ``char_index`` (B, T) int64, each
+position's row in [known_chars; the N encoded words] (see :class:`slotfill.engines.OnnxEngine`).
+Outputs (float32): ``emissions`` (B, T, K); for a model with intents ``intent_logits`` (B, I); with a
+character CNN ``word_char_features`` (N, channels), the encoded words. B, T, N, M and L are dynamic.
 """
 
 from __future__ import annotations
@@ -62,22 +65,25 @@ def build_graph(config: TaggerConfig, weights: dict[str, np.ndarray]):
     mask3 = node("Unsqueeze", [mask, const("axis_last", np.array([-1], dtype=np.int64))], "mask3")  # (B, T, 1)
     features = [node("Gather", [const("word_embedding", f32("word_embedding.weight")), "word_ids"], "words", axis=0)]
     if config.uses_char_cnn:
+        # Characters come per word rather than per position, so that a caller can encode each word once
+        # and keep the result: ``word_chars`` (N, L) are the character ids of the words this call encodes
+        # (0 = padding), ``known_chars`` (M, channels) features the caller encoded earlier, and
+        # ``char_index`` (B, T) each position's row in [known_chars; encoded words].
         kernel = config.char_kernel
-        chars = node("Gather", [const("char_embedding", f32("char_cnn.embedding.weight")), "char_ids"], "chars",
-                     axis=0)  # (B, T, L, C)
-        chars = node("Transpose", [chars], "chars_nctl", perm=[0, 3, 1, 2])  # (B, C, T, L)
-        # A (1, k) 2-D convolution is the per-word 1-D convolution over characters, without a reshape.
-        conv_weight = f32("char_cnn.conv.weight")[:, :, None, :]  # (channels, C, 1, k)
-        conv = node("Conv", [chars, const("char_conv_weight", conv_weight), const("char_conv_bias",
-                                                                                   f32("char_cnn.conv.bias"))],
-                    "char_conv", pads=[0, kernel // 2, 0, kernel // 2], kernel_shape=[1, kernel])  # (B, ch, T, L)
-        char_pad = node("Unsqueeze", [node("Equal", ["char_ids", "zero_i64"], "char_is_pad"),
-                                      const("axis_1", np.array([1], dtype=np.int64))], "char_pad")  # (B, 1, T, L)
+        chars = node("Gather", [const("char_embedding", f32("char_cnn.embedding.weight")), "word_chars"], "chars",
+                     axis=0)  # (N, L, C)
+        chars = node("Transpose", [chars], "chars_ncl", perm=[0, 2, 1])  # (N, C, L)
+        conv = node("Conv", [chars, const("char_conv_weight", f32("char_cnn.conv.weight")),
+                             const("char_conv_bias", f32("char_cnn.conv.bias"))],
+                    "char_conv", pads=[kernel // 2, kernel // 2], kernel_shape=[kernel])  # (N, channels, L)
+        char_pad = node("Unsqueeze", [node("Equal", ["word_chars", "zero_i64"], "char_is_pad"),
+                                      const("axis_1", np.array([1], dtype=np.int64))], "char_pad")  # (N, 1, L)
         # Padding characters must not win the max.
         conv = node("Where", [char_pad, const("minus_inf", np.array(-np.inf, dtype=np.float32)), conv], "char_masked")
-        pooled = node("ReduceMax", [conv], "char_pooled", axes=[3], keepdims=0)  # (B, ch, T)
-        pooled = node("Transpose", [pooled], "char_btc", perm=[0, 2, 1])  # (B, T, ch)
-        # Padded word positions pooled only -inf; torch leaves zeros there.
+        node("ReduceMax", [conv], "word_char_features", axes=[2], keepdims=0)  # (N, channels)
+        table = node("Concat", ["known_chars", "word_char_features"], "char_table", axis=0)  # (M + N, channels)
+        pooled = node("Gather", [table, "char_index"], "char_pooled", axis=0)  # (B, T, channels)
+        # Padded word positions are zeros, as in torch.
         features.append(node("Where", [mask3, pooled, const("zero_f32", np.array(0.0, dtype=np.float32))],
                              "char_features"))
     inputs = node("Concat", features, "inputs", axis=-1) if len(features) > 1 else features[0]
@@ -124,12 +130,16 @@ def build_graph(config: TaggerConfig, weights: dict[str, np.ndarray]):
         outputs.append(helper.make_tensor_value_info("intent_logits", TensorProto.FLOAT,
                                                      ["batch", config.num_intents]))
 
-    graph = helper.make_graph(
-        nodes, "slotfill_tagger",
-        [helper.make_tensor_value_info("word_ids", TensorProto.INT64, ["batch", "steps"]),
-         helper.make_tensor_value_info("char_ids", TensorProto.INT64, ["batch", "steps", "chars"]),
-         helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"])],
-        outputs, list(initializers.values()))
+    inputs_info = [helper.make_tensor_value_info("word_ids", TensorProto.INT64, ["batch", "steps"])]
+    if config.uses_char_cnn:
+        inputs_info += [helper.make_tensor_value_info("word_chars", TensorProto.INT64, ["words", "chars"]),
+                        helper.make_tensor_value_info("known_chars", TensorProto.FLOAT,
+                                                      ["known", config.char_channels]),
+                        helper.make_tensor_value_info("char_index", TensorProto.INT64, ["batch", "steps"])]
+        outputs.append(helper.make_tensor_value_info("word_char_features", TensorProto.FLOAT,
+                                                     ["words", config.char_channels]))
+    inputs_info.append(helper.make_tensor_value_info("lengths", TensorProto.INT64, ["batch"]))
+    graph = helper.make_graph(nodes, "slotfill_tagger", inputs_info, outputs, list(initializers.values()))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="slotfill")
     model.ir_version = min(model.ir_version, 8)  # readable by onnxruntime releases of the last few years
     onnx.checker.check_model(model, full_check=True)

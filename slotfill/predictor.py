@@ -9,12 +9,41 @@ from typing import Any
 
 import numpy as np
 
-from .decoding import forward_backward, path_segment_probability, softmax, viterbi
+from .decoding import ForwardBackward, CRFTables, forward_backward, path_segment_probabilities, softmax, viterbi
 from .engines import Engine, OnnxEngine, TorchEngine, resolve_backend
 from .model_io import Artifact, LoadedModel, load_model, read_artifact
 from .predictions import IntentPrediction, Prediction, SlotPrediction, TokenPrediction
 from .schemes import parse_tag, repair, spans
 from .text import Token, normalize_token, tokenize
+
+
+def _pick(scores: np.ndarray, paths: np.ndarray) -> np.ndarray:
+    """scores (B, T, K) at each position's decoded label paths (B, T) -> (B, T)."""
+    batch, steps = paths.shape
+    return scores[np.arange(batch)[:, None], np.arange(steps)[None, :], paths]
+
+
+class SpanConfidence:
+    """How sure the model is of each predicted span, for one decoded batch.
+
+    Under a CRF (``fb`` given) a span's confidence is the probability that its positions carry exactly
+    the predicted labels (forward-backward; see :func:`~slotfill.decoding.path_segment_probabilities`);
+    under softmax decoding the tokens are independent decisions and it is the product of theirs.
+    """
+
+    def __init__(self, paths: np.ndarray, token_conf: np.ndarray, fb: ForwardBackward | None = None,
+                 emissions: np.ndarray | None = None, tables: CRFTables | None = None):
+        self.paths, self.token_conf = paths, token_conf  # (B, T) each
+        self.fb, self.emissions, self.tables = fb, emissions, tables
+
+    def many(self, rows: Sequence[int], starts: Sequence[int], ends: Sequence[int]) -> np.ndarray:
+        """(N,) confidences of the spans ``[starts[i], ends[i])`` of batch rows ``rows[i]``."""
+        if self.fb is not None:
+            return path_segment_probabilities(self.fb, self.emissions, self.tables, self.paths, rows, starts, ends)
+        return np.array([np.prod(self.token_conf[r, s:e]) for r, s, e in zip(rows, starts, ends)], dtype=np.float64)
+
+    def __call__(self, row: int, start: int, end: int) -> float:
+        return float(self.many([row], [start], [end])[0])
 
 
 class Predictor:
@@ -126,11 +155,21 @@ class Predictor:
                 results[i] = Prediction(text=texts[i], tokens=(), slots=(), intent=None)
         if nonempty:
             norms = [[token.norm or token.text for token in token_lists[i]] for i in nonempty]
-            label_ids, token_conf, span_conf_fn, intent_probs = self.decode_norms(norms)
+            label_ids, token_conf, span_conf, intent_probs = self.decode_norms(norms)
+            decoded = [self._labels_and_spans(label_ids[row, : len(norms[row])].tolist()) for row in range(len(norms))]
+            # Every span of the batch in one vectorised call, rounded with the token confidences.
+            rows = [row for row, (_, found) in enumerate(decoded) for _ in found]
+            span_probs = (np.round(span_conf.many(rows, [s for _, found in decoded for _, s, _ in found],
+                                                  [e for _, found in decoded for _, _, e in found]), 6).tolist()
+                          if rows else [])
+            token_probs = np.round(token_conf.astype(np.float64), 6).tolist()  # float32 would round to 0.99987102
+            used = 0
             for row, i in enumerate(nonempty):
-                results[i] = self._assemble(texts[i], token_lists[i], label_ids[row], token_conf[row],
-                                            lambda s, e, row=row: span_conf_fn(row, s, e),
+                labels, found = decoded[row]
+                results[i] = self._assemble(texts[i], token_lists[i], labels, found, token_probs[row],
+                                            span_probs[used: used + len(found)],
                                             None if intent_probs is None else intent_probs[row])
+                used += len(found)
         return results  # type: ignore[return-value]
 
     def predict_labels(self, norms: list[list[str]], batch_size: int = 256) -> tuple[list[list[str]], list[str | None]]:
@@ -149,8 +188,9 @@ class Predictor:
     def decode_norms(self, norms: list[list[str]], confidences: bool = True):
         """Run the network on normalised tokens.
 
-        Returns label ids (B, T), token confidences (B, T) or None, a function (row, start, end) -> span
-        confidence, and intent probabilities (B, I) or None.
+        Returns label ids (B, T), token confidences (B, T) or None, the spans' :class:`SpanConfidence`
+        (called as (row, start, end) -> confidence, or ``many`` for arrays) or None, and intent
+        probabilities (B, I) or None.
         """
         emissions, intent_logits, lens = self.run_network(norms)
         return self.decode_scores(emissions, lens, intent_logits, confidences)
@@ -161,7 +201,10 @@ class Predictor:
 
     def run_network(self, norms: list[list[str]]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Emissions (B, T, K), intent logits (B, I) or None, and lengths (B,) for normalised tokens."""
-        if not self.engine.name.startswith("onnx") or len(norms) <= self.CHUNK:
+        run_tokens = getattr(self.engine, "run_tokens", None)  # the onnx engines: cached character features
+        if run_tokens is None or len(norms) <= self.CHUNK:
+            if run_tokens is not None:
+                return run_tokens(norms)
             word_ids, char_ids, lens = self.featurizer.arrays(norms)
             subwords = self.aligner.encode(norms) if self.aligner is not None else None
             emissions, intent_logits = self.engine.run(word_ids, char_ids, lens, subwords=subwords)
@@ -171,7 +214,7 @@ class Predictor:
         emissions = intent_logits = None
         for start in range(0, len(norms), self.CHUNK):
             rows = order[start:start + self.CHUNK]
-            chunk_em, chunk_intents = self.engine.run(*self.featurizer.arrays([norms[i] for i in rows]))
+            chunk_em, chunk_intents, _ = run_tokens([norms[i] for i in rows])
             if emissions is None:
                 emissions = np.zeros((len(norms), int(lens.max()), chunk_em.shape[2]), dtype=chunk_em.dtype)
                 if chunk_intents is not None:
@@ -203,19 +246,13 @@ class Predictor:
             else:
                 tables = self._tables if slot_t == 1.0 else self._tables.scaled(1.0 / slot_t)
             fb = forward_backward(scaled, lens, tables)
-            marginals = fb.marginals
-            token_conf = np.take_along_axis(marginals, paths[:, :, None], axis=2)[:, :, 0]
-
-            def span_conf(row: int, start: int, end: int) -> float:
-                return path_segment_probability(fb, scaled, tables, row, paths[row], start, end)
+            token_conf = _pick(fb.marginals, paths)
+            span_conf = SpanConfidence(paths, token_conf, fb, scaled, tables)
         else:
             probs = softmax(scaled)
             paths = probs.argmax(axis=2)
-            token_conf = np.take_along_axis(probs, paths[:, :, None], axis=2)[:, :, 0]
-
-            def span_conf(row: int, start: int, end: int) -> float:
-                # Independent per-token decisions: the span's probability is their product.
-                return float(np.prod(token_conf[row, start:end]))
+            token_conf = _pick(probs, paths)
+            span_conf = SpanConfidence(paths, token_conf)
         return paths, token_conf, span_conf, intent_probs
 
     def _labels_and_spans(self, ids: list[int]) -> tuple[list[str], list[tuple[str, int, int]]]:
@@ -247,20 +284,19 @@ class Predictor:
             found.append((current, start, len(ids)))
         return labels, found
 
-    def _assemble(self, text: str, tokens: list[Token], label_ids: np.ndarray, token_conf: np.ndarray,
-                  span_conf, intent_probs: np.ndarray | None) -> Prediction:
-        n = len(tokens)
-        valid, label_spans = self._labels_and_spans(label_ids[:n].tolist())
+    def _assemble(self, text: str, tokens: list[Token], labels: list[str], label_spans: list[tuple[str, int, int]],
+                  token_conf: list[float], span_conf: list[float], intent_probs: np.ndarray | None) -> Prediction:
+        """One utterance's answer; ``token_conf`` (at least one per token) and ``span_conf`` (one per span)
+        are already rounded to 6 digits."""
         token_predictions = tuple(
-            TokenPrediction(text=token.text, start=token.start, end=token.end, label=label,
-                            confidence=round(float(conf), 6))
-            for token, label, conf in zip(tokens, valid, token_conf[:n])
+            TokenPrediction(text=token.text, start=token.start, end=token.end, label=label, confidence=conf)
+            for token, label, conf in zip(tokens, labels, token_conf)
         )
         slots = []
-        for slot, start, end in label_spans:
+        for (slot, start, end), conf in zip(label_spans, span_conf):
             char_start, char_end = tokens[start].start, tokens[end - 1].end
             slots.append(SlotPrediction(slot=slot, value=text[char_start:char_end], start=char_start, end=char_end,
-                                        confidence=round(span_conf(start, end), 6)))
+                                        confidence=conf))
         intent = None
         if intent_probs is not None and self.intents:
             best = int(intent_probs.argmax())

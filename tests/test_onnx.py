@@ -120,6 +120,50 @@ def test_graph_reproduces_torch(tmp_path, name):
         np.testing.assert_allclose(onnx_int, torch_int, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["bilstm-crf", "no-chars-no-intents"])
+def test_the_token_path_gives_the_array_paths_numbers(tmp_path, name, monkeypatch):
+    """``run_tokens`` (what the predictor calls) reuses the precomputed character features of frequent
+    words and encodes the others once per call; it must give ``run``'s numbers on the featurizer's
+    arrays for words among the precomputed ones, words of the vocabulary past them, unseen words, a
+    word repeated in a call, and tokens spelled like the vocabulary's padding and unknown entries."""
+    import slotfill.engines as engines
+
+    directory = random_artifact(tmp_path / name, **ARCHITECTURES[name])
+    export_onnx(directory)
+    artifact = read_artifact(directory)
+    monkeypatch.setattr(engines, "KNOWN_WORDS", 6)  # part of the vocabulary precomputed, part not
+    engine = OnnxEngine(artifact)
+    vocabulary = artifact.featurizer.words.itos
+    assert len(vocabulary) > 6
+    sentences = synthetic_sentences(WORDS + ["ünïcode", "東京"], count=30, seed=4)
+    sentences.append([vocabulary[0], vocabulary[1], "zzqx", "zzqx", vocabulary[-1], "東京"])
+    expected_em, expected_int = engine.run(*artifact.featurizer.arrays(sentences))
+    got_em, got_int, lengths = engine.run_tokens(sentences)
+    assert lengths.tolist() == [len(s) for s in sentences]
+    for row, n in enumerate(lengths):
+        np.testing.assert_allclose(got_em[row, :n], expected_em[row, :n], atol=1e-6, rtol=0)
+    if expected_int is None:
+        assert got_int is None
+    else:
+        np.testing.assert_allclose(got_int, expected_int, atol=1e-6, rtol=0)
+    if name == "bilstm-crf":
+        assert engine._known_chars.shape == (6, 10)
+
+
+def test_a_graph_with_per_position_characters_is_refused_with_the_way_out(onnx_artifact):
+    """Graphs of earlier slotfill releases took character ids per position; such a graph is refused by
+    name, with the command that writes the current one, not fed the wrong inputs."""
+    import onnx
+
+    model = onnx.load(str(onnx_artifact / ONNX_FILE))
+    [graph_input] = [i for i in model.graph.input if i.name == "word_chars"]
+    graph_input.name = "char_ids"
+    for node in model.graph.node:
+        node.input[:] = ["char_ids" if name == "word_chars" else name for name in node.input]
+    with pytest.raises(ArtifactError, match=r"inputs \['word_ids', 'char_ids'.*export it again with `slotfill export"):
+        OnnxEngine(read_artifact(onnx_artifact), graph=model.SerializeToString())
+
+
 def test_padding_never_leaks_into_real_positions(tmp_path):
     """A sentence scores the same alone and padded in a batch next to a much longer one."""
     directory = random_artifact(tmp_path / "m")
@@ -274,13 +318,13 @@ def test_large_onnx_batches_run_in_length_chunks_with_the_same_answers(onnx_arti
     predictor = Predictor.load(onnx_artifact, backend="onnx")
     sentences = synthetic_sentences(["book", "a", "table", "for", "two", "tomorrow", "at", "7pm"], count=40, seed=5)
     calls = []
-    real_run = predictor.engine.run
+    real_run = predictor.engine.run_tokens
 
-    def counting_run(word_ids, char_ids, lengths, subwords=None):
-        calls.append(lengths.tolist())
-        return real_run(word_ids, char_ids, lengths, subwords=subwords)
+    def counting_run(token_lists):
+        calls.append([len(tokens) for tokens in token_lists])
+        return real_run(token_lists)
 
-    monkeypatch.setattr(predictor.engine, "run", counting_run)
+    monkeypatch.setattr(predictor.engine, "run_tokens", counting_run)
     together = predictor.predict_tokens(sentences)
     assert len(calls) == -(-len(sentences) // Predictor.CHUNK)
     assert [n for chunk in calls for n in chunk] == sorted(map(len, sentences)), "each chunk holds similar lengths"
