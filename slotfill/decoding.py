@@ -302,7 +302,11 @@ def _flush(x: np.ndarray) -> np.ndarray:
 
 
 def forward_backward(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTables) -> ForwardBackward:
-    """Forward-backward in probability space with per-step rescaling: matrix products, no logsumexp."""
+    """Forward-backward in probability space with per-step rescaling: matrix products, no logsumexp.
+
+    The recursions run time-major, (T, B, K), so that each step reads and writes contiguous rows in
+    place; the per-step normalisers are turned into log-scales once, after the loops.
+    """
     batch, steps, num_tags = emissions.shape
     dtype = emissions.dtype
     lengths = np.asarray(lengths)
@@ -310,51 +314,72 @@ def forward_backward(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTabl
         return _forward_backward_one(emissions, int(lengths[0]), tables)
     order, running = _longest_first(lengths)
     active = len(running)  # the longest length; emissions may be padded further
-    em = emissions[order]
+    em = emissions[order, :active].transpose(1, 0, 2)  # (A, B, K) view, rows longest first
     trans_shift = tables.transitions.max()
-    exp_trans = _flush(np.exp(tables.transitions - trans_shift))  # (K, K); forbidden moves -> 0
+    exp_trans = _flush(np.exp(tables.transitions - trans_shift))
     exp_trans_t = np.ascontiguousarray(exp_trans.T)
-    em_shift = _max(em, axis=2)  # (B, T)
-    exp_em = _flush(np.exp(em - em_shift[:, :, None]))  # (B, T, K)
+    em_shift = _max(em, axis=2)  # (A, B)
+    exp_em = _flush(np.exp(em - em_shift[:, :, None]))  # (A, B, K)
 
-    alpha = np.zeros((batch, steps, num_tags), dtype=dtype)
-    log_a = np.zeros((batch, steps), dtype=np.float64)
+    alpha = np.zeros((steps, batch, num_tags), dtype=dtype)  # time-major; zero past each row's length
+    scales = np.ones((active, batch), dtype=dtype)
     start_shift = tables.start.max()
-    first = np.exp(tables.start - start_shift)[None] * exp_em[:, 0]
-    scale = _sum(first, axis=1)
-    alpha[:, 0] = first / scale[:, None]
-    log_a[:, 0] = np.log(scale) + em_shift[:, 0] + start_shift
+    np.multiply(np.exp(tables.start - start_shift), exp_em[0], out=alpha[0])
+    _sum(alpha[0], axis=1, out=scales[0])
+    alpha[0] /= scales[0][:, None]
     for t in range(1, active):
         n = running[t]
-        stepped = (alpha[:n, t - 1] @ exp_trans) * exp_em[:n, t]
-        scale = _sum(stepped, axis=1)
-        alpha[:n, t] = _flush(stepped / scale[:, None])
-        log_a[:n, t] = log_a[:n, t - 1] + np.log(scale) + em_shift[:n, t] + trans_shift
+        a = alpha[t, :n]
+        np.matmul(alpha[t - 1, :n], exp_trans, out=a)
+        a *= exp_em[t, :n]
+        s = scales[t, :n]
+        _sum(a, axis=1, out=s)
+        a /= s[:, None]
+        a[a < _FLUSH] = 0.0
 
-    beta = np.zeros((batch, steps, num_tags), dtype=dtype)
-    log_b = np.zeros((batch, steps), dtype=np.float64)
-    end_shift = tables.end.max()
-    exp_end = np.exp(tables.end - end_shift)
-    for t in range(active - 1, -1, -1):
-        n_here = running[t]  # rows with length > t
-        n_next = running[t + 1] if t + 1 < active else 0  # rows that continue past t
-        if n_next:
-            stepped = (exp_em[:n_next, t + 1] * beta[:n_next, t + 1]) @ exp_trans_t
-            norm = _sum(stepped, axis=1)
-            beta[:n_next, t] = _flush(stepped / norm[:, None])
-            log_b[:n_next, t] = log_b[:n_next, t + 1] + np.log(norm) + em_shift[:n_next, t + 1] + trans_shift
-        if n_here > n_next:  # rows whose last step is t
-            beta[n_next:n_here, t] = exp_end
-            log_b[n_next:n_here, t] = end_shift
     last = lengths[order] - 1
     rows = np.arange(batch)
-    final = alpha[rows, last] * exp_end[None]
-    log_z = np.log(_sum(final, axis=1)) + log_a[rows, last] + end_shift
+    end_shift = tables.end.max()
+    exp_end = np.exp(tables.end - end_shift)
+    beta = np.zeros((steps, batch, num_tags), dtype=dtype)
+    beta[last, rows] = exp_end
+    norms = np.ones((active, batch), dtype=dtype)
+    buffer = np.empty((batch, num_tags), dtype=dtype)
+    for t in range(active - 2, -1, -1):
+        n = running[t + 1]  # rows that go on past t
+        x = buffer[:n]
+        np.multiply(exp_em[t + 1, :n], beta[t + 1, :n], out=x)
+        b = beta[t, :n]
+        np.matmul(x, exp_trans_t, out=b)
+        s = norms[t, :n]
+        _sum(b, axis=1, out=s)
+        b /= s[:, None]
+        b[b < _FLUSH] = 0.0
 
+    # log_a[t] adds up the scales of steps 0..t; log_b[t] those of the steps from the row's last position
+    # back to t. Positions past a row's length stay 0, as alpha and beta do there.
+    position = np.arange(active)[:, None]
+    em_shift64 = em_shift.astype(np.float64)
+    log_a = np.zeros((steps, batch))
+    increments = np.log(scales, dtype=np.float64) + em_shift64
+    increments[1:] += trans_shift
+    increments[0] += start_shift
+    np.cumsum(increments, axis=0, out=log_a[:active])
+    log_a[:active][position > last] = 0.0
+    increments = np.log(norms, dtype=np.float64)
+    increments[:-1] += em_shift64[1:] + trans_shift
+    increments[position >= last] = 0.0  # only steps t < last move a row's beta back
+    log_b = np.zeros((steps, batch))
+    log_b[:active] = np.cumsum(increments[::-1], axis=0)[::-1] + end_shift
+    log_b[:active][position > last] = 0.0
+
+    final = alpha[last, rows] * exp_end
+    log_z = np.log(_sum(final, axis=1)) + log_a[last, rows] + end_shift
     inverse = np.empty_like(order)
-    inverse[order] = np.arange(batch)
-    return ForwardBackward(alpha=alpha[inverse], beta=beta[inverse], log_alpha_scale=log_a[inverse],
-                           log_beta_scale=log_b[inverse], log_z=log_z[inverse])
+    inverse[order] = rows
+    return ForwardBackward(alpha=alpha[:, inverse].transpose(1, 0, 2), beta=beta[:, inverse].transpose(1, 0, 2),
+                           log_alpha_scale=log_a[:, inverse].T, log_beta_scale=log_b[:, inverse].T,
+                           log_z=log_z[inverse])
 
 
 def _forward_backward_one(emissions: np.ndarray, length: int, tables: CRFTables) -> ForwardBackward:
