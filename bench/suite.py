@@ -18,7 +18,9 @@ What it does, in this order (one server at a time, so they never compete for the
    flair's ``SequenceTagger`` and a transformers token-classification pipeline (both behind
    ``bench/peer_app.py``, the same route and request model). Each target: start on a free port, wait for
    readiness, ``--warmup`` s of unmeasured load at the largest connection count, resident memory, then one
-   ``--duration`` s wrk run per ``--connections`` value, resident memory again, stop (SIGTERM).
+   ``--duration`` s wrk run per ``--connections`` value, resident memory again, stop (SIGTERM). With
+   ``--rounds N`` all targets are measured N times in interleaved rounds (a slow spell of a shared machine then
+   hits every target, not one) and each row is the round with the median requests/s, every round's rate beside it.
 2. In-process tagging speed (``bench/tagging_speed.py`` in a subprocess per backend): ATIS test one utterance per
    call and in calls of 64, best of ``--inprocess-repeat`` passes, wall clock.
 3. Cold start: for each of ``--backends`` (torch, onnx, onnx-int8), ``--cold-starts`` (3) fresh ``python -m service`` processes,
@@ -261,6 +263,34 @@ def server_spec(target: Target, port: int, args: argparse.Namespace, model: Path
             "timeout": 900.0}
 
 
+def median_rows(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per connection count from several rounds of one target: the round with the median
+    requests/s (the lower middle for an even count), with every round's rate beside it and the errors
+    of all rounds added up, so that one failed request anywhere still shows."""
+    merged = []
+    for runs in zip(*rounds):  # the same connection count in each round
+        ranked = sorted(runs, key=lambda row: row["requests_per_s"])
+        row = dict(ranked[(len(ranked) - 1) // 2])
+        row["rounds_requests_per_s"] = [round(r["requests_per_s"], 1) for r in runs]
+        row["errors"] = sum(r["errors"] for r in runs)
+        row["non_2xx"] = sum(r["non_2xx"] for r in runs)
+        row["socket_errors"] = {key: sum(r["socket_errors"].get(key, 0) for r in runs)
+                                for key in runs[0]["socket_errors"]}
+        merged.append(row)
+    return merged
+
+
+def merge_rounds_info(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """A target's server facts over its rounds: median start-to-ready, largest resident memory."""
+    merged = dict(infos[0])
+    merged["rounds"] = len(infos)
+    merged["start_to_ready_s"] = statistics.median(i["start_to_ready_s"] for i in infos)
+    for key in ("rss_after_warmup_mb", "rss_end_mb"):
+        values = [i[key] for i in infos if i.get(key) is not None]
+        merged[key] = max(values) if values else None
+    return merged
+
+
 def slotfill_command(model: Path, port: int, backend: str, workers: int = 1) -> list[str]:
     return [sys.executable, "-m", "service", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers), "--backend", backend]
@@ -465,15 +495,20 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"## HTTP throughput (wrk, `POST /v1/tag` `{{\"text\": ...}}`, {cfg['utterances_used']} ATIS test "
-            f"utterances; {cfg['duration_s']:g} s per run after {cfg['warmup_s']:g} s warm-up)",
+            f"utterances; {cfg['duration_s']:g} s per run after {cfg['warmup_s']:g} s warm-up"
+            + (f"; median of {cfg['rounds']} interleaved rounds, every round's rate in the last column"
+               if cfg.get("rounds", 1) > 1 else "") + ")",
             "",
-            "| target | connections | requests/s | vs no-op | p50 ms | p99 ms | non-2xx | socket errors |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| target | connections | requests/s | vs no-op | p50 ms | p99 ms | non-2xx | socket errors |"
+            + (" rounds (requests/s) |" if cfg.get("rounds", 1) > 1 else ""),
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + (" --- |" if cfg.get("rounds", 1) > 1 else ""),
         ]
         for row in report["http"]:
+            rounds = row.get("rounds_requests_per_s")
             lines.append(f"| {row['label']} | {row['connections']} | {row['requests_per_s']:.1f} | "
                          f"{fmt(row.get('ratio_vs_noop'), '{:.2f}x')} | {fmt(row.get('p50_ms'), '{:.2f}')} | {fmt(row.get('p99_ms'), '{:.2f}')} | "
-                         f"{row['non_2xx']} | {sum(row['socket_errors'].values())} |")
+                         f"{row['non_2xx']} | {sum(row['socket_errors'].values())} |"
+                         + (f" {', '.join(f'{v:.0f}' for v in rounds)} |" if cfg.get("rounds", 1) > 1 else ""))
         lines += ["", "| server | RSS after warm-up MB | RSS at end MB | spawn to ready s |",
                   "| --- | ---: | ---: | ---: |"]
         for server in report["servers"]:
@@ -518,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=3,
                         help="seconds of unmeasured load per server before its runs, at the largest connection "
                              "count (default 3; 0 disables)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every target this many times, in interleaved rounds, and report the round "
+                             "with the median requests/s (default 1)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (at most the connection count; default 2)")
     parser.add_argument("--timeout", type=float, default=10.0, help="wrk per-request timeout, seconds (default 10)")
     parser.add_argument("--count", type=int, default=100, help="distinct request bodies: the first N test "
@@ -566,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(c < 1 for c in args.connections) or args.duration <= 0 or args.warmup < 0:
         log("error: --connections must be >= 1 and --duration > 0 (whole seconds: wrk takes no fractions)")
         return 2
+    if args.rounds < 1:
+        log(f"error: --rounds must be at least 1, got {args.rounds}")
+        return 2
     if not targets and args.skip_inprocess and args.skip_cold_start:
         log("error: nothing to run (every target skipped, and --skip-inprocess --skip-cold-start)")
         return 2
@@ -590,9 +631,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     per_target = args.warmup + len(args.connections) * (args.duration + 1) + 4
-    estimate = len(targets) * per_target + (20 if any(t.peer == "flair" for t in targets) else 0)
-    log(f"{len(targets)} HTTP target(s) x {len(args.connections)} run(s): about {estimate / 60:.1f} min of load, "
-        "plus in-process and cold starts")
+    estimate = args.rounds * (len(targets) * per_target + (20 if any(t.peer == "flair" for t in targets) else 0))
+    log(f"{len(targets)} HTTP target(s) x {len(args.connections)} run(s) x {args.rounds} round(s): about "
+        f"{estimate / 60:.1f} min of load, plus in-process and cold starts")
     work = Path(tempfile.mkdtemp(prefix="slotfill-suite-"))
     try:
         return run_suite(args, targets, wrk, export, extra_settings, command_line, work)
@@ -627,7 +668,7 @@ def run_suite(args: argparse.Namespace, targets: list[Target], wrk: str | None, 
         "versions": tool_versions,
         "load_average_start": load_average(),
         "config": {"model": str(args.model), "data": str(args.data), "targets": [t.key for t in targets],
-                   "connections": args.connections, "duration_s": args.duration, "warmup_s": args.warmup,
+                   "connections": args.connections, "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
                    "wrk_threads": args.threads, "timeout_s": args.timeout, "utterances_used": used,
                    "request": 'POST /v1/tag {"text": <utterance>}', "backends": args.backends,
                    "inprocess_repeat": args.inprocess_repeat, "cold_starts": args.cold_starts,
@@ -639,18 +680,33 @@ def run_suite(args: argparse.Namespace, targets: list[Target], wrk: str | None, 
         "http": [], "servers": [], "inprocess": {}, "cold_start": {},
     }
     status = 0
+    infos: dict[str, list[dict[str, Any]]] = {t.key: [] for t in targets}
+    runs: dict[str, list[list[dict[str, Any]]]] = {t.key: [] for t in targets}
+    failed: dict[str, str] = {}
+    for round_index in range(args.rounds):  # rounds interleave the targets, so a slow spell hits them all
+        if args.rounds > 1:
+            log(f"-- round {round_index + 1} of {args.rounds}")
+        for target in targets:
+            if target.key in failed:
+                continue
+            try:
+                info, rows = measure_target(target, args, wrk, args.model, bodies, first_body, extra_settings,
+                                            log_dir)
+            except (SetupError, RuntimeError, subprocess.TimeoutExpired) as exc:  # the other targets still run
+                log(f"error: {target.label}: {exc}")
+                failed[target.key] = str(exc)
+                status = 1
+                continue
+            infos[target.key].append(info)
+            runs[target.key].append(rows)
+            if any(row["errors"] for row in rows):
+                status = 1
     for target in targets:
-        try:
-            info, rows = measure_target(target, args, wrk, args.model, bodies, first_body, extra_settings, log_dir)
-        except (SetupError, RuntimeError, subprocess.TimeoutExpired) as exc:  # the other targets still run
-            log(f"error: {target.label}: {exc}")
-            report["servers"].append({"target": target.key, "label": target.label, "error": str(exc)})
-            status = 1
-            continue
-        report["servers"].append(info)
-        report["http"].extend(rows)
-        if any(row["errors"] for row in rows):
-            status = 1
+        if target.key in failed:
+            report["servers"].append({"target": target.key, "label": target.label, "error": failed[target.key]})
+        if infos[target.key]:
+            report["servers"].append(merge_rounds_info(infos[target.key]))
+            report["http"].extend(median_rows(runs[target.key]))
     for row in report["http"]:
         noop = same_workers_noop(report["http"], row)
         row["ratio_vs_noop"] = (row["requests_per_s"] / noop["requests_per_s"]

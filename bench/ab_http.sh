@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# HTTP A/B of two source trees (e.g. two commits) serving their own artifacts, in interleaved rounds, so that
+# a slow spell of a shared machine hits both sides alike. Each run: start `python -m service` from the tree,
+# wait for /ready, 3 s of unmeasured load, then one wrk run; prints "A <requests/s>" / "B <requests/s>" per round.
+#
+#   git worktree add /tmp/slotfill-before <commit>          # the tree to compare against
+#   bash bench/ab_http.sh /tmp/slotfill-before MODEL_A . MODEL_B [ROUNDS] [CONNECTIONS] [SECONDS]
+#
+# Both trees run with this checkout's .venv; settings come from the environment as usual (SLOTFILL_BACKEND,
+# SLOTFILL_MODEL_THREAD, ...). Requests: the first 100 ATIS test utterances as {"text": ...}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+if [ $# -lt 4 ]; then
+    echo "usage: bash bench/ab_http.sh TREE_A MODEL_A TREE_B MODEL_B [ROUNDS=4] [CONNECTIONS=16] [SECONDS=10]" >&2
+    exit 2
+fi
+TREE_A=$(cd "$1" && pwd); MODEL_A=$(cd "$2" && pwd); TREE_B=$(cd "$3" && pwd); MODEL_B=$(cd "$4" && pwd)
+ROUNDS=${5:-4}; CONNECTIONS=${6:-16}; SECONDS_PER_RUN=${7:-10}
+PYTHON="$REPO/.venv/bin/python"
+DATA="$REPO/../shared/datasets/atis/test/seq.in"
+for need in "$PYTHON" "$DATA"; do
+    [ -e "$need" ] || { echo "error: $need does not exist" >&2; exit 2; }
+done
+command -v wrk >/dev/null || { echo "error: wrk is not installed (apt-get install -y wrk)" >&2; exit 2; }
+BODIES=$(mktemp)
+trap 'rm -f "$BODIES"; [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null || true' EXIT
+head -100 "$DATA" | "$PYTHON" -c 'import json, sys; [print(json.dumps({"text": l.strip()})) for l in sys.stdin]' > "$BODIES"
+PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+run() {  # $1 label, $2 tree, $3 model
+    (cd "$2" && SLOTFILL_MODEL_DIR="$3" SLOTFILL_LOG_LEVEL=WARNING OMP_NUM_THREADS=1 \
+        exec "$PYTHON" -m service --port "$PORT") > /dev/null 2>&1 &
+    SERVER=$!
+    for _ in $(seq 150); do
+        curl -sf "http://127.0.0.1:$PORT/ready" > /dev/null && break
+        kill -0 "$SERVER" 2>/dev/null || { echo "error: the server from $2 exited before it was ready" >&2; exit 1; }
+        sleep 0.2
+    done
+    wrk -t2 -c"$CONNECTIONS" -d3s -s bench/load_post.lua "http://127.0.0.1:$PORT" -- "$BODIES" > /dev/null
+    local report
+    report=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s bench/load_post.lua "http://127.0.0.1:$PORT" -- "$BODIES")
+    echo "$report" | grep WRK_JSON | "$PYTHON" -c '
+import json, sys
+label = sys.argv[1]
+r = json.loads(sys.stdin.read().split("WRK_JSON", 1)[1])
+rate = r["requests"] / (r["duration_us"] / 1e6)
+errors = sum(r["errors"].values())
+print(f"{label} {rate:.0f}" + (f" ({errors} errors)" if errors else ""))
+' "$1"
+    kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
+    sleep 1
+}
+
+for _ in $(seq "$ROUNDS"); do
+    run A "$TREE_A" "$MODEL_A"
+    run B "$TREE_B" "$MODEL_B"
+done
