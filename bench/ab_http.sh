@@ -7,7 +7,8 @@
 #   bash bench/ab_http.sh /tmp/slotfill-before MODEL_A . MODEL_B [ROUNDS] [CONNECTIONS] [SECONDS]
 #
 # Both trees run with this checkout's .venv; settings come from the environment as usual (SLOTFILL_BACKEND,
-# SLOTFILL_MODEL_THREAD, ...). Requests: the first 100 ATIS test utterances as {"text": ...}.
+# SLOTFILL_MODEL_THREAD, SLOTFILL_LOG_LEVEL, ...; unset, the service's defaults). Requests: the first 100 ATIS test
+# utterances as {"text": ...}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -29,7 +30,7 @@ head -100 "$DATA" | "$PYTHON" -c 'import json, sys; [print(json.dumps({"text": l
 PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 run() {  # $1 label, $2 tree, $3 model
-    (cd "$2" && SLOTFILL_MODEL_DIR="$3" SLOTFILL_LOG_LEVEL=WARNING OMP_NUM_THREADS=1 \
+    (cd "$2" && SLOTFILL_MODEL_DIR="$3" OMP_NUM_THREADS=1 \
         exec "$PYTHON" -m service --port "$PORT") > /dev/null 2>&1 &
     SERVER=$!
     for _ in $(seq 150); do
