@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from slotfill.decoding import forward_backward, path_segment_probability, softmax, viterbi
+from slotfill.decoding import (
+    forward_backward,
+    path_segment_probabilities,
+    path_segment_probability,
+    softmax,
+    viterbi,
+)
 from slotfill.models.crf import CRF, allowed_transitions
 from slotfill.engines import crf_tables
 
@@ -71,6 +77,24 @@ def test_span_probability_equals_brute_force(seed):
     for start, end in [(0, 1), (1, 3), (0, 4), (3, 4)]:
         expected = brute_force_segment_probability(tables, emissions[0], path, start, end)
         assert path_segment_probability(fb, emissions, tables, 0, path, start, end) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_span_probabilities_of_a_batch_at_once_equal_one_by_one(dtype):
+    """The vectorised form gives every segment of a batch (any rows, starts, ends, one-token and whole
+    sequences, rows of different lengths) the value of the one-segment form."""
+    tables = crf_tables(make_crf(2, constrained=True)).astype(dtype)
+    emissions, lengths = random_emissions(7, [6, 1, 4, 6, 2])
+    emissions = emissions.astype(dtype)
+    paths = viterbi(emissions, lengths, tables)
+    fb = forward_backward(emissions, lengths, tables)
+    segments = [(row, start, end) for row, n in enumerate(lengths)
+                for start in range(n) for end in range(start + 1, n + 1)]
+    rows, starts, ends = (np.array(column) for column in zip(*segments))
+    got = path_segment_probabilities(fb, emissions, tables, paths, rows, starts, ends)
+    expected = [path_segment_probability(fb, emissions, tables, r, paths[r], s, e) for r, s, e in segments]
+    np.testing.assert_allclose(got, expected, rtol=1e-9 if dtype == np.float64 else 1e-5, atol=0)
+    assert np.all((got > 0) & (got <= 1))
 
 
 def test_constrained_viterbi_never_emits_forbidden_transition():
