@@ -16,8 +16,14 @@ if [ $# -lt 4 ]; then
     echo "usage: bash bench/ab_http.sh TREE_A MODEL_A TREE_B MODEL_B [ROUNDS=4] [CONNECTIONS=16] [SECONDS=10]" >&2
     exit 2
 fi
+for dir in "$1" "$2" "$3" "$4"; do
+    [ -d "$dir" ] || { echo "error: $dir is not a directory" >&2; exit 2; }
+done
 TREE_A=$(cd "$1" && pwd); MODEL_A=$(cd "$2" && pwd); TREE_B=$(cd "$3" && pwd); MODEL_B=$(cd "$4" && pwd)
 ROUNDS=${5:-4}; CONNECTIONS=${6:-16}; SECONDS_PER_RUN=${7:-10}
+for number in "$ROUNDS" "$CONNECTIONS" "$SECONDS_PER_RUN"; do
+    [[ "$number" =~ ^[1-9][0-9]*$ ]] || { echo "error: ROUNDS, CONNECTIONS and SECONDS must be whole numbers >= 1, got $number" >&2; exit 2; }
+done
 PYTHON="$REPO/.venv/bin/python"
 DATA="$REPO/../shared/datasets/atis/test/seq.in"
 for need in "$PYTHON" "$DATA"; do

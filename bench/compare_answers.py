@@ -39,7 +39,8 @@ def tag(tree: Path, model: Path, backend: str, data: Path, batch: int, out: Path
     result = subprocess.run([sys.executable, "-c", TAGGER, str(tree), str(model), backend, str(data), str(batch),
                              str(out)], capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"error: tagging with {tree} and {model} failed: {result.stderr.strip().splitlines()[-1:]}")
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"error: tagging with {tree} and {model} failed: {last}")
     return json.loads(out.read_text())
 
 

@@ -4,8 +4,9 @@
 
 Reads the first ``--count`` utterances of ``DATA/test/seq.in`` (raw text, as the service gets it), splits them
 into calls of ``--batch``, and times each stage over all calls: tokenising, the network (its inputs from the
-tokens, graph or torch, outputs; for torch the inputs are also timed on their own), Viterbi, forward-backward (the confidences), the whole
-``predict_texts`` (the stages plus assembling spans and the answer), best of ``--repeat`` passes, one thread.
+tokens, graph or torch, outputs; for torch the inputs are also timed on their own), Viterbi, forward-backward
+(the confidences), the whole ``predict_texts`` (the stages plus assembling spans and the answer), best of
+``--repeat`` passes, one thread.
 The cycle collector is frozen first, as in a serving process (``service/gc_tuning.py``). Prints microseconds
 per utterance.
 """

@@ -492,23 +492,23 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "**WARNING: the machine was busy (1-minute load average above 0.5 at the start): "
                       "these figures are not results.**"]
     if report["http"] or report["servers"]:
+        many_rounds = cfg.get("rounds", 1) > 1
         lines += [
             "",
             f"## HTTP throughput (wrk, `POST /v1/tag` `{{\"text\": ...}}`, {cfg['utterances_used']} ATIS test "
             f"utterances; {cfg['duration_s']:g} s per run after {cfg['warmup_s']:g} s warm-up"
             + (f"; median of {cfg['rounds']} interleaved rounds, every round's rate in the last column"
-               if cfg.get("rounds", 1) > 1 else "") + ")",
+               if many_rounds else "") + ")",
             "",
             "| target | connections | requests/s | vs no-op | p50 ms | p99 ms | non-2xx | socket errors |"
-            + (" rounds (requests/s) |" if cfg.get("rounds", 1) > 1 else ""),
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + (" --- |" if cfg.get("rounds", 1) > 1 else ""),
+            + (" rounds (requests/s) |" if many_rounds else ""),
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + (" --- |" if many_rounds else ""),
         ]
         for row in report["http"]:
-            rounds = row.get("rounds_requests_per_s")
             lines.append(f"| {row['label']} | {row['connections']} | {row['requests_per_s']:.1f} | "
                          f"{fmt(row.get('ratio_vs_noop'), '{:.2f}x')} | {fmt(row.get('p50_ms'), '{:.2f}')} | {fmt(row.get('p99_ms'), '{:.2f}')} | "
                          f"{row['non_2xx']} | {sum(row['socket_errors'].values())} |"
-                         + (f" {', '.join(f'{v:.0f}' for v in rounds)} |" if cfg.get("rounds", 1) > 1 else ""))
+                         + (f" {', '.join(f'{v:.0f}' for v in row['rounds_requests_per_s'])} |" if many_rounds else ""))
         lines += ["", "| server | RSS after warm-up MB | RSS at end MB | spawn to ready s |",
                   "| --- | ---: | ---: | ---: |"]
         for server in report["servers"]:
@@ -668,7 +668,8 @@ def run_suite(args: argparse.Namespace, targets: list[Target], wrk: str | None, 
         "versions": tool_versions,
         "load_average_start": load_average(),
         "config": {"model": str(args.model), "data": str(args.data), "targets": [t.key for t in targets],
-                   "connections": args.connections, "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
+                   "connections": args.connections, "rounds": args.rounds, "duration_s": args.duration,
+                   "warmup_s": args.warmup,
                    "wrk_threads": args.threads, "timeout_s": args.timeout, "utterances_used": used,
                    "request": 'POST /v1/tag {"text": <utterance>}', "backends": args.backends,
                    "inprocess_repeat": args.inprocess_repeat, "cold_starts": args.cold_starts,

@@ -10,8 +10,9 @@ for its own request and never reaches a batch), then ``await batcher.submit(pred
 * Otherwise items collect in one pending batch. The first item starts a ``max_wait`` timer; the batch is
   closed when it holds ``max_size`` items or when the timer fires, whichever comes first, and
   starts at once (``run_batch(predictor, items)``, in a worker thread unless ``model_thread`` is
-  false, see :func:`model_runner`) while the next batch collects. So no item waits longer than ``max_wait`` for its batch to start: a lone request is
-  answered after ``max_wait`` plus the model time, never later.
+  false, see :func:`model_runner`) while the next batch collects. So no item waits longer than
+  ``max_wait`` for its batch to start: a lone request is answered after ``max_wait`` plus the model
+  time, never later.
 * ``max_concurrency`` (default: no limit) caps the batches running at once. At the cap, a timer
   that fires does not close the pending batch: it keeps collecting (up to ``max_size``) and starts
   as soon as a running batch ends -- bigger batches under saturation, at the price of the

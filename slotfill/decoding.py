@@ -46,6 +46,18 @@ class CRFTables:
         return np.stack([exp_trans, exp_trans.T]), shift
 
     @cached_property
+    def exp_scores(self) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, float, np.ndarray, float]:
+        """In the tables' own dtype, each shifted by its largest score: ``exp(transitions)`` (K, K) with
+        forbidden moves flushed to 0 and its contiguous transpose, the transition shift, then
+        ``exp(start)`` and ``exp(end)`` with their shifts. For the batched forward-backward, which
+        would otherwise recompute them on every call."""
+        trans_shift = self.transitions.max()
+        exp_trans = _flush(np.exp(self.transitions - trans_shift))
+        start_shift, end_shift = self.start.max(), self.end.max()
+        return (exp_trans, np.ascontiguousarray(exp_trans.T), trans_shift, np.exp(self.start - start_shift),
+                start_shift, np.exp(self.end - end_shift), end_shift)
+
+    @cached_property
     def exp_boundaries(self) -> tuple[np.ndarray, float, np.ndarray, float]:
         """float64 ``exp(start - start_shift)``, ``start_shift``, ``exp(end - end_shift)``, ``end_shift``,
         each shift the largest score (computed once per table)."""
@@ -154,6 +166,7 @@ def _dense_step(score: np.ndarray, tables: CRFTables) -> tuple[np.ndarray, np.nd
 # (ATIS emissions in batches of 8 and 16: 2, 3 and 4 within noise of each other, 1 and 6 slower).
 _PRUNE_MIN_ROWS = 4
 _PRUNE_MIN_TAGS = 24
+
 
 @dataclass(frozen=True)
 class PruningPlan:
@@ -333,16 +346,13 @@ def forward_backward(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTabl
     order, running = _longest_first(lengths)
     active = len(running)  # the longest length; emissions may be padded further
     em = emissions[order, :active].transpose(1, 0, 2)  # (A, B, K) view, rows longest first
-    trans_shift = tables.transitions.max()
-    exp_trans = _flush(np.exp(tables.transitions - trans_shift))
-    exp_trans_t = np.ascontiguousarray(exp_trans.T)
+    exp_trans, exp_trans_t, trans_shift, exp_start, start_shift, exp_end, end_shift = tables.exp_scores
     em_shift = _max(em, axis=2)  # (A, B)
     exp_em = _flush(np.exp(em - em_shift[:, :, None]))  # (A, B, K)
 
     alpha = np.zeros((steps, batch, num_tags), dtype=dtype)  # time-major; zero past each row's length
     scales = np.ones((active, batch), dtype=dtype)
-    start_shift = tables.start.max()
-    np.multiply(np.exp(tables.start - start_shift), exp_em[0], out=alpha[0])
+    np.multiply(exp_start, exp_em[0], out=alpha[0])
     _sum(alpha[0], axis=1, out=scales[0])
     alpha[0] /= scales[0][:, None]
     for t in range(1, active):
@@ -357,8 +367,6 @@ def forward_backward(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTabl
 
     last = lengths[order] - 1
     rows = np.arange(batch)
-    end_shift = tables.end.max()
-    exp_end = np.exp(tables.end - end_shift)
     beta = np.zeros((steps, batch, num_tags), dtype=dtype)
     beta[last, rows] = exp_end
     norms = np.ones((active, batch), dtype=dtype)
@@ -489,7 +497,8 @@ def path_segment_probabilities(fb: ForwardBackward, emissions: np.ndarray, table
         step_scores = (tables.transitions[paths[:, :-1], paths[:, 1:]]
                        + emissions[row_index, np.arange(1, steps)[None, :], paths[:, 1:]])  # (B, T - 1)
         running = np.zeros((batch, steps))
-        np.cumsum(step_scores, axis=1, dtype=np.float64, out=running[:, 1:])  # running[b, t]: steps 1 .. t of row b's path
+        # running[b, t]: the scores of steps 1 .. t along row b's path
+        np.cumsum(step_scores, axis=1, dtype=np.float64, out=running[:, 1:])
         inner = running[rows, ends - 1] - running[rows, starts]
     else:
         inner = np.zeros(len(rows))

@@ -108,15 +108,14 @@ class OnnxEngine:
             else ["word_ids", "lengths"]
         inputs = [i.name for i in self.session.get_inputs()]
         if inputs != expected_inputs:
-            raise ArtifactError(f"{directory / graph_file}: inputs {inputs}, expected {expected_inputs} (a graph from an "
-                                f"earlier slotfill?); export it again with `slotfill export --model {directory} "
-                                f"--format onnx`")
+            raise ArtifactError(f"{directory / graph_file}: inputs {inputs}, expected {expected_inputs} (a graph "
+                                f"from an earlier slotfill?); export it again with `slotfill export --model "
+                                f"{directory} --format onnx`")
         names = [o.name for o in self.session.get_outputs()]
-        expected = ["emissions", "intent_logits"] if config.num_intents else ["emissions"]
-        if names != expected + (["word_char_features"] if self._chars else []):
-            raise ArtifactError(f"{directory / graph_file}: outputs {names}, expected "
-                                f"{expected + (['word_char_features'] if self._chars else [])}")
-        self._outputs = expected
+        self._outputs = ["emissions", "intent_logits"] if config.num_intents else ["emissions"]  # what a call reads
+        expected = self._outputs + (["word_char_features"] if self._chars else [])
+        if names != expected:
+            raise ArtifactError(f"{directory / graph_file}: outputs {names}, expected {expected}")
         self.featurizer = artifact.featurizer
         self._no_known = np.zeros((0, config.char_channels), dtype=np.float32)
         # The character features of the vocabulary's most frequent words, encoded once here (row i is word
@@ -135,6 +134,9 @@ class OnnxEngine:
             batch, steps, width = char_ids.shape
             feeds.update(word_chars=char_ids.reshape(batch * steps, width), known_chars=self._no_known,
                          char_index=np.arange(batch * steps, dtype=np.int64).reshape(batch, steps))
+        return self._run(feeds)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         results = self.session.run(self._outputs, feeds)
         return results[0], (results[1] if len(results) > 1 else None)
 
@@ -145,14 +147,12 @@ class OnnxEngine:
         precomputed ones reuses its character features, and every other distinct word of the call is
         encoded once. The emissions equal :meth:`run`'s on the featurizer's arrays (a test checks)."""
         featurizer = self.featurizer
+        if not self._chars:
+            word_ids, _, lengths = featurizer.arrays(token_lists, chars=False)
+            return *self._run({"word_ids": word_ids, "lengths": lengths}), lengths
         lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
         steps = int(lengths.max())
-        get = featurizer.words.stoi.get
-        if not self._chars:
-            word_ids = np.array([[get(token, 1) for token in tokens] + [0] * (steps - len(tokens))
-                                 for tokens in token_lists], dtype=np.int64)
-            results = self.session.run(self._outputs, {"word_ids": word_ids, "lengths": lengths})
-            return results[0], (results[1] if len(results) > 1 else None), lengths
+        get, unknown = featurizer.words.stoi.get, featurizer.words.unk_id
         known = len(self._known_chars)
         fresh: dict[str, int] = {}
         word_rows, char_rows = [], []
@@ -164,7 +164,7 @@ class OnnxEngine:
                     ids.append(index)
                     rows.append(index)
                     continue
-                ids.append(1 if index is None else index)
+                ids.append(unknown if index is None else index)
                 row = fresh.get(token)
                 if row is None:
                     row = fresh[token] = known + len(fresh)
@@ -175,8 +175,7 @@ class OnnxEngine:
         feeds = {"word_ids": np.array(word_rows, dtype=np.int64), "word_chars": featurizer.char_matrix(list(fresh)),
                  "known_chars": self._known_chars, "char_index": np.array(char_rows, dtype=np.int64),
                  "lengths": lengths}
-        results = self.session.run(self._outputs, feeds)
-        return results[0], (results[1] if len(results) > 1 else None), lengths
+        return *self._run(feeds), lengths
 
     def _encode_words(self, words: Sequence[str], chunk: int = 2048) -> np.ndarray:
         """(len(words), channels) float32 character features, the graph's own character CNN."""

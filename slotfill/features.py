@@ -58,16 +58,18 @@ class Featurizer:
 
         return tuple(torch.from_numpy(a) for a in self.arrays(token_lists))  # type: ignore[return-value]
 
-    def arrays(self, token_lists: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """-> int64 word_ids (B, T), char_ids (B, T, L), lengths (B,). Every sequence must be non-empty."""
+    def arrays(self, token_lists: Sequence[Sequence[str]], chars: bool = True
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """-> int64 word_ids (B, T), char_ids (B, T, L) (None with ``chars=False``), lengths (B,).
+        Every sequence must be non-empty."""
         lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
         steps = int(lengths.max())
         words = np.zeros((len(token_lists), steps), dtype=np.int64)
-        char_lists = [[self.char_ids(token) for token in tokens] for tokens in token_lists]
-        width = max(len(c) for row in char_lists for c in row)
-        chars = np.zeros((len(token_lists), steps, width), dtype=np.int64)
         for b, tokens in enumerate(token_lists):
             words[b, : len(tokens)] = self.words.encode(tokens)
-            for t, ids in enumerate(char_lists[b]):
-                chars[b, t, : len(ids)] = ids
-        return words, chars, lengths
+        if not chars:
+            return words, None, lengths
+        per_token = self.char_matrix([token for tokens in token_lists for token in tokens])  # (N, L)
+        char_ids = np.zeros((len(token_lists), steps, per_token.shape[1]), dtype=np.int64)
+        char_ids[np.arange(steps)[None, :] < lengths[:, None]] = per_token  # row-major: the tokens' order
+        return words, char_ids, lengths

@@ -39,14 +39,14 @@ class SpanConfidence:
     under softmax decoding the tokens are independent decisions and it is the product of theirs.
     """
 
+    # Up to this many spans, one call per span costs less than the vectorised call's fixed cost (an ATIS
+    # utterance has about 3 spans, a micro-batch of 8 about 25).
+    PER_SPAN_MAX = 6
+
     def __init__(self, paths: np.ndarray, token_conf: np.ndarray, fb: ForwardBackward | None = None,
                  emissions: np.ndarray | None = None, tables: CRFTables | None = None):
         self.paths, self.token_conf = paths, token_conf  # (B, T) each
         self.fb, self.emissions, self.tables = fb, emissions, tables
-
-    # Up to this many spans, one call per span costs less than the vectorised call's fixed cost (an ATIS
-    # utterance has about 3 spans, a micro-batch of 8 about 25).
-    PER_SPAN_MAX = 6
 
     def many(self, rows: Sequence[int], starts: Sequence[int], ends: Sequence[int]) -> np.ndarray:
         """(N,) confidences of the spans ``[starts[i], ends[i])`` of batch rows ``rows[i]``."""
@@ -172,7 +172,7 @@ class Predictor:
             norms = [[token.norm or token.text for token in token_lists[i]] for i in nonempty]
             label_ids, token_conf, span_conf, intent_probs = self.decode_norms(norms)
             decoded = [self._labels_and_spans(label_ids[row, : len(norms[row])].tolist()) for row in range(len(norms))]
-            # Every span of the batch in one vectorised call, rounded with the token confidences.
+            # The confidences of every span of the batch in one call, rounded like the token confidences.
             rows = [row for row, (_, found) in enumerate(decoded) for _ in found]
             span_probs = (np.round(span_conf.many(rows, [s for _, found in decoded for _, s, _ in found],
                                                   [e for _, found in decoded for _, _, e in found]), 6).tolist()
