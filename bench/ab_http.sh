@@ -7,8 +7,10 @@
 #   bash bench/ab_http.sh /tmp/slotfill-before MODEL_A . MODEL_B [ROUNDS] [CONNECTIONS] [SECONDS]
 #
 # Both trees run with this checkout's .venv; settings come from the environment as usual (SLOTFILL_BACKEND,
-# SLOTFILL_MODEL_THREAD, SLOTFILL_LOG_LEVEL, ...; unset, the service's defaults). Requests: the first 100 ATIS test
-# utterances as {"text": ...}.
+# SLOTFILL_MODEL_THREAD, SLOTFILL_LOG_LEVEL, ...; unset, the service's defaults). ENV_A / ENV_B add settings for one
+# side only, as space-separated VAR=value words: to compare two settings on one tree,
+#   ENV_A="SLOTFILL_MODEL_THREAD=false" ENV_B="SLOTFILL_MODEL_THREAD=true" bash bench/ab_http.sh . MODEL . MODEL
+# Requests: the first 100 ATIS test utterances as {"text": ...}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -35,9 +37,14 @@ trap 'rm -f "$BODIES"; [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null || tru
 head -100 "$DATA" | "$PYTHON" -c 'import json, sys; [print(json.dumps({"text": l.strip()})) for l in sys.stdin]' > "$BODIES"
 PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-run() {  # $1 label, $2 tree, $3 model
-    (cd "$2" && SLOTFILL_MODEL_DIR="$3" OMP_NUM_THREADS=1 \
-        exec "$PYTHON" -m service --port "$PORT") > /dev/null 2>&1 &
+for word in ${ENV_A:-} ${ENV_B:-}; do
+    [[ "$word" =~ ^[A-Z_][A-Z0-9_]*=[^[:space:]]*$ ]] || { echo "error: ENV_A / ENV_B hold VAR=value words, got $word" >&2; exit 2; }
+done
+
+run() {  # $1 label, $2 tree, $3 model, $4 extra VAR=value words
+    # shellcheck disable=SC2086  # $4 is split into its words on purpose
+    (cd "$2" && exec env SLOTFILL_MODEL_DIR="$3" OMP_NUM_THREADS=1 $4 \
+        "$PYTHON" -m service --port "$PORT") > /dev/null 2>&1 &
     SERVER=$!
     for _ in $(seq 150); do
         curl -sf "http://127.0.0.1:$PORT/ready" > /dev/null && break
@@ -60,6 +67,6 @@ print(f"{label} {rate:.0f}" + (f" ({errors} errors)" if errors else ""))
 }
 
 for _ in $(seq "$ROUNDS"); do
-    run A "$TREE_A" "$MODEL_A"
-    run B "$TREE_B" "$MODEL_B"
+    run A "$TREE_A" "$MODEL_A" "${ENV_A:-}"
+    run B "$TREE_B" "$MODEL_B" "${ENV_B:-}"
 done

@@ -5,7 +5,8 @@
 Reads the first ``--count`` utterances of ``DATA/test/seq.in`` (raw text, as the service gets it), splits them
 into calls of ``--batch``, and times each stage over all calls: tokenising, the network (its inputs from the
 tokens, graph or torch, outputs; for torch the inputs are also timed on their own), Viterbi, forward-backward
-(the confidences), the whole ``predict_texts`` (the stages plus assembling spans and the answer), best of
+(the confidences; both with the decoder the predictor uses: the compiled kernels, or NumPy under
+``SLOTFILL_DECODER=numpy``), the whole ``predict_texts`` (the stages plus assembling spans and the answer), best of
 ``--repeat`` passes, one thread.
 The cycle collector is frozen first, as in a serving process (``service/gc_tuning.py``). Prints microseconds
 per utterance.
@@ -28,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from viterbi_speed import best_of  # noqa: E402  (bench/ is on the path when run as a script)
 
+from slotfill import fastdecode  # noqa: E402
 from slotfill.decoding import forward_backward, viterbi  # noqa: E402
 from slotfill.errors import SlotfillError  # noqa: E402
 from slotfill.predictor import Predictor  # noqa: E402
@@ -61,11 +63,28 @@ def main() -> int:
     tables, confidence_tables = predictor._tables, predictor._confidence_tables
     if tables is None:
         parser.error(f"{args.model} has no CRF: this breakdown is for CRF taggers")
+    if predictor.decoder == "c":  # the compiled kernels (slotfill/fastdecode.py), as the predictor runs them
+        kernels, confidence_kernels = predictor._kernels, predictor._confidence_kernels
+        paths = [fastdecode.viterbi(em, lens, kernels) for em, _, lens in outputs]
+
+        def decode() -> list:
+            return [fastdecode.viterbi(em, lens, kernels) for em, _, lens in outputs]
+
+        def confidences() -> list:
+            return [fastdecode.path_posteriors(em, lens, confidence_kernels, path)
+                    for (em, _, lens), path in zip(outputs, paths)]
+    else:
+        def decode() -> list:
+            return [viterbi(em, lens, tables) for em, _, lens in outputs]
+
+        def confidences() -> list:
+            return [forward_backward(em, lens, confidence_tables) for em, _, lens in outputs]
+
     stages = {
         "tokenise": lambda: [[predictor.tokenize(text) for text in call] for call in calls],
         "network": lambda: [predictor.run_network(call) for call in norms],
-        "viterbi": lambda: [viterbi(em, lens, tables) for em, _, lens in outputs],
-        "forward-backward": lambda: [forward_backward(em, lens, confidence_tables) for em, _, lens in outputs],
+        "viterbi": decode,
+        "forward-backward": confidences,
         "predict_texts (all)": lambda: [predictor.predict_texts(call) for call in calls],
     }
     if not hasattr(predictor.engine, "run_tokens"):  # the onnx engines build their inputs inside "network"
@@ -80,10 +99,12 @@ def main() -> int:
         best = best_of(args.repeat, stage)
         result[name] = round(1e6 * best / len(lines), 1)
     if args.json:
-        print(json.dumps({"model": str(args.model), "backend": predictor.backend, "batch": args.batch,
+        print(json.dumps({"model": str(args.model), "backend": predictor.backend, "decoder": predictor.decoder,
+                          "batch": args.batch,
                           "utterances": len(lines), "us_per_utterance": result}))
     else:
-        print(f"{predictor.backend}, calls of {args.batch}, {len(lines)} utterances, microseconds per utterance:")
+        print(f"{predictor.backend}, {predictor.decoder} decoder, calls of {args.batch}, {len(lines)} utterances, "
+              "microseconds per utterance:")
         for name, value in result.items():
             print(f"  {name:22s} {value:8.1f}")
     return 0

@@ -180,6 +180,9 @@ class ModelInfo(StrictModel):
     metrics: dict[str, Any]
     digest: str
     backend: str | None = Field(None, description="Inference backend running the model: onnx, onnx-int8 or torch.")
+    decoder: str | None = Field(None, description="What decodes the CRF: c (the compiled kernels) or numpy (an install "
+                                                 "without a C compiler, or SLOTFILL_DECODER=numpy); numpy for a "
+                                                 "softmax decoder.")
     quantization: dict[str, Any] | None = Field(
         None, description="With the onnx-int8 backend: how the int8 graph compared with the float graph when it was "
                           "made (token and intent agreement, slot F1 of both); null otherwise.")

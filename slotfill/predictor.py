@@ -18,6 +18,7 @@ from .decoding import (
     softmax,
     viterbi,
 )
+from . import fastdecode
 from .engines import Engine, OnnxEngine, TorchEngine, resolve_backend
 from .model_io import Artifact, LoadedModel, load_model, read_artifact
 from .predictions import IntentPrediction, Prediction, SlotPrediction, TokenPrediction
@@ -34,8 +35,9 @@ def _pick(scores: np.ndarray, paths: np.ndarray) -> np.ndarray:
 class SpanConfidence:
     """How sure the model is of each predicted span, for one decoded batch.
 
-    Under a CRF (``fb`` given) a span's confidence is the probability that its positions carry exactly
-    the predicted labels (forward-backward; see :func:`~slotfill.decoding.path_segment_probabilities`);
+    Under a CRF a span's confidence is the probability that its positions carry exactly the predicted
+    labels, from the compiled kernels' ``posteriors`` (see :class:`~slotfill.fastdecode.PathPosteriors`)
+    or NumPy's forward-backward ``fb`` (see :func:`~slotfill.decoding.path_segment_probabilities`);
     under softmax decoding the tokens are independent decisions and it is the product of theirs.
     """
 
@@ -44,12 +46,18 @@ class SpanConfidence:
     PER_SPAN_MAX = 6
 
     def __init__(self, paths: np.ndarray, token_conf: np.ndarray, fb: ForwardBackward | None = None,
-                 emissions: np.ndarray | None = None, tables: CRFTables | None = None):
+                 emissions: np.ndarray | None = None, tables: CRFTables | None = None,
+                 posteriors: fastdecode.PathPosteriors | None = None):
         self.paths, self.token_conf = paths, token_conf  # (B, T) each
         self.fb, self.emissions, self.tables = fb, emissions, tables
+        self.posteriors = posteriors
 
     def many(self, rows: Sequence[int], starts: Sequence[int], ends: Sequence[int]) -> np.ndarray:
         """(N,) confidences of the spans ``[starts[i], ends[i])`` of batch rows ``rows[i]``."""
+        if self.posteriors is not None:
+            if len(rows) <= self.PER_SPAN_MAX:
+                return np.array([self.posteriors.segment(r, s, e) for r, s, e in zip(rows, starts, ends)])
+            return self.posteriors.segments(rows, starts, ends)
         if self.fb is not None:
             if len(rows) <= self.PER_SPAN_MAX:
                 return np.array([path_segment_probability(self.fb, self.emissions, self.tables, r, self.paths[r], s, e)
@@ -96,6 +104,9 @@ class Predictor:
         # float32 is plenty for confidences rounded to 6 digits, and halves the memory traffic.
         tables = engine.crf_tables()
         self._tables = tables.astype(np.float32) if tables is not None else None
+        # CRF decoding: the compiled kernels when they were built (slotfill.fastdecode), else NumPy.
+        self.decoder = "c" if self._tables is not None and fastdecode.available() else "numpy"
+        self._kernels = fastdecode.KernelTables.build(self._tables) if self.decoder == "c" else None
         self._lock = threading.Lock()
         calibration = getattr(loaded, "calibration", None) or {}
         self.set_temperatures(calibration.get("slot_temperature", 1.0), calibration.get("intent_temperature", 1.0))
@@ -108,6 +119,8 @@ class Predictor:
         self.intent_temperature = float(intent)
         self._confidence_tables = (self._tables if self._tables is None or self.slot_temperature == 1.0
                                    else self._tables.scaled(1.0 / self.slot_temperature))
+        self._confidence_kernels = (None if self._kernels is None else self._kernels if self.slot_temperature == 1.0
+                                    else fastdecode.KernelTables.build(self._confidence_tables))
 
     @classmethod
     def load(cls, model_dir: str | Path, backend: str = "auto", threads: int = 1) -> "Predictor":
@@ -123,7 +136,7 @@ class Predictor:
     @property
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "created": self.created, "labels": self.labels,
-                "intents": self.intents, "backend": self.backend, "config": self.config.to_dict(), "tokenizer": self.tokenizer_config.to_dict(),
+                "intents": self.intents, "backend": self.backend, "decoder": self.decoder, "config": self.config.to_dict(), "tokenizer": self.tokenizer_config.to_dict(),
                 "metrics": self.metrics, "digest": self.digest, "quantization": self.quantization}
 
     def tokenize(self, text: str) -> list[Token]:
@@ -248,13 +261,26 @@ class Predictor:
         if intent_logits is not None:
             intent_probs = softmax(intent_logits / intent_t if intent_t != 1.0 else intent_logits)
         if not confidences:
-            paths = viterbi(emissions, lens, self._tables) if self._tables is not None else emissions.argmax(axis=2)
+            if self._kernels is not None:
+                paths = fastdecode.viterbi(emissions, lens, self._kernels)
+            else:
+                paths = viterbi(emissions, lens, self._tables) if self._tables is not None else emissions.argmax(axis=2)
             return paths, None, None, intent_probs
         if slot_t != 1.0:
             scaled = emissions / np.asarray(slot_t, dtype=emissions.dtype)
         else:
             scaled = emissions
-        if self._tables is not None:
+        if self._kernels is not None:
+            paths = fastdecode.viterbi(emissions, lens, self._kernels)
+            if temperatures is None:
+                kernels = self._confidence_kernels
+            else:
+                kernels = (self._kernels if slot_t == 1.0
+                           else fastdecode.KernelTables.build(self._tables.scaled(1.0 / slot_t)))
+            posteriors = fastdecode.path_posteriors(scaled, lens, kernels, paths)
+            token_conf = posteriors.confidence
+            span_conf = SpanConfidence(paths, token_conf, posteriors=posteriors)
+        elif self._tables is not None:
             paths = viterbi(emissions, lens, self._tables)
             if temperatures is None:
                 tables = self._confidence_tables

@@ -18,7 +18,8 @@ async def model_info(predictor: PredictorDep, settings: SettingsDep) -> ModelInf
         name=predictor.name, version=predictor.version, created=predictor.created, labels=list(predictor.labels),
         intents=list(predictor.intents) if predictor.intents is not None else None,
         config=config_dict(predictor), metrics=dict(predictor.metrics or {}), digest=predictor.digest,
-        backend=getattr(predictor, "backend", None), quantization=getattr(predictor, "quantization", None),
+        backend=getattr(predictor, "backend", None),
+        decoder=getattr(predictor, "decoder", None), quantization=getattr(predictor, "quantization", None),
         limits=Limits(max_chars=settings.max_chars, max_tokens=settings.max_tokens,
                       max_batch_items=settings.max_batch_items, max_body_bytes=settings.max_body_bytes),
     )

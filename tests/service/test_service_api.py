@@ -50,8 +50,11 @@ def test_health_and_ready(client: httpx.Client) -> None:
 def test_model_info(client: httpx.Client) -> None:
     info = client.get("/v1/model").json()
     assert {"name", "version", "created", "labels", "intents", "config", "metrics", "digest", "backend",
-            "quantization", "limits"} == set(info)
+            "decoder", "quantization", "limits"} == set(info)
     assert info["backend"] == "onnx", "training exports the graph, and auto prefers it"
+    from slotfill import fastdecode
+
+    assert info["decoder"] == ("c" if fastdecode._decode is not None else "numpy"), "the compiled decoder when built"
     assert info["quantization"] is None, "only the onnx-int8 backend reports one"
     assert "O" in info["labels"] and any(label.startswith("B-") for label in info["labels"])
     assert info["intents"] and all(isinstance(name, str) for name in info["intents"])

@@ -155,8 +155,9 @@ def assert_non_root_before_cmd(instructions: list[tuple[str, str]]) -> None:
 
 def test_dockerfile_stages() -> None:
     stages = dockerfile_stages()
-    assert list(stages) == ["base", "train", "api"], "api is last: a plain `docker build` gives the API image"
+    assert list(stages) == ["base", "wheel", "train", "api"], "api is last: a plain `docker build` gives the API image"
     assert by_name(stages["base"])["FROM"] == ["python:3.11-slim AS base"]
+    assert by_name(stages["wheel"])["FROM"] == ["base AS wheel"]
     assert by_name(stages["train"])["FROM"] == ["base AS train"]
     assert by_name(stages["api"])["FROM"] == ["base AS api"]
 
@@ -170,7 +171,9 @@ def test_train_image_pins_cpu_torch(cli_parser) -> None:
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     torch_spec = next(dep for dep in pyproject["project"]["optional-dependencies"]["train"] if re.match(r"torch\b", dep))
     assert pin.group(1) in SpecifierSet(torch_spec[len("torch"):])
-    assert re.search(r'pip install "?\.\[\$\{EXTRAS\}\]"?', runs), "the package is installed with the EXTRAS extras"
+    assert re.search(r'pip install "\$\(ls /wheels/slotfill-\*\.whl\)\[\$\{EXTRAS\}\]"', runs), \
+        "the wheel built in the wheel stage, with the EXTRAS extras"
+    assert "/wheels" in by_name(stage)["COPY"][0] and by_name(stage)["COPY"][0].startswith("--from=wheel ")
     args = dict(arg.split("=", 1) for arg in by_name(stage)["ARG"])
     assert args["EXTRAS"] == "train", "the train extra by default"
     assert "contextual" in pyproject["project"]["optional-dependencies"]  # the documented --build-arg
@@ -184,7 +187,10 @@ def test_api_image_installs_only_the_hashed_lock(cli_parser, app_paths: set[str]
     runs = " ".join(grouped["RUN"])
     assert "torch" not in runs
     assert re.search(r"pip install --require-hashes --no-deps -r requirements/serve\.lock", runs)
-    assert re.search(r"pip install --no-deps \.(\s|$)", runs), "the package itself, without resolving anything"
+    assert re.search(r"pip install --no-deps /wheels/slotfill-\*\.whl(\s|$)", runs), \
+        "the package itself (the wheel stage's build, with the compiled decoder), without resolving anything"
+    assert "--from=wheel /wheels /wheels" in grouped["COPY"]
+    assert "gcc" not in runs and "apt-get" not in runs, "no compiler in the API image"
     assert any("requirements/serve.lock" in args for args in grouped["COPY"])
     assert_non_root_before_cmd(stage)
     assert grouped["EXPOSE"] == ["8000"]
@@ -227,3 +233,14 @@ def test_dockerignore_keeps_the_context_small() -> None:
     copied = {source for name, args in dockerfile_instructions() if name == "COPY" for source in args.split()[:-1]}
     assert "requirements/serve.lock" in copied
     assert not copied & ignored, "a COPY source is excluded by .dockerignore"
+
+
+def test_wheel_stage_builds_the_compiled_decoder_and_refuses_a_wheel_without_it() -> None:
+    stage = dockerfile_stages()["wheel"]
+    grouped = by_name(stage)
+    runs = " ".join(grouped["RUN"])
+    assert re.search(r"apt-get install -y --no-install-recommends gcc libc6-dev", runs)
+    assert any(args.split()[0] == "setup.py" or "setup.py" in args.split()[:-1] for args in grouped["COPY"]), \
+        "setup.py declares the extension"
+    assert re.search(r"pip wheel --no-deps --wheel-dir /wheels \.", runs)
+    assert "slotfill/_decode" in runs and "sys.exit" in runs

@@ -1,0 +1,184 @@
+"""The compiled decoding kernels (slotfill/_decode.c) give NumPy's paths exactly and its posteriors to
+float32 rounding; the predictor gives the same answers with either decoder."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from slotfill import fastdecode
+from slotfill.decoding import forward_backward, path_segment_probabilities, viterbi
+from slotfill.engines import crf_tables
+from slotfill.models.crf import CRF, allowed_transitions
+
+pytestmark = pytest.mark.skipif(fastdecode._decode is None, reason="the compiled decoder was not built (no C compiler)")
+
+
+def labels_for(scheme: str, slots: int) -> list[str]:
+    prefixes = {"IOB2": "BI", "BIOES": "BIES"}[scheme]
+    return ["O"] + [f"{prefix}-s{i}" for i in range(slots) for prefix in prefixes]
+
+
+def random_tables(seed: int, labels: list[str], scheme: str | None, scale: float = 2.0):
+    torch.manual_seed(seed)
+    crf = CRF(len(labels), allowed_transitions(scheme, labels) if scheme else None)
+    with torch.no_grad():
+        crf.transitions.normal_(0, scale)
+        crf.start_transitions.normal_(0, scale)
+        crf.end_transitions.normal_(0, scale)
+    return crf_tables(crf.double()).astype(np.float32)
+
+
+def emission_cases(rng: np.random.Generator, batch: int, steps: int, num_tags: int) -> list[np.ndarray]:
+    """Peaked (confident), moderate and flat (ambiguous) emissions, and integer ones full of exact ties."""
+    cases = [rng.normal(0, scale, (batch, steps, num_tags)) for scale in (0.05, 1.0, 4.0, 12.0)]
+    cases.append(np.round(rng.normal(0, 1, (batch, steps, num_tags))))
+    return [case.astype(np.float32) for case in cases]
+
+
+@pytest.mark.parametrize("scheme,slots", [("IOB2", 3), ("IOB2", 40), ("BIOES", 20), (None, 10)])
+@pytest.mark.parametrize("seed", range(3))
+def test_viterbi_paths_equal_numpy_exactly(scheme, slots, seed):
+    """Same float32 sums, same tie-breaking (the lowest label): the paths are NumPy's, element for element,
+    including past each length (0), on batches of any size and on a single sequence."""
+    labels = labels_for(scheme or "IOB2", slots)
+    tables = random_tables(seed, labels, scheme)
+    kernels = fastdecode.KernelTables.build(tables)
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 25, 24)
+    for emissions in emission_cases(rng, 24, 27, len(labels)):
+        expected = viterbi(emissions, lengths, tables)
+        got = fastdecode.viterbi(emissions, lengths, kernels)
+        assert got.dtype == np.int64 and np.array_equal(got, expected)
+        for row in (0, 5):
+            alone = emissions[row:row + 1, : lengths[row]]
+            assert np.array_equal(fastdecode.viterbi(alone, lengths[row:row + 1], kernels)[0],
+                                  expected[row, : lengths[row]])
+
+
+def test_viterbi_never_takes_a_forbidden_transition():
+    labels = labels_for("IOB2", 30)
+    tables = random_tables(0, labels, "IOB2")
+    kernels = fastdecode.KernelTables.build(tables)
+    emissions = np.full((2, 9, len(labels)), -5.0, dtype=np.float32)
+    emissions[:, :, labels.index("I-s7")] = 10.0  # every position screams I-s7
+    emissions[1, 4, labels.index("I-s3")] = 30.0
+    for path in fastdecode.viterbi(emissions, np.array([9, 9]), kernels):
+        tags = [labels[i] for i in path]
+        assert not tags[0].startswith("I-")
+        for previous, current in zip(tags, tags[1:]):
+            if current.startswith("I-"):
+                assert previous[2:] == current[2:]
+
+
+@pytest.mark.parametrize("scheme,slots", [("IOB2", 3), ("IOB2", 40), ("BIOES", 20), (None, 10)])
+def test_posteriors_equal_numpy_forward_backward(scheme, slots):
+    """Token marginals along the path, log Z and every segment's probability agree with NumPy's float64
+    forward-backward; positions past a length are 0."""
+    labels = labels_for(scheme or "IOB2", slots)
+    tables = random_tables(1, labels, scheme)
+    kernels = fastdecode.KernelTables.build(tables)
+    reference = tables.astype(np.float64)
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 15, 12)
+    for emissions in emission_cases(rng, 12, 16, len(labels)):
+        paths = fastdecode.viterbi(emissions, lengths, kernels)
+        post = fastdecode.path_posteriors(emissions, lengths, kernels, paths)
+        fb = forward_backward(emissions.astype(np.float64), lengths, reference)
+        mask = np.arange(16)[None, :] < lengths[:, None]
+        expected = np.where(mask, np.take_along_axis(fb.marginals, paths[:, :, None], axis=2)[:, :, 0], 0.0)
+        np.testing.assert_allclose(post.confidence, expected, atol=2e-6)
+        assert not post.confidence[~mask].any() and not post.running[~mask].any()
+        np.testing.assert_allclose(post.log_z, fb.log_z, rtol=1e-5)
+        segments = [(row, start, end) for row, n in enumerate(lengths)
+                    for start in range(n) for end in range(start + 1, min(n, start + 4) + 1)]
+        rows, starts, ends = (np.array(column) for column in zip(*segments))
+        want = path_segment_probabilities(fb, emissions.astype(np.float64), reference, paths, rows, starts, ends)
+        got = post.segments(rows, starts, ends)
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-6)
+        assert got == pytest.approx([post.segment(r, s, e) for r, s, e in segments], rel=1e-12, abs=1e-300)
+
+
+def test_segment_probabilities_equal_brute_force_enumeration():
+    labels = labels_for("IOB2", 2)  # 5 labels, 5 positions: 3,125 label sequences
+    tables = random_tables(4, labels, "IOB2", scale=1.0)
+    kernels = fastdecode.KernelTables.build(tables)
+    emissions = np.random.default_rng(4).normal(0, 1.5, (1, 5, len(labels))).astype(np.float32)
+    path = fastdecode.viterbi(emissions, np.array([5]), kernels)
+    post = fastdecode.path_posteriors(emissions, np.array([5]), kernels, path)
+    scores = {}
+    for candidate in itertools.product(range(len(labels)), repeat=5):
+        score = float(tables.start[candidate[0]]) + float(tables.end[candidate[-1]])
+        score += sum(float(emissions[0, t, candidate[t]]) for t in range(5))
+        score += sum(float(tables.transitions[candidate[t - 1], candidate[t]]) for t in range(1, 5))
+        scores[candidate] = score
+    log_z = np.logaddexp.reduce(list(scores.values()))
+    assert post.log_z[0] == pytest.approx(log_z, rel=1e-6)
+    for start, end in [(0, 1), (1, 3), (0, 5), (4, 5), (2, 4)]:
+        hit = [s for c, s in scores.items() if c[start:end] == tuple(path[0, start:end])]
+        expected = np.exp(np.logaddexp.reduce(hit) - log_z)
+        assert post.segment(0, start, end) == pytest.approx(expected, rel=1e-4)
+    for t in range(5):
+        hit = [s for c, s in scores.items() if c[t] == path[0, t]]
+        assert post.confidence[0, t] == pytest.approx(np.exp(np.logaddexp.reduce(hit) - log_z), rel=1e-4)
+
+
+def test_bad_lengths_and_paths_are_refused_with_a_clear_error():
+    labels = labels_for("IOB2", 2)
+    kernels = fastdecode.KernelTables.build(random_tables(0, labels, "IOB2"))
+    emissions = np.zeros((2, 3, len(labels)), dtype=np.float32)
+    for lengths in ([0, 3], [4, 1]):
+        with pytest.raises(ValueError, match=r"lengths\[\d\] = -?\d+ is outside 1\.\.3"):
+            fastdecode.viterbi(emissions, np.array(lengths), kernels)
+    paths = np.zeros((2, 3), dtype=np.int64)
+    paths[1, 2] = len(labels)
+    with pytest.raises(ValueError, match="paths hold label 5, outside 0..4"):
+        fastdecode.path_posteriors(emissions, np.array([3, 3]), kernels, paths)
+    with pytest.raises(ValueError, match="paths have shape"):
+        fastdecode.path_posteriors(emissions, np.array([3, 3]), kernels, paths[:, :2])
+
+
+def test_decoder_choice_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SLOTFILL_DECODER", "numpy")
+    assert fastdecode.available() is False
+    monkeypatch.setenv("SLOTFILL_DECODER", "c")
+    assert fastdecode.available() is True
+    monkeypatch.setenv("SLOTFILL_DECODER", "fortran")
+    with pytest.raises(ValueError, match="SLOTFILL_DECODER must be one of auto, c, numpy, not 'fortran'"):
+        fastdecode.available()
+    monkeypatch.setattr(fastdecode, "_decode", None)
+    monkeypatch.setenv("SLOTFILL_DECODER", "c")
+    with pytest.raises(ValueError, match="was not built"):
+        fastdecode.available()
+    monkeypatch.setenv("SLOTFILL_DECODER", "auto")
+    assert fastdecode.available() is False
+
+
+@pytest.mark.parametrize("temperature", [1.0, 1.7])
+def test_predictor_answers_equal_with_either_decoder(sample_model_dir, monkeypatch, temperature):
+    """The same labels, spans and intents, and confidences within float32 rounding, one at a time and in a
+    batch, with and without temperature scaling."""
+    from slotfill.predictor import Predictor
+
+    texts = ["book a table for four at an italian place tomorrow at 7pm", "play some jazz", "x",
+             "what is the weather like in paris next friday evening"]
+    monkeypatch.setenv("SLOTFILL_DECODER", "numpy")
+    reference = Predictor.load(sample_model_dir, backend="torch")
+    monkeypatch.setenv("SLOTFILL_DECODER", "auto")
+    compiled = Predictor.load(sample_model_dir, backend="torch")
+    assert (reference.decoder, compiled.decoder) == ("numpy", "c") and compiled.info["decoder"] == "c"
+    for predictor in (reference, compiled):
+        predictor.set_temperatures(temperature, 1.0)
+    answers = [(reference.predict_texts(texts), compiled.predict_texts(texts)),
+               ([reference.predict_texts([t])[0] for t in texts], [compiled.predict_texts([t])[0] for t in texts])]
+    for want, got in answers:
+        for a, b in zip(want, got):
+            assert [t.label for t in a.tokens] == [t.label for t in b.tokens]
+            assert [(s.slot, s.start, s.end, s.value) for s in a.slots] == [(s.slot, s.start, s.end, s.value)
+                                                                             for s in b.slots]
+            assert a.intent == b.intent
+            assert [t.confidence for t in a.tokens] == pytest.approx([t.confidence for t in b.tokens], abs=5e-6)
+            assert [s.confidence for s in a.slots] == pytest.approx([s.confidence for s in b.slots], abs=5e-6)
