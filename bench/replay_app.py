@@ -78,9 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.data / 'test' / 'seq.in'} does not exist")
     os.environ[DATA_ENV] = str(args.data.resolve())
     from service.main import serve
+    from slotfill.errors import SlotfillError
 
-    # One worker: the factory is imported from this script's folder, which only this process has on its path.
-    serve(args.model, args.host, args.port, 1, factory="replay_app:create", backend=args.backend)
+    try:
+        # One worker: the factory is imported from this script's folder, which only this process has on its path.
+        serve(args.model, args.host, args.port, 1, factory="replay_app:create", backend=args.backend)
+    except SlotfillError as exc:  # no model there, a bad manifest, a backend that cannot run: one line
+        parser.error(str(exc))
     return 0
 
 

@@ -84,10 +84,11 @@ def model_runner(in_thread: bool) -> Callable[..., Awaitable[Any]]:
     """How model calls run (``Settings.model_thread``): in anyio's worker threads, or on the event loop.
 
     In bench/suite.py (BENCHMARKS.md, ATIS, 2 cores, 16 connections) a thread kept the float graph's
-    throughput, which the event loop cost about a tenth, while the int8 graph, whose onnxruntime share
-    is small next to the NumPy decoding (which holds the interpreter lock), did as well on the loop with a
-    lower p99. A call on the event loop stalls every other connection for its batch; the predictor is
-    pure, so concurrent calls from worker threads are safe.
+    throughput, which the event loop cost about a tenth, while the int8 graph did as well on the loop with a
+    lower p99; with the compiled decoder, which releases the interpreter lock as onnxruntime does, the loop
+    still served the int8 graph faster than a thread (bench/ab_http.sh, BENCHMARKS.md). A call on the event
+    loop stalls every other connection for its batch; the predictor is pure, so concurrent calls from worker
+    threads are safe.
     """
     return anyio.to_thread.run_sync if in_thread else run_inline
 

@@ -106,6 +106,9 @@ def serve(model_dir: str | Path | None = None, host: str | None = None, port: in
         from slotfill.model_io import read_artifact
 
         resolve_backend(read_artifact(settings.model_dir), settings.backend)
+    from slotfill import fastdecode
+
+    fastdecode.available()  # a bad SLOTFILL_DECODER fails here, in one line, not in each worker's start-up
     with _sigterm_exits_cleanly():
         uvicorn.run(
             factory,

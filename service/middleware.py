@@ -9,8 +9,8 @@ is over the limit, whether or not the client sent a Content-Length (chunked bodi
 from __future__ import annotations
 
 import logging
-import re
 import os
+import re
 import time
 from collections.abc import Sequence
 

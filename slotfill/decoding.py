@@ -162,6 +162,20 @@ def _dense_step(score: np.ndarray, tables: CRFTables) -> tuple[np.ndarray, np.nd
     return candidates[rows, cols, best_prev], best_prev
 
 
+def restricted_targets(transitions: np.ndarray, max_sources: int = 4) -> dict[int, tuple[np.ndarray, float]]:
+    """The labels that only 1 to ``max_sources`` labels may move into (``I-x`` in IOB2), each with those
+    sources (ascending) and the highest transition into it from any other label (-inf if none): what an
+    exact pruned Viterbi step looks at (:class:`PruningPlan`; the compiled kernels, ``slotfill.fastdecode``)."""
+    allowed = transitions > DISALLOWED
+    counts = allowed.sum(axis=0)
+    targets = {}
+    for target in np.flatnonzero((counts >= 1) & (counts <= max_sources)):
+        allowed_from = np.flatnonzero(allowed[:, target])
+        outside = np.delete(transitions[:, target], allowed_from)
+        targets[int(target)] = (allowed_from, float(outside.max()) if outside.size else -np.inf)
+    return targets
+
+
 # Below this many rows a dense step costs less than the pruned step's fixed number of NumPy calls
 # (ATIS emissions in batches of 8 and 16: 2, 3 and 4 within noise of each other, 1 and 6 slower).
 _PRUNE_MIN_ROWS = 4
@@ -198,19 +212,15 @@ class PruningPlan:
         num_tags = transitions.shape[0]
         if num_tags < _PRUNE_MIN_TAGS:
             return None
-        allowed = transitions > DISALLOWED
-        counts = allowed.sum(axis=0)
-        restricted = np.flatnonzero((counts >= 1) & (counts <= max_sources))
+        targets = restricted_targets(transitions, max_sources)
+        restricted = np.array(sorted(targets), dtype=np.int64)
         open_ = np.setdiff1d(np.arange(num_tags), restricted)
-        width = int(counts[restricted].max()) if len(restricted) else 1
+        width = max((len(allowed_from) for allowed_from, _ in targets.values()), default=1)
         sources = np.empty((width, len(restricted)), dtype=np.int64)
         bound = np.full(len(restricted), -np.inf)
         for column, target in enumerate(restricted):
-            allowed_from = np.flatnonzero(allowed[:, target])
+            allowed_from, bound[column] = targets[int(target)]
             sources[:, column] = np.concatenate([allowed_from, np.repeat(allowed_from[-1:], width - len(allowed_from))])
-            outside = np.delete(transitions[:, target], allowed_from)
-            if outside.size:
-                bound[column] = outside.max()
         dtype = transitions.dtype
         return cls(restricted=restricted, sources=sources, source_scores=transitions[sources, restricted[None, :]],
                    restricted_bound=bound.astype(dtype), open=open_,

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .decoding import CRFTables
+from .decoding import CRFTables, restricted_targets
+from .errors import ConfigError
 
 try:
     from . import _decode
@@ -34,9 +35,9 @@ def available() -> bool:
     """Whether the compiled kernels are importable and not switched off by ``SLOTFILL_DECODER=numpy``."""
     choice = os.environ.get("SLOTFILL_DECODER", "auto").strip().lower() or "auto"
     if choice not in DECODERS:
-        raise ValueError(f"SLOTFILL_DECODER must be one of {', '.join(DECODERS)}, not {choice!r}")
+        raise ConfigError(f"SLOTFILL_DECODER must be one of {', '.join(DECODERS)}, not {choice!r}")
     if choice == "c" and _decode is None:
-        raise ValueError("SLOTFILL_DECODER=c, but the compiled decoder (slotfill._decode) was not built: "
+        raise ConfigError("SLOTFILL_DECODER=c, but the compiled decoder (slotfill._decode) was not built: "
                          "reinstall slotfill where a C compiler is available")
     return _decode is not None and choice != "numpy"
 
@@ -61,28 +62,22 @@ class KernelTables:
 
     @classmethod
     def build(cls, tables: CRFTables, max_sources: int = 4) -> "KernelTables":
-        transitions = np.ascontiguousarray(tables.transitions, dtype=np.float32)
+        contiguous = functools.partial(np.ascontiguousarray, dtype=np.float32)
+        tables = tables.astype(np.float32)
+        transitions = contiguous(tables.transitions)
         num_tags = transitions.shape[0]
-        allowed = tables.transitions > -1e4
         kind = np.zeros(num_tags, dtype=np.int32)
         sources = np.zeros((num_tags, max_sources), dtype=np.int32)
         bound = transitions.max(axis=0)
-        for target in range(num_tags):
-            from_ = np.flatnonzero(allowed[:, target])
-            if 1 <= len(from_) <= max_sources:
-                kind[target] = len(from_)
-                sources[target, : len(from_)] = from_
-                outside = np.delete(transitions[:, target], from_)
-                bound[target] = outside.max() if outside.size else -np.inf
-        exp_trans, exp_trans_t, trans_shift, exp_start, start_shift, exp_end, end_shift = (
-            tables.astype(np.float32).exp_scores)
-        contiguous = functools.partial(np.ascontiguousarray, dtype=np.float32)
-        return cls(transitions=transitions, start=np.ascontiguousarray(tables.start, dtype=np.float32),
-                   end=np.ascontiguousarray(tables.end, dtype=np.float32), kind=kind, sources=sources,
-                   bound=np.ascontiguousarray(bound, dtype=np.float32),
-                   exp_trans=contiguous(exp_trans), exp_trans_t=contiguous(exp_trans_t), trans_shift=float(trans_shift),
-                   exp_start=contiguous(exp_start), start_shift=float(start_shift), exp_end=contiguous(exp_end),
-                   end_shift=float(end_shift))
+        for target, (allowed_from, outside) in restricted_targets(transitions, max_sources).items():
+            kind[target] = len(allowed_from)
+            sources[target, : len(allowed_from)] = allowed_from
+            bound[target] = outside
+        exp_trans, exp_trans_t, trans_shift, exp_start, start_shift, exp_end, end_shift = tables.exp_scores
+        return cls(transitions=transitions, start=contiguous(tables.start), end=contiguous(tables.end), kind=kind,
+                   sources=sources, bound=contiguous(bound), exp_trans=contiguous(exp_trans),
+                   exp_trans_t=contiguous(exp_trans_t), trans_shift=float(trans_shift), exp_start=contiguous(exp_start),
+                   start_shift=float(start_shift), exp_end=contiguous(exp_end), end_shift=float(end_shift))
 
 
 def _inputs(emissions: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

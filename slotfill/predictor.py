@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from . import fastdecode
 from .decoding import (
     CRFTables,
     ForwardBackward,
@@ -18,7 +19,6 @@ from .decoding import (
     softmax,
     viterbi,
 )
-from . import fastdecode
 from .engines import Engine, OnnxEngine, TorchEngine, resolve_backend
 from .model_io import Artifact, LoadedModel, load_model, read_artifact
 from .predictions import IntentPrediction, Prediction, SlotPrediction, TokenPrediction
@@ -136,7 +136,8 @@ class Predictor:
     @property
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "created": self.created, "labels": self.labels,
-                "intents": self.intents, "backend": self.backend, "decoder": self.decoder, "config": self.config.to_dict(), "tokenizer": self.tokenizer_config.to_dict(),
+                "intents": self.intents, "backend": self.backend, "decoder": self.decoder,
+                "config": self.config.to_dict(), "tokenizer": self.tokenizer_config.to_dict(),
                 "metrics": self.metrics, "digest": self.digest, "quantization": self.quantization}
 
     def tokenize(self, text: str) -> list[Token]:
@@ -190,7 +191,7 @@ class Predictor:
             span_probs = (np.round(span_conf.many(rows, [s for _, found in decoded for _, s, _ in found],
                                                   [e for _, found in decoded for _, _, e in found]), 6).tolist()
                           if rows else [])
-            token_probs = np.round(token_conf.astype(np.float64), 6).tolist()  # float32 would round to 0.99987102
+            token_probs = np.round(np.asarray(token_conf, dtype=np.float64), 6).tolist()  # float32 rounds to 0.99987102
             used = 0
             for row, i in enumerate(nonempty):
                 labels, found = decoded[row]
@@ -260,38 +261,32 @@ class Predictor:
         intent_probs = None
         if intent_logits is not None:
             intent_probs = softmax(intent_logits / intent_t if intent_t != 1.0 else intent_logits)
-        if not confidences:
-            if self._kernels is not None:
-                paths = fastdecode.viterbi(emissions, lens, self._kernels)
-            else:
-                paths = viterbi(emissions, lens, self._tables) if self._tables is not None else emissions.argmax(axis=2)
-            return paths, None, None, intent_probs
-        if slot_t != 1.0:
-            scaled = emissions / np.asarray(slot_t, dtype=emissions.dtype)
-        else:
-            scaled = emissions
-        if self._kernels is not None:
+        if self._tables is None:
+            paths = emissions.argmax(axis=2)
+        elif self._kernels is not None:
             paths = fastdecode.viterbi(emissions, lens, self._kernels)
-            if temperatures is None:
-                kernels = self._confidence_kernels
-            else:
-                kernels = (self._kernels if slot_t == 1.0
-                           else fastdecode.KernelTables.build(self._tables.scaled(1.0 / slot_t)))
-            posteriors = fastdecode.path_posteriors(scaled, lens, kernels, paths)
-            token_conf = posteriors.confidence
-            span_conf = SpanConfidence(paths, token_conf, posteriors=posteriors)
-        elif self._tables is not None:
+        else:
             paths = viterbi(emissions, lens, self._tables)
+        if not confidences:
+            return paths, None, None, intent_probs
+        scaled = emissions / np.asarray(slot_t, dtype=emissions.dtype) if slot_t != 1.0 else emissions
+        if self._tables is not None:
             if temperatures is None:
-                tables = self._confidence_tables
+                tables, kernels = self._confidence_tables, self._confidence_kernels
             else:
                 tables = self._tables if slot_t == 1.0 else self._tables.scaled(1.0 / slot_t)
-            fb = forward_backward(scaled, lens, tables)
-            token_conf = _pick(fb.marginals, paths)
-            span_conf = SpanConfidence(paths, token_conf, fb, scaled, tables)
-        else:
+                kernels = (None if self._kernels is None else self._kernels if slot_t == 1.0
+                           else fastdecode.KernelTables.build(tables))
+            if kernels is not None:
+                posteriors = fastdecode.path_posteriors(scaled, lens, kernels, paths)
+                token_conf = posteriors.confidence
+                span_conf = SpanConfidence(paths, token_conf, posteriors=posteriors)
+            else:
+                fb = forward_backward(scaled, lens, tables)
+                token_conf = _pick(fb.marginals, paths)
+                span_conf = SpanConfidence(paths, token_conf, fb, scaled, tables)
+        else:  # softmax decoding: the argmax of the scaled probabilities is the argmax of the emissions
             probs = softmax(scaled)
-            paths = probs.argmax(axis=2)
             token_conf = _pick(probs, paths)
             span_conf = SpanConfidence(paths, token_conf)
         return paths, token_conf, span_conf, intent_probs

@@ -12,6 +12,7 @@ import torch
 from slotfill import fastdecode
 from slotfill.decoding import forward_backward, path_segment_probabilities, viterbi
 from slotfill.engines import crf_tables
+from slotfill.errors import ConfigError
 from slotfill.models.crf import CRF, allowed_transitions
 
 pytestmark = pytest.mark.skipif(fastdecode._decode is None, reason="the compiled decoder was not built (no C compiler)")
@@ -147,11 +148,11 @@ def test_decoder_choice_from_the_environment(monkeypatch):
     monkeypatch.setenv("SLOTFILL_DECODER", "c")
     assert fastdecode.available() is True
     monkeypatch.setenv("SLOTFILL_DECODER", "fortran")
-    with pytest.raises(ValueError, match="SLOTFILL_DECODER must be one of auto, c, numpy, not 'fortran'"):
+    with pytest.raises(ConfigError, match="SLOTFILL_DECODER must be one of auto, c, numpy, not 'fortran'"):
         fastdecode.available()
     monkeypatch.setattr(fastdecode, "_decode", None)
     monkeypatch.setenv("SLOTFILL_DECODER", "c")
-    with pytest.raises(ValueError, match="was not built"):
+    with pytest.raises(ConfigError, match="was not built"):
         fastdecode.available()
     monkeypatch.setenv("SLOTFILL_DECODER", "auto")
     assert fastdecode.available() is False

@@ -169,6 +169,14 @@ def test_python_m_service_with_a_bad_model_exits_cleanly(tmp_path: Path) -> None
     assert "manifest" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_python_m_service_with_a_bad_decoder_setting_exits_cleanly(model_dir: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "service", "--model", str(model_dir)], cwd=REPO,
+                            env=clean_env(SLOTFILL_DECODER="fortran"), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "SLOTFILL_DECODER must be one of auto, c, numpy, not 'fortran'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_python_m_service_without_a_model() -> None:
     result = subprocess.run([sys.executable, "-m", "service"], cwd=REPO, env=clean_env(), capture_output=True,
                             text=True, timeout=60)
