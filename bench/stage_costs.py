@@ -4,9 +4,9 @@
 
 Reads the first ``--count`` utterances of ``DATA/test/seq.in`` (raw text, as the service gets it), splits them
 into calls of ``--batch``, and times each stage over all calls: tokenising, the network (its inputs from the
-tokens, graph or torch, outputs; for torch the inputs are also timed on their own), Viterbi, forward-backward
-(the confidences; both with the decoder the predictor uses: the compiled kernels, or NumPy under
-``SLOTFILL_DECODER=numpy``), the whole ``predict_texts`` (the stages plus assembling spans and the answer), best of
+tokens, graph or torch, outputs), Viterbi, reading the labels' spans, the confidences (forward-backward and the
+spans' probabilities; Viterbi and these with the decoder the predictor uses: the compiled kernels, or NumPy under
+``SLOTFILL_DECODER=numpy``), the whole ``predict_texts`` (the stages plus assembling the answer), best of
 ``--repeat`` passes, one thread.
 The cycle collector is frozen first, as in a serving process (``service/gc_tuning.py``). Prints microseconds
 per utterance.
@@ -27,12 +27,20 @@ from pathlib import Path  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from viterbi_speed import best_of  # noqa: E402  (bench/ is on the path when run as a script)
+import time  # noqa: E402
 
-from slotfill import fastdecode  # noqa: E402
-from slotfill.decoding import forward_backward, viterbi  # noqa: E402
+from slotfill.decoders import SoftmaxDecoder  # noqa: E402
 from slotfill.errors import SlotfillError  # noqa: E402
 from slotfill.predictor import Predictor  # noqa: E402
+
+
+def best_of(repeat: int, func) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        func()
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def main() -> int:
@@ -60,37 +68,31 @@ def main() -> int:
     tokens = [[predictor.tokenize(text) for text in call] for call in calls]
     norms = [[[t.norm or t.text for t in row] for row in call] for call in tokens]
     outputs = [predictor.run_network(call) for call in norms]
-    tables, confidence_tables = predictor._tables, predictor._confidence_tables
-    if tables is None:
+    decoder, scorer, reader = predictor._decoder, predictor._scorer, predictor._reader
+    if isinstance(decoder, SoftmaxDecoder):
         parser.error(f"{args.model} has no CRF: this breakdown is for CRF taggers")
-    if predictor.decoder == "c":  # the compiled kernels (slotfill/fastdecode.py), as the predictor runs them
-        kernels, confidence_kernels = predictor._kernels, predictor._confidence_kernels
-        paths = [fastdecode.viterbi(em, lens, kernels) for em, _, lens in outputs]
+    paths = [decoder.best_paths(em, lens) for em, _, lens in outputs]
+    spans = [[reader.read(ids[:n])[1] for ids, n in zip(path.tolist(), lens.tolist())]
+             for path, (_, _, lens) in zip(paths, outputs)]
 
-        def decode() -> list:
-            return [fastdecode.viterbi(em, lens, kernels) for em, _, lens in outputs]
-
-        def confidences() -> list:
-            return [fastdecode.path_posteriors(em, lens, confidence_kernels, path)
-                    for (em, _, lens), path in zip(outputs, paths)]
-    else:
-        def decode() -> list:
-            return [viterbi(em, lens, tables) for em, _, lens in outputs]
-
-        def confidences() -> list:
-            return [forward_backward(em, lens, confidence_tables) for em, _, lens in outputs]
+    def confidences() -> list:
+        out = []
+        for (em, _, lens), path, found in zip(outputs, paths, spans):
+            rows = [row for row, row_spans in enumerate(found) for _ in row_spans]
+            starts = [s for row_spans in found for _, s, _ in row_spans]
+            ends = [e for row_spans in found for _, _, e in row_spans]
+            out.append(scorer.posteriors(em, lens, path, rows, starts, ends))
+        return out
 
     stages = {
         "tokenise": lambda: [[predictor.tokenize(text) for text in call] for call in calls],
         "network": lambda: [predictor.run_network(call) for call in norms],
-        "viterbi": decode,
-        "forward-backward": confidences,
+        "viterbi": lambda: [decoder.best_paths(em, lens) for em, _, lens in outputs],
+        "spans": lambda: [[reader.read(ids[:n]) for ids, n in zip(path.tolist(), lens.tolist())]
+                          for path, (_, _, lens) in zip(paths, outputs)],
+        "confidences": confidences,
         "predict_texts (all)": lambda: [predictor.predict_texts(call) for call in calls],
     }
-    if not hasattr(predictor.engine, "run_tokens"):  # the onnx engines build their inputs inside "network"
-        stages = {"network inputs": lambda: [predictor.featurizer.arrays(call) for call in norms], **stages}
-        stages = {name: stages[name] for name in ("tokenise", "network inputs", "network", "viterbi",
-                                                  "forward-backward", "predict_texts (all)")}
     gc.collect()
     gc.freeze()
     result = {}

@@ -39,7 +39,7 @@ static int check_lengths(const int64_t *lengths, Py_ssize_t rows, Py_ssize_t ste
 
 /* ------------------------------------------------------------------------------------------ Viterbi
  * For each step and target label j, the best source i of score[i] + trans[i][j] (float32, lowest i on
- * ties: NumPy's argmax). Exact pruning, as decoding.PruningPlan: a target with few allowed sources
+ * ties: NumPy's argmax). Exact pruning: a target with few allowed sources
  * (kind[j] = how many, listed ascending in sources[j]) looks at those, and is checked against
  * bound[j], the highest transition into j from any other label; an open target (kind[j] = 0) takes
  * the row's best label, checked against the second-best score plus bound[j], the highest transition
@@ -150,10 +150,10 @@ done:
 /* ------------------------------------------------------------------------------------- posteriors
  * Forward-backward in probability space with per-step rescaling, as decoding.forward_backward does for
  * a batch (float32 vectors, float64 log-scales), then, along the given path: each position's marginal
- * probability of its label (conf), log alpha and log beta of the path's label (log_alpha, log_beta;
- * -inf where flushed), the running sum of the path's transition and emission scores from step 1
- * (running), and log Z. A segment [s, e) of the path then has probability
- * exp(log_alpha[s] + running[e-1] - running[s] + log_beta[e-1] - log_z).
+ * probability of its label (conf), and the probability of each given segment [s, e) of the path,
+ * exp(log_alpha[s] + running[e-1] - running[s] + log_beta[e-1] - log_z), where log_alpha and log_beta
+ * are read at the path's labels and running sums the path's transition and emission scores from
+ * step 1; and log Z.
  *
  * exp_trans (K, K) is exp(transitions - trans_shift) with forbidden moves 0, exp_trans_t its
  * transpose; exp_start / exp_end likewise with their shifts. trans are the scores the running sum
@@ -195,7 +195,9 @@ static void posterior_row(const float *em, Py_ssize_t n, Py_ssize_t K, const flo
                           const float *exp_trans_t, double trans_shift, const float *exp_start, double start_shift,
                           const float *exp_end, double end_shift, const float *trans, const int64_t *path,
                           float *alpha, float *ee, float *beta, float *x, double *log_scale, double *shift,
-                          double *conf, double *log_alpha, double *log_beta, double *running, double *log_z) {
+                          double *log_alpha, double *log_beta, double *running, double *conf, double *log_z,
+                          const int64_t *span_starts, const int64_t *span_ends, Py_ssize_t spans,
+                          double *span_out) {
     for (Py_ssize_t t = 0; t < n; t++) {
         const float *row = em + t * K;
         float m = row[0];
@@ -244,18 +246,23 @@ static void posterior_row(const float *em, Py_ssize_t n, Py_ssize_t K, const flo
     running[0] = 0.0;
     for (Py_ssize_t t = 1; t < n; t++)
         running[t] = running[t - 1] + ((double)trans[path[t - 1] * K + path[t]] + (double)em[t * K + path[t]]);
+    for (Py_ssize_t i = 0; i < spans; i++) {
+        Py_ssize_t s = (Py_ssize_t)span_starts[i], e = (Py_ssize_t)span_ends[i] - 1;
+        double p = exp(log_alpha[s] + running[e] - running[s] + log_beta[e] - *log_z);
+        span_out[i] = p < 1.0 ? p : 1.0;
+    }
 }
 
 static PyObject *posteriors(PyObject *self, PyObject *args) {
-    Py_buffer em, len, et, ett, es, ee_, tr, pa, co, la, lb, ru, lz;
-    Py_ssize_t B, T, K;
+    Py_buffer em, len, et, ett, es, ee_, tr, pa, sr, ss, se, co, so, lz;
+    Py_ssize_t B, T, K, N;
     double trans_shift, start_shift, end_shift;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*dy*dy*dy*y*w*w*w*w*w*nnn", &em, &len, &et, &ett, &trans_shift, &es,
-                          &start_shift, &ee_, &end_shift, &tr, &pa, &co, &la, &lb, &ru, &lz, &B, &T, &K))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*dy*dy*dy*y*y*y*y*w*w*w*nnnn", &em, &len, &et, &ett, &trans_shift, &es,
+                          &start_shift, &ee_, &end_shift, &tr, &pa, &sr, &ss, &se, &co, &so, &lz, &B, &T, &K, &N))
         return NULL;
     PyObject *result = NULL;
     void *work = NULL;
-    if (B < 0 || T < 1 || K < 1) {
+    if (B < 0 || T < 1 || K < 1 || N < 0) {
         PyErr_SetString(PyExc_ValueError, "posteriors: bad shape");
         goto done;
     }
@@ -263,9 +270,10 @@ static PyObject *posteriors(PyObject *self, PyObject *args) {
         || !check_size(&et, K * K, 4, "exp_trans") || !check_size(&ett, K * K, 4, "exp_trans_t")
         || !check_size(&es, K, 4, "exp_start") || !check_size(&ee_, K, 4, "exp_end")
         || !check_size(&tr, K * K, 4, "transitions") || !check_size(&pa, B * T, 8, "paths")
-        || !check_size(&co, B * T, 8, "conf") || !check_size(&la, B * T, 8, "log_alpha")
-        || !check_size(&lb, B * T, 8, "log_beta") || !check_size(&ru, B * T, 8, "running")
-        || !check_size(&lz, B, 8, "log_z") || !check_lengths((const int64_t *)len.buf, B, T))
+        || !check_size(&sr, N, 8, "span_rows") || !check_size(&ss, N, 8, "span_starts")
+        || !check_size(&se, N, 8, "span_ends") || !check_size(&co, B * T, 8, "conf")
+        || !check_size(&so, N, 8, "span_out") || !check_size(&lz, B, 8, "log_z")
+        || !check_lengths((const int64_t *)len.buf, B, T))
         goto done;
     {
         const int64_t *paths = (const int64_t *)pa.buf;
@@ -275,27 +283,46 @@ static PyObject *posteriors(PyObject *self, PyObject *args) {
                 goto done;
             }
         }
+        /* Spans come row by row (rows ascending), each within its row's length. */
+        const int64_t *rows = (const int64_t *)sr.buf, *starts = (const int64_t *)ss.buf;
+        const int64_t *ends = (const int64_t *)se.buf, *lengths = (const int64_t *)len.buf;
+        for (Py_ssize_t i = 0; i < N; i++) {
+            if (rows[i] < 0 || rows[i] >= B || (i > 0 && rows[i] < rows[i - 1])) {
+                PyErr_Format(PyExc_ValueError, "span %zd: row %lld is outside 0..%zd or out of order", i,
+                             (long long)rows[i], B - 1);
+                goto done;
+            }
+            if (starts[i] < 0 || ends[i] <= starts[i] || ends[i] > lengths[rows[i]]) {
+                PyErr_Format(PyExc_ValueError, "span %zd: [%lld, %lld) is empty or outside its row's %lld steps", i,
+                             (long long)starts[i], (long long)ends[i], (long long)lengths[rows[i]]);
+                goto done;
+            }
+        }
     }
-    /* doubles: log_scale (T), shift (T); floats: alpha (T, K), ee (T, K), beta (K), x (K) */
-    work = malloc((size_t)(2 * T) * sizeof(double) + (size_t)(2 * T * K + 2 * K) * sizeof(float));
+    /* doubles: log_scale, shift, log_alpha, log_beta, running (T each); floats: alpha, ee (T, K), beta, x (K) */
+    work = malloc((size_t)(5 * T) * sizeof(double) + (size_t)(2 * T * K + 2 * K) * sizeof(float));
     if (work == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    const int64_t *lengths = (const int64_t *)len.buf;
-    double *log_scale = (double *)work, *shift = log_scale + T;
-    float *alpha = (float *)(shift + T), *ee = alpha + T * K, *beta = ee + T * K, *x = beta + K;
+    const int64_t *lengths = (const int64_t *)len.buf, *rows = (const int64_t *)sr.buf;
+    const int64_t *starts = (const int64_t *)ss.buf, *ends = (const int64_t *)se.buf;
+    double *log_scale = (double *)work, *shift = log_scale + T, *log_alpha = shift + T, *log_beta = log_alpha + T;
+    double *running = log_beta + T;
+    float *alpha = (float *)(running + T), *ee = alpha + T * K, *beta = ee + T * K, *x = beta + K;
     memset(co.buf, 0, (size_t)(B * T) * sizeof(double));
-    memset(la.buf, 0, (size_t)(B * T) * sizeof(double));
-    memset(lb.buf, 0, (size_t)(B * T) * sizeof(double));
-    memset(ru.buf, 0, (size_t)(B * T) * sizeof(double));
-    for (Py_ssize_t b = 0; b < B; b++)
+    Py_ssize_t first = 0;
+    for (Py_ssize_t b = 0; b < B; b++) {
+        Py_ssize_t count = 0;
+        while (first + count < N && rows[first + count] == b) count++;
         posterior_row((const float *)em.buf + b * T * K, (Py_ssize_t)lengths[b], K, (const float *)et.buf,
                       (const float *)ett.buf, trans_shift, (const float *)es.buf, start_shift, (const float *)ee_.buf,
                       end_shift, (const float *)tr.buf, (const int64_t *)pa.buf + b * T, alpha, ee, beta, x, log_scale,
-                      shift, (double *)co.buf + b * T, (double *)la.buf + b * T, (double *)lb.buf + b * T,
-                      (double *)ru.buf + b * T, (double *)lz.buf + b);
+                      shift, log_alpha, log_beta, running, (double *)co.buf + b * T, (double *)lz.buf + b,
+                      starts + first, ends + first, count, (double *)so.buf + first);
+        first += count;
+    }
     Py_END_ALLOW_THREADS
     Py_INCREF(Py_None);
     result = Py_None;
@@ -303,8 +330,8 @@ done:
     free(work);
     PyBuffer_Release(&em); PyBuffer_Release(&len); PyBuffer_Release(&et); PyBuffer_Release(&ett);
     PyBuffer_Release(&es); PyBuffer_Release(&ee_); PyBuffer_Release(&tr); PyBuffer_Release(&pa);
-    PyBuffer_Release(&co); PyBuffer_Release(&la); PyBuffer_Release(&lb); PyBuffer_Release(&ru);
-    PyBuffer_Release(&lz);
+    PyBuffer_Release(&sr); PyBuffer_Release(&ss); PyBuffer_Release(&se); PyBuffer_Release(&co);
+    PyBuffer_Release(&so); PyBuffer_Release(&lz);
     return result;
 }
 
@@ -313,7 +340,7 @@ static PyMethodDef methods[] = {
      "viterbi(emissions, lengths, transitions, start, end, kind, sources, bound, paths_out, B, T, K, S)"},
     {"posteriors", posteriors, METH_VARARGS,
      "posteriors(emissions, lengths, exp_trans, exp_trans_t, trans_shift, exp_start, start_shift, exp_end, "
-     "end_shift, transitions, paths, conf_out, log_alpha_out, log_beta_out, running_out, log_z_out, B, T, K)"},
+     "end_shift, transitions, paths, span_rows, span_starts, span_ends, conf_out, span_out, log_z_out, B, T, K, N)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .metrics import expected_calibration_error, intent_matches, reliability_bins
-from .schemes import spans as scheme_spans
+from .decoding import softmax
+from .metrics import expected_calibration_error, intent_matches, reliability_bins, span_confidence_pairs
 
 if TYPE_CHECKING:
     from .predictor import Predictor
@@ -52,41 +52,22 @@ class Scores:
 
     def __init__(self, predictor: "Predictor", norms: list[list[str]], batch_size: int = 256):
         self.predictor = predictor
-        self.batches = []
-        for start in range(0, len(norms), batch_size):
-            emissions, intent_logits, lens = predictor.run_network(norms[start:start + batch_size])
-            self.batches.append((emissions, lens, intent_logits))
+        self.batches = [predictor.run_network(norms[start:start + batch_size])
+                        for start in range(0, len(norms), batch_size)]
 
-    def spans(self, slot_temperature: float) -> tuple[list[list[str]], list[list[tuple[str, int, int, float]]]]:
-        """Predicted labels and (slot, start, end, confidence) spans per sentence."""
-        labels, spans = [], []
-        for emissions, lens, _ in self.batches:
-            paths, _, span_conf, _ = self.predictor.decode_scores(emissions, lens, None,
-                                                                  temperatures=(slot_temperature, 1.0))
-            for row, n in enumerate(lens):
-                row_labels, found = self.predictor._labels_and_spans(paths[row, :n].tolist())
-                labels.append(row_labels)
-                spans.append([(slot, s, e, span_conf(row, s, e)) for slot, s, e in found])
-        return labels, spans
+    def spans(self, slot_temperature: float) -> list[list[tuple[str, int, int, float]]]:
+        """Predicted (slot, start, end, confidence) spans per sentence."""
+        spans = []
+        for emissions, _, lengths in self.batches:
+            decoded = self.predictor.decode(emissions, None, lengths, temperatures=(slot_temperature, 1.0))
+            for found, confidences in zip(decoded.spans, decoded.span_confidence):
+                spans.append([(slot, s, e, c) for (slot, s, e), c in zip(found, confidences)])
+        return spans
 
     def intent_probs(self, temperature: float) -> np.ndarray | None:
-        if self.batches[0][2] is None:
+        if self.batches[0][1] is None:
             return None
-        from .decoding import softmax
-
-        return np.concatenate([softmax(logits / temperature) for _, _, logits in self.batches])
-
-
-def span_pairs(gold_tags: Sequence[Sequence[str]], spans: list[list[tuple[str, int, int, float]]],
-               scheme: str = "IOB2") -> tuple[np.ndarray, np.ndarray]:
-    """(confidence, exactly right) for every predicted span."""
-    confidences, correct = [], []
-    for gold, predicted in zip(gold_tags, spans):
-        gold_spans = set(scheme_spans(list(gold), scheme))
-        for slot, start, end, confidence in predicted:
-            confidences.append(min(1.0, max(0.0, confidence)))
-            correct.append((slot, start, end) in gold_spans)
-    return np.asarray(confidences, dtype=float), np.asarray(correct, dtype=bool)
+        return np.concatenate([softmax(logits / temperature) for _, logits, _ in self.batches])
 
 
 def _log_loss(confidences: np.ndarray, correct: np.ndarray) -> float:
@@ -118,8 +99,8 @@ def fit_temperatures(predictor: "Predictor", norms: list[list[str]], gold_tags: 
 
     def slot_objective(log_t: float) -> float:
         with np.errstate(all="ignore"):  # an underflowing temperature scores as infinitely bad, not as a warning
-            _, spans = scores.spans(math.exp(log_t))
-            confidences, correct = span_pairs(gold_tags, spans, predictor.config.scheme)
+            confidences, correct = span_confidence_pairs(gold_tags, scores.spans(math.exp(log_t)),
+                                                         predictor.config.scheme)
             loss = _log_loss(confidences, correct) if confidences.size else 0.0
         return loss if math.isfinite(loss) else math.inf
 
@@ -142,8 +123,7 @@ def calibration_report(predictor: "Predictor", norms: list[list[str]], gold_tags
     report: dict[str, Any] = dict(temperatures)
     for when, slot_t, intent_t in (("before", 1.0, 1.0),
                                    ("after", temperatures["slot_temperature"], temperatures["intent_temperature"])):
-        _, spans = scores.spans(slot_t)
-        confidences, correct = span_pairs(gold_tags, spans, predictor.config.scheme)
+        confidences, correct = span_confidence_pairs(gold_tags, scores.spans(slot_t), predictor.config.scheme)
         if confidences.size:
             report[f"span_ece_{when}"] = expected_calibration_error(confidences, correct, n_bins)
             report[f"span_bins_{when}"] = reliability_bins(confidences, correct, n_bins)
@@ -153,7 +133,7 @@ def calibration_report(predictor: "Predictor", norms: list[list[str]], gold_tags
             if top.size:
                 report[f"intent_ece_{when}"] = expected_calibration_error(top, right, n_bins)
                 report[f"intent_bins_{when}"] = reliability_bins(top, right, n_bins)
-    report["spans"] = int(sum(len(s) for s in scores.spans(1.0)[1]))
+    report["spans"] = int(sum(len(s) for s in scores.spans(1.0)))
     return report
 
 

@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from .artifact import ONNX_FILE, ONNX_INT8_FILE, load_arrays
-from .decoding import CRFTables
+from .decoding import CRFTables, constraint_mask
 from .errors import ArtifactError, ConfigError
 
 if TYPE_CHECKING:
+    from .features import Featurizer
     from .model_io import Artifact
-    from .subwords import SubwordBatch
     from .models.tagger import SlotTagger
+    from .subwords import SubwordAligner
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 # How many of the vocabulary's most frequent words get their character features precomputed when an
@@ -38,12 +39,13 @@ GRAPH_FILES = {"onnx": ONNX_FILE, "onnx-int8": ONNX_INT8_FILE}
 
 
 class Engine(Protocol):
+    """Everything a :class:`~slotfill.predictor.Predictor` asks of the backend that runs its network."""
+
     name: str
 
-    def run(self, word_ids: np.ndarray, char_ids: np.ndarray, lengths: np.ndarray,
-            subwords: "SubwordBatch | None" = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """word_ids (B, T), char_ids (B, T, L), lengths (B,), all int64 -> float32 emissions (B, T, K)
-        and intent logits (B, I) or None. ``subwords``: the pieces of a model with a transformer front-end."""
+    def run_tokens(self, token_lists: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Normalised tokens (each list non-empty) -> float32 emissions (B, T, K), intent logits (B, I) or
+        None, and lengths (B,) int64."""
         ...
 
     def crf_tables(self) -> CRFTables | None:
@@ -54,17 +56,21 @@ class Engine(Protocol):
 class TorchEngine:
     name = "torch"
 
-    def __init__(self, model: "SlotTagger"):
+    def __init__(self, model: "SlotTagger", featurizer: "Featurizer", aligner: "SubwordAligner | None" = None):
         self.model = model.eval()
+        self.featurizer = featurizer
+        self.aligner = aligner  # sub-word pieces for a transformer front-end, else None
 
-    def run(self, word_ids, char_ids, lengths, subwords=None):
+    def run_tokens(self, token_lists):
         import torch
 
+        word_ids, char_ids, lengths = self.featurizer.arrays(token_lists)
+        subwords = self.aligner.encode(token_lists).tensors() if self.aligner is not None else None
         with torch.inference_mode():
             out = self.model(torch.from_numpy(word_ids), torch.from_numpy(char_ids), torch.from_numpy(lengths),
-                             subwords=subwords.tensors() if subwords is not None else None)
+                             subwords=subwords)
         intents = out.intent_logits.numpy() if out.intent_logits is not None else None
-        return out.emissions.numpy(), intents
+        return out.emissions.numpy(), intents, lengths
 
     def crf_tables(self) -> CRFTables | None:
         return crf_tables(self.model.crf) if self.model.crf is not None else None
@@ -108,9 +114,7 @@ class OnnxEngine:
             else ["word_ids", "lengths"]
         inputs = [i.name for i in self.session.get_inputs()]
         if inputs != expected_inputs:
-            raise ArtifactError(f"{directory / graph_file}: inputs {inputs}, expected {expected_inputs} (a graph "
-                                f"from an earlier slotfill?); export it again with `slotfill export --model "
-                                f"{directory} --format onnx`")
+            raise ArtifactError(f"{directory / graph_file}: inputs {inputs}, expected {expected_inputs}")
         names = [o.name for o in self.session.get_outputs()]
         self._outputs = ["emissions", "intent_logits"] if config.num_intents else ["emissions"]  # what a call reads
         expected = self._outputs + (["word_char_features"] if self._chars else [])
@@ -126,26 +130,42 @@ class OnnxEngine:
             shapes = config.weight_shapes()
             weights = load_arrays(directory / "model.safetensors", shapes,
                                   names=[n for n in shapes if n.startswith("crf.")])
-            self._tables = CRFTables.from_weights(weights)
-
-    def run(self, word_ids, char_ids, lengths, subwords=None):
-        feeds = {"word_ids": word_ids, "lengths": lengths}
-        if self._chars:  # every position is its own word: nothing known, nothing shared
-            batch, steps, width = char_ids.shape
-            feeds.update(word_chars=char_ids.reshape(batch * steps, width), known_chars=self._no_known,
-                         char_index=np.arange(batch * steps, dtype=np.int64).reshape(batch, steps))
-        return self._run(feeds)
+            self._tables = CRFTables.build(weights["crf.transitions"], weights.get("crf.start_transitions"),
+                                           weights.get("crf.end_transitions"),
+                                           constraint_mask(config.scheme, config.id2label))
 
     def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         results = self.session.run(self._outputs, feeds)
         return results[0], (results[1] if len(results) > 1 else None)
 
-    def run_tokens(self, token_lists: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """:meth:`run` on normalised tokens (each list non-empty) -> emissions, intent logits, lengths (B,).
+    # onnxruntime's LSTM runs every row of a batch to the batch's longest length (torch's packed
+    # sequences stop each row at its own), so large batches go in chunks of similar lengths.
+    CHUNK = 16
 
-        Word ids and character rows come from one dictionary lookup per token: a word among the
-        precomputed ones reuses its character features, and every other distinct word of the call is
-        encoded once. The emissions equal :meth:`run`'s on the featurizer's arrays (a test checks)."""
+    def run_tokens(self, token_lists: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Normalised tokens (each list non-empty) -> emissions, intent logits, lengths (B,); more than
+        :attr:`CHUNK` sentences go through the graph in chunks of similar lengths."""
+        if len(token_lists) <= self.CHUNK:
+            return self._run_tokens(token_lists)
+        lens = np.fromiter((len(tokens) for tokens in token_lists), dtype=np.int64, count=len(token_lists))
+        order = np.argsort(lens, kind="stable")
+        emissions = intent_logits = None
+        for start in range(0, len(token_lists), self.CHUNK):
+            rows = order[start:start + self.CHUNK]
+            chunk_em, chunk_intents, _ = self._run_tokens([token_lists[i] for i in rows])
+            if emissions is None:
+                emissions = np.zeros((len(token_lists), int(lens.max()), chunk_em.shape[2]), dtype=chunk_em.dtype)
+                if chunk_intents is not None:
+                    intent_logits = np.empty((len(token_lists), chunk_intents.shape[1]), dtype=chunk_intents.dtype)
+            emissions[rows, : chunk_em.shape[1]] = chunk_em
+            if intent_logits is not None:
+                intent_logits[rows] = chunk_intents
+        return emissions, intent_logits, lens
+
+    def _run_tokens(self, token_lists: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """One pass of the graph. Word ids and character rows come from one dictionary lookup per token: a
+        word among the precomputed ones reuses its character features, and every other distinct word of the
+        call is encoded once. The emissions equal those of encoding every position (a test checks)."""
         featurizer = self.featurizer
         if not self._chars:
             word_ids, _, lengths = featurizer.arrays(token_lists, chars=False)

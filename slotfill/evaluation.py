@@ -23,6 +23,7 @@ def evaluate_artifact(model_dir: str | Path, data_dir: str | Path, split: str = 
     pred_tags, pred_intents = predictor.predict_labels(norms, batch_size=batch_size)
     has_intents = predictor.intents is not None and any(e.intent is not None for e in examples)
     report = evaluate([list(e.tags) for e in examples], pred_tags,
-                      [e.intent for e in examples] if has_intents else None, pred_intents if has_intents else None)
+                      [e.intent for e in examples] if has_intents else None, pred_intents if has_intents else None,
+                      scheme=predictor.config.scheme)
     report["split"] = split
     return report

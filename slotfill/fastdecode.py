@@ -1,11 +1,11 @@
 """CRF decoding through the compiled kernels of ``slotfill/_decode.c``, when they were built.
 
-The kernels compute what :func:`slotfill.decoding.viterbi` and :func:`slotfill.decoding.forward_backward`
-(with :func:`~slotfill.decoding.path_segment_probabilities`) do -- identical paths, posteriors equal to
-float rounding, tests compare them -- in one C loop per sequence instead of a few NumPy calls per step,
-and without the interpreter lock. The extension is optional: ``pip install`` builds it where a C
-compiler is present and skips it otherwise, and the predictor then decodes with NumPy.
-``SLOTFILL_DECODER=numpy`` forces NumPy (for comparisons); ``available()`` says which one runs.
+The kernels compute what :func:`slotfill.decoding.viterbi` and :func:`slotfill.decoding.path_posteriors`
+do -- identical paths, posteriors equal to float rounding, tests compare them -- in one C loop per
+sequence instead of a few NumPy calls per step, and without the interpreter lock. The extension is
+optional: ``pip install`` builds it where a C compiler is present and skips it otherwise, and the
+predictor then decodes with NumPy. ``SLOTFILL_DECODER=numpy`` forces NumPy (for comparisons);
+``available()`` says which one runs.
 
 Shapes: B batch, T padded length, K labels.
 """
@@ -13,14 +13,12 @@ Shapes: B batch, T padded length, K labels.
 from __future__ import annotations
 
 import functools
-import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .decoding import CRFTables, restricted_targets
+from .decoding import DISALLOWED, CRFTables, Posteriors
 from .errors import ConfigError
 
 try:
@@ -28,20 +26,33 @@ try:
 except ImportError:  # built without a compiler: NumPy decodes
     _decode = None
 
-DECODERS = ("auto", "c", "numpy")
+# What SLOTFILL_DECODER may say: the compiled kernels when built ("auto"), always ("c"), or NumPy.
+KERNEL_CHOICES = ("auto", "c", "numpy")
 
 
 def available() -> bool:
     """Whether the compiled kernels are importable and not switched off by ``SLOTFILL_DECODER=numpy``."""
     choice = os.environ.get("SLOTFILL_DECODER", "auto").strip().lower() or "auto"
-    if choice not in DECODERS:
-        raise ConfigError(f"SLOTFILL_DECODER must be one of {', '.join(DECODERS)}, not {choice!r}")
+    if choice not in KERNEL_CHOICES:
+        raise ConfigError(f"SLOTFILL_DECODER must be one of {', '.join(KERNEL_CHOICES)}, not {choice!r}")
     if choice == "c" and _decode is None:
         raise ConfigError("SLOTFILL_DECODER=c, but the compiled decoder (slotfill._decode) was not built: "
-                         "reinstall slotfill where a C compiler is available")
+                          "reinstall slotfill where a C compiler is available")
     return _decode is not None and choice != "numpy"
 
 
+def restricted_targets(transitions: np.ndarray, max_sources: int = 4) -> dict[int, tuple[np.ndarray, float]]:
+    """The labels that only 1 to ``max_sources`` labels may move into (``I-x`` in IOB2: the scheme's
+    constraints, already applied to ``transitions``), each with those sources (ascending) and the highest
+    transition into it from any other label (-inf if none): what the kernel's exact pruning looks at."""
+    allowed = transitions > DISALLOWED
+    counts = allowed.sum(axis=0)
+    targets = {}
+    for target in np.flatnonzero((counts >= 1) & (counts <= max_sources)):
+        allowed_from = np.flatnonzero(allowed[:, target])
+        outside = np.delete(transitions[:, target], allowed_from)
+        targets[int(target)] = (allowed_from, float(outside.max()) if outside.size else -np.inf)
+    return targets
 @dataclass(frozen=True)
 class KernelTables:
     """A :class:`CRFTables` laid out for the kernels (computed once per table)."""
@@ -96,44 +107,21 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, tables: KernelTables) ->
     return paths
 
 
-@dataclass(frozen=True)
-class PathPosteriors:
-    """Posteriors along decoded paths (see :func:`path_posteriors`), all (B, T) float64 but ``log_z`` (B,)."""
-
-    confidence: np.ndarray  # P(y_t = path_t | x); 0 past each length
-    log_alpha: np.ndarray  # log forward sum at the path's label (its emission included)
-    log_beta: np.ndarray  # log backward sum at the path's label (the end transition included)
-    running: np.ndarray  # path scores (transition + emission) of steps 1..t, summed
-    log_z: np.ndarray
-
-    def segments(self, rows: Sequence[int], starts: Sequence[int], ends: Sequence[int]) -> np.ndarray:
-        """(N,) P(y[s:e] = path[s:e] | x) of the segments ``[starts[i], ends[i])`` of rows ``rows[i]``."""
-        rows, starts, lasts = (np.asarray(a, dtype=np.int64) for a in (rows, starts, ends))
-        lasts = lasts - 1
-        log_p = (self.log_alpha[rows, starts] + self.running[rows, lasts] - self.running[rows, starts]
-                 + self.log_beta[rows, lasts] - self.log_z[rows])
-        return np.minimum(1.0, np.exp(log_p))
-
-    def segment(self, row: int, start: int, end: int) -> float:
-        """One segment's probability, in Python floats (cheaper than :meth:`segments` for a few)."""
-        last = end - 1
-        log_p = (float(self.log_alpha[row, start]) + float(self.running[row, last]) - float(self.running[row, start])
-                 + float(self.log_beta[row, last]) - float(self.log_z[row]))
-        return min(1.0, math.exp(log_p))
-
-
-def path_posteriors(emissions: np.ndarray, lengths: np.ndarray, tables: KernelTables,
-                    paths: np.ndarray) -> PathPosteriors:
-    """Forward-backward (float64, rescaled) on emissions (B, T, K) with lengths (B,), read along
-    ``paths`` (B, T): each position's marginal and what a segment's probability needs."""
+def path_posteriors(emissions: np.ndarray, lengths: np.ndarray, tables: KernelTables, paths: np.ndarray,
+                    rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Posteriors:
+    """:func:`slotfill.decoding.path_posteriors` in the kernel: forward-backward (float32 vectors, float64
+    log-scales) on emissions (B, T, K) with lengths (B,), read along ``paths`` (B, T), and the
+    probabilities of the segments ``[starts[i], ends[i])`` of rows ``rows[i]`` (rows ascending)."""
     em, lens = _inputs(emissions, lengths)
     batch, steps, num_tags = em.shape
     paths = np.ascontiguousarray(paths, dtype=np.int64)
     if paths.shape != (batch, steps):
         raise ValueError(f"paths have shape {paths.shape}, emissions {em.shape}")
-    out = np.empty((4, batch, steps))
+    rows, starts, ends = (np.ascontiguousarray(a, dtype=np.int64) for a in (rows, starts, ends))
+    confidence = np.empty((batch, steps))
+    spans = np.empty(len(rows))
     log_z = np.empty(batch)
     _decode.posteriors(em, lens, tables.exp_trans, tables.exp_trans_t, tables.trans_shift, tables.exp_start,
-                       tables.start_shift, tables.exp_end, tables.end_shift, tables.transitions, paths, out[0],
-                       out[1], out[2], out[3], log_z, batch, steps, num_tags)
-    return PathPosteriors(confidence=out[0], log_alpha=out[1], log_beta=out[2], running=out[3], log_z=log_z)
+                       tables.start_shift, tables.exp_end, tables.end_shift, tables.transitions, paths, rows, starts,
+                       ends, confidence, spans, log_z, batch, steps, num_tags, len(rows))
+    return Posteriors(confidence=confidence, spans=spans, log_z=log_z)

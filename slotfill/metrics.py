@@ -1,31 +1,35 @@
 """Evaluation metrics: seqeval slot scores, intent accuracy, sentence accuracy and calibration.
 
-Slot scores come from seqeval (1.2.x):
+Slot scores come from seqeval (1.2.x), in the tag scheme of the data (IOB2, IOB1 or BIOES):
 
 * ``slot_precision`` / ``slot_recall`` / ``slot_f1`` use seqeval's default mode, which is
   compatible with conlleval.pl: an ``I-x`` that follows ``O`` or a different type starts a
   new span, as if it were ``B-x``. This is the number the slot-filling literature reports.
-* ``slot_f1_strict`` uses ``mode="strict", scheme=IOB2``: a span must start with ``B-x``, so an
-  orphan ``I-x`` prediction is no span at all.
+  Both sides are read with :func:`slotfill.schemes.read_spans` (the project's one span reader,
+  which is this reading) and written out in IOB2 for seqeval: lossless, so the scores equal
+  seqeval's default mode on the tags in their own scheme.
+* ``slot_f1_strict`` is seqeval's strict mode in the data's scheme: only well-formed chunks
+  count, so an orphan ``I-x`` prediction in IOB2 is no span at all.
 * ``slot_f1_macro`` is the unweighted mean of the per-type F1 scores (default mode). Like
   seqeval, it averages over every type that occurs in the gold *or* the predictions, so a
   type that is only ever predicted (support 0) counts with F1 = 0.
 
 Every division by zero (a gold type never predicted, a predicted type absent from the gold)
 is resolved with ``zero_division=0``: the score is 0.0 and no ``UndefinedMetricWarning`` is
-raised. Tags are validated before seqeval sees them (``O``, ``B-<type>`` or ``I-<type>``), so
-seqeval's "seems not to be NE tag" warning and its strict-mode ``ValueError`` cannot occur.
+raised. Tags are checked against the scheme before seqeval sees them, so seqeval's "seems not
+to be NE tag" warning and its strict-mode ``ValueError`` cannot occur.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from seqeval.metrics import classification_report
 from seqeval.metrics import f1_score as seqeval_f1_score
-from seqeval.scheme import IOB2
+from seqeval.scheme import IOB1, IOB2, IOBES
+
+from .schemes import DEFAULT_SCHEME, Span, check_scheme, read_spans, tag_problem, tags_from_spans, validate
 
 __all__ = [
     "evaluate",
@@ -35,9 +39,8 @@ __all__ = [
     "span_confidence_pairs",
 ]
 
-_TAG_RE = re.compile(r"^(?:O|[BI]-.+)$")
-
-Span = tuple[str, int, int]
+# seqeval's name for each scheme's strict reading.
+_SEQEVAL_SCHEMES = {"IOB2": IOB2, "IOB1": IOB1, "BIOES": IOBES}
 
 
 # --------------------------------------------------------------------------- intents
@@ -68,7 +71,9 @@ def intent_matches(predicted: str | None, gold: str) -> bool:
 # --------------------------------------------------------------------------- validation
 
 
-def _as_sentences(name: str, sequences: Sequence[Sequence[str]]) -> list[list[str]]:
+def _as_sentences(name: str, sequences: Sequence[Sequence[str]], scheme: str, valid: bool) -> list[list[str]]:
+    """The sequences as lists, every tag well-formed in ``scheme``; with ``valid`` (the gold) every
+    sequence valid in it too."""
     if isinstance(sequences, (str, bytes)):
         raise TypeError(f"{name} must be a sequence of tag sequences, not a string")
     out: list[list[str]] = []
@@ -77,11 +82,14 @@ def _as_sentences(name: str, sequences: Sequence[Sequence[str]]) -> list[list[st
             raise TypeError(f"{name}: sentence {index} is a string, expected a sequence of tags")
         tags = list(sentence)
         for position, tag in enumerate(tags):
-            if not isinstance(tag, str) or not _TAG_RE.match(tag):
-                raise ValueError(
-                    f"{name}: sentence {index}, token {position}: invalid IOB2 tag {tag!r} "
-                    "(expected 'O', 'B-<type>' or 'I-<type>')"
-                )
+            problem = tag_problem(tag, scheme) if isinstance(tag, str) else f"{tag!r} is not a string"
+            if problem is not None:
+                raise ValueError(f"{name}: sentence {index}, token {position}: {problem}")
+        if valid:
+            problems = validate(tags, scheme)
+            if problems:
+                position, reason = problems[0]
+                raise ValueError(f"{name}: sentence {index}, token {position}: invalid {scheme} sequence: {reason}")
         out.append(tags)
     return out
 
@@ -106,34 +114,6 @@ def _as_intents(name: str, intents: Sequence[str | None], n: int) -> list[str | 
     return values
 
 
-# --------------------------------------------------------------------------- spans
-
-
-def _iob2_spans(tags: Sequence[str]) -> list[Span]:
-    """Spans ``(label, start, end)`` with ``end`` exclusive, read conlleval-style.
-
-    ``B-x`` always opens a span; ``I-x`` continues the open span only when that span has
-    type ``x``, otherwise (after ``O`` or another type) it opens a new one. For tags made
-    of ``O``/``B-``/``I-`` this yields exactly seqeval's default-mode entities.
-    """
-    spans: list[Span] = []
-    label: str | None = None
-    start = 0
-    for i, tag in enumerate(tags):
-        if tag == "O":
-            prefix, kind = "O", None
-        else:
-            prefix, kind = tag[0], tag[2:]
-        if label is not None and (prefix != "I" or kind != label):
-            spans.append((label, start, i))
-            label = None
-        if prefix == "B" or (prefix == "I" and label is None):
-            label, start = kind, i
-    if label is not None:
-        spans.append((label, start, len(tags)))
-    return spans
-
-
 # --------------------------------------------------------------------------- evaluate
 
 
@@ -142,15 +122,16 @@ def evaluate(
     pred_tags: Sequence[Sequence[str]],
     gold_intents: Sequence[str | None] | None = None,
     pred_intents: Sequence[str | None] | None = None,
+    scheme: str = DEFAULT_SCHEME,
 ) -> dict:
-    """Score predicted IOB2 tags (and optionally intents) against the gold.
+    """Score predicted tags (and optionally intents) against the gold, both in ``scheme``.
 
     Returns a JSON-serialisable dict; every score is a python float in [0, 1]:
 
     ``slot_precision``, ``slot_recall``, ``slot_f1``
         micro-averaged span scores, seqeval default (conlleval-compatible) mode.
     ``slot_f1_strict``
-        micro F1 with ``mode="strict", scheme=IOB2``.
+        micro F1 of seqeval's strict mode in ``scheme``.
     ``slot_f1_macro``
         unweighted mean of the per-type F1 (default mode).
     ``intent_accuracy``
@@ -164,6 +145,8 @@ def evaluate(
         report (default mode); ``support`` is the number of gold spans (an int).
     ``n_sentences``, ``n_tokens``
         corpus size (tokens counted on the gold side).
+    ``scheme``
+        the tag scheme the scores were read in.
 
     A gold entry of ``None`` in ``gold_intents`` means "no intent label for this sentence";
     such sentences are left out of ``intent_accuracy`` and judged on tags alone in
@@ -172,12 +155,16 @@ def evaluate(
     When neither the gold nor the predictions contain a single span, every slot score is
     0.0 (seqeval's ``zero_division=0`` convention) and ``per_slot`` is empty.
 
+    The gold must be valid in ``scheme``; predictions only need well-formed tags (softmax decoding
+    can emit ``O I-x``), which each mode reads as seqeval does.
+
     Raises ``ValueError`` for mismatched sentence counts, a sentence whose gold and
-    predicted lengths differ (naming its index), an invalid tag, an empty corpus, or gold
-    intents without predicted intents.
+    predicted lengths differ (naming its index), a tag that is not one of the scheme's, an
+    invalid gold sequence, an empty corpus, or gold intents without predicted intents.
     """
-    gold = _as_sentences("gold_tags", gold_tags)
-    pred = _as_sentences("pred_tags", pred_tags)
+    check_scheme(scheme)
+    gold = _as_sentences("gold_tags", gold_tags, scheme, valid=True)
+    pred = _as_sentences("pred_tags", pred_tags, scheme, valid=False)
     _check_parallel(gold, pred)
     n = len(gold)
     if n == 0:
@@ -195,10 +182,14 @@ def evaluate(
         raise ValueError("gold_intents given without pred_intents")
 
     # ---- slots
-    has_spans = any(_iob2_spans(s) for s in gold) or any(_iob2_spans(s) for s in pred)
+    gold_spans = [read_spans(tags, scheme) for tags in gold]
+    pred_spans = [read_spans(tags, scheme) for tags in pred]
+    has_spans = any(gold_spans) or any(pred_spans)
     per_slot: dict[str, dict] = {}
     if has_spans:
-        table = classification_report(gold, pred, output_dict=True, zero_division=0)
+        gold_iob2 = [tags_from_spans(len(tags), found, "IOB2") for tags, found in zip(gold, gold_spans)]
+        pred_iob2 = [tags_from_spans(len(tags), found, "IOB2") for tags, found in zip(pred, pred_spans)]
+        table = classification_report(gold_iob2, pred_iob2, output_dict=True, zero_division=0)
         for name, row in table.items():
             if name.endswith(" avg"):
                 continue
@@ -213,9 +204,8 @@ def evaluate(
         slot_recall = float(micro["recall"])
         slot_f1 = float(micro["f1-score"])
         slot_f1_macro = float(table["macro avg"]["f1-score"])
-        slot_f1_strict = float(
-            seqeval_f1_score(gold, pred, mode="strict", scheme=IOB2, average="micro", zero_division=0)
-        )
+        slot_f1_strict = float(seqeval_f1_score(gold, pred, mode="strict", scheme=_SEQEVAL_SCHEMES[scheme],
+                                                average="micro", zero_division=0))
     else:
         slot_precision = slot_recall = slot_f1 = slot_f1_macro = slot_f1_strict = 0.0
 
@@ -247,6 +237,7 @@ def evaluate(
         "per_slot": per_slot,
         "n_sentences": n,
         "n_tokens": sum(len(s) for s in gold),
+        "scheme": scheme,
     }
 
 
@@ -322,53 +313,24 @@ def expected_calibration_error(confidences, correct, n_bins: int = 15) -> float:
     return total / conf.size
 
 
-def span_confidence_pairs(
-    gold_tags: Sequence[Sequence[str]],
-    pred_tags: Sequence[Sequence[str]],
-    pred_span_confidences: Sequence[Sequence[float] | Mapping[Span, float]],
-) -> tuple[np.ndarray, np.ndarray]:
+def span_confidence_pairs(gold_tags: Sequence[Sequence[str]], predicted: Sequence[Sequence[tuple[str, int, int, float]]],
+                          scheme: str = DEFAULT_SCHEME) -> tuple[np.ndarray, np.ndarray]:
     """Pair each predicted span's confidence with whether the span is exactly right.
 
-    Spans are read from the tags with IOB2/conlleval rules (see ``_iob2_spans``) as
-    ``(label, start, end)`` in token indices, ``end`` exclusive. A predicted span is correct
-    when the gold has a span with the same label, start and end.
-
-    ``pred_span_confidences[i]`` gives the confidences for sentence ``i``, either
-
-    * a sequence of floats, one per predicted span in left-to-right order (its length must
-      equal the number of predicted spans), or
-    * a mapping ``{(label, start, end): confidence}``; predicted spans missing from it are
-      skipped, and a key that is not a predicted span is an error.
-
-    Returns ``(confidences, correct)``: a float array and a bool array of equal length,
-    ready for :func:`expected_calibration_error` / :func:`reliability_bins`.
+    ``predicted[i]`` holds sentence ``i``'s predicted spans as ``(label, start, end, confidence)`` in
+    token positions, ``end`` exclusive. A span is right when the gold (valid tags in ``scheme``) has a
+    span with the same label, start and end. Returns ``(confidences, correct)``: a float array (each
+    clipped to [0, 1]) and a bool array of equal length, ready for
+    :func:`expected_calibration_error` / :func:`reliability_bins`.
     """
-    gold = _as_sentences("gold_tags", gold_tags)
-    pred = _as_sentences("pred_tags", pred_tags)
-    _check_parallel(gold, pred)
-    if isinstance(pred_span_confidences, (str, bytes)) or len(pred_span_confidences) != len(pred):
-        raise ValueError(
-            f"pred_span_confidences must have one entry per sentence ({len(pred)} sentences)"
-        )
+    gold = _as_sentences("gold_tags", gold_tags, scheme, valid=True)
+    if isinstance(predicted, (str, bytes)) or len(predicted) != len(gold):
+        raise ValueError(f"predicted must have one entry per sentence ({len(gold)} sentences)")
     confidences: list[float] = []
     correct: list[bool] = []
-    for index, (g, p, given) in enumerate(zip(gold, pred, pred_span_confidences)):
-        gold_spans = set(_iob2_spans(g))
-        pred_spans = _iob2_spans(p)
-        if isinstance(given, Mapping):
-            known = set(pred_spans)
-            unknown = [key for key in given if key not in known]
-            if unknown:
-                raise ValueError(f"sentence {index}: {unknown[0]!r} is not a predicted span")
-            chosen = [(span, given[span]) for span in pred_spans if span in given]
-        else:
-            values = list(given)
-            if len(values) != len(pred_spans):
-                raise ValueError(
-                    f"sentence {index}: {len(values)} confidences for {len(pred_spans)} predicted spans"
-                )
-            chosen = list(zip(pred_spans, values))
-        for span, value in chosen:
-            confidences.append(float(value))
-            correct.append(span in gold_spans)
+    for tags, found in zip(gold, predicted):
+        gold_spans: set[Span] = set(read_spans(tags, scheme))
+        for label, start, end, confidence in found:
+            confidences.append(min(1.0, max(0.0, float(confidence))))
+            correct.append((label, start, end) in gold_spans)
     return np.asarray(confidences, dtype=float), np.asarray(correct, dtype=bool)

@@ -58,12 +58,10 @@ class _Comparison:
 
 def _compare(torch_predictor, onnx_predictor, sentences: list[list[str]], batch_size: int) -> _Comparison:
     result = _Comparison()
-    featurizer = torch_predictor.featurizer
     for start in range(0, len(sentences), batch_size):
         chunk = sentences[start:start + batch_size]
-        arrays = featurizer.arrays(chunk)
-        expected_em, expected_int = torch_predictor.engine.run(*arrays)
-        got_em, got_int = onnx_predictor.engine.run(*arrays)
+        expected_em, expected_int, _ = torch_predictor.run_network(chunk)
+        got_em, got_int, _ = onnx_predictor.run_network(chunk)
         for row, sentence in enumerate(chunk):  # padded positions are not compared: no decoder reads them
             n = len(sentence)
             result.tokens += n
@@ -82,11 +80,11 @@ def check_graph(model_dir: Path, graph: bytes, sentences: list[list[str]], toler
                 synthetic_tolerance: float = SYNTHETIC_TOLERANCE) -> ExportCheck:
     """Run ``graph`` and the torch model on ``sentences`` (normalised tokens, held to ``tolerance``)
     and ``synthetic`` ones (held to ``synthetic_tolerance``); labels and intents must be identical."""
-    from .engines import OnnxEngine, TorchEngine
+    from .engines import OnnxEngine
     from .predictor import Predictor
 
     loaded = load_model(model_dir)
-    torch_predictor = Predictor(loaded, model_dir, TorchEngine(loaded.model))
+    torch_predictor = Predictor(loaded, model_dir)
     onnx_predictor = Predictor(loaded, model_dir, OnnxEngine(loaded, threads=1, graph=graph))
     data = _compare(torch_predictor, onnx_predictor, sentences, batch_size)
     stress = _compare(torch_predictor, onnx_predictor, list(synthetic), batch_size)

@@ -99,8 +99,9 @@ def quantize_onnx(model_dir: str | Path, sentences: Sequence[Sequence[str]],
         from .metrics import evaluate
 
         gold_lists = [list(g) for g in gold]
-        f1_float = evaluate(gold_lists, expected_labels)["slot_f1"]
-        f1_int8 = evaluate(gold_lists, got_labels)["slot_f1"]
+        scheme = artifact.config.scheme
+        f1_float = evaluate(gold_lists, expected_labels, scheme=scheme)["slot_f1"]
+        f1_int8 = evaluate(gold_lists, got_labels, scheme=scheme)["slot_f1"]
     check = QuantizationCheck(method="onnxruntime quantize_dynamic, int8 weights (LSTM, MatMul, Gemm)",
                               sentences=len(sentences), tokens=tokens, label_agreement=same / tokens,
                               intent_agreement=intent_agreement, slot_f1_float=f1_float, slot_f1_int8=f1_int8,

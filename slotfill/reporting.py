@@ -31,7 +31,7 @@ _HEADLINE = (
     ("slot_precision", "Slot precision"),
     ("slot_recall", "Slot recall"),
     ("slot_f1", "Slot F1"),
-    ("slot_f1_strict", "Slot F1 (strict IOB2)"),
+    ("slot_f1_strict", "Slot F1 (strict)"),
     ("slot_f1_macro", "Slot F1 (macro)"),
     ("intent_accuracy", "Intent accuracy"),
     ("exact_match", "Sentence accuracy"),
@@ -73,8 +73,10 @@ def format_report(report: Mapping, title: str | None = None) -> str:
     if title:
         lines += [title, "=" * len(title), ""]
 
-    label_width = max(len(label) for _, label in _HEADLINE)
-    for key, label in _HEADLINE:
+    headline = [(key, f"{label[:-1]} {report['scheme']})" if key == "slot_f1_strict" and "scheme" in report else label)
+                for key, label in _HEADLINE]
+    label_width = max(len(label) for _, label in headline)
+    for key, label in headline:
         lines.append(f"{label:<{label_width}}  {_pct(report.get(key)):>7}")
     counts = []
     if "n_sentences" in report:

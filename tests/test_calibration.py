@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from slotfill.artifact import MANIFEST, sha256_file
-from slotfill.calibration import Scores, _log_loss, fit_temperatures, golden_section, span_pairs
+from slotfill.calibration import Scores, _log_loss, fit_temperatures, golden_section
+from slotfill.metrics import span_confidence_pairs
 from slotfill.data import load_corpus
 from slotfill.decoding import DISALLOWED, CRFTables
 from slotfill.errors import ArtifactError
@@ -55,7 +56,7 @@ def test_training_stores_temperatures_that_lower_the_log_loss(sample_model_dir, 
     scores = Scores(predictor, norms)
 
     def loss(temperature: float) -> float:
-        return _log_loss(*span_pairs(gold, scores.spans(temperature)[1]))
+        return _log_loss(*span_confidence_pairs(gold, scores.spans(temperature)))
 
     fitted = stored["slot_temperature"]
     assert loss(fitted) <= loss(1.0) + 1e-9

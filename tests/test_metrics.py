@@ -7,17 +7,16 @@ import warnings
 import numpy as np
 import pytest
 from seqeval.metrics import f1_score, precision_score, recall_score
-from seqeval.metrics.sequence_labeling import get_entities
-from seqeval.scheme import IOB2
+from seqeval.scheme import IOB1, IOB2, IOBES
 
 from slotfill.metrics import (
-    _iob2_spans,
     evaluate,
     expected_calibration_error,
     intent_matches,
     reliability_bins,
     span_confidence_pairs,
 )
+from slotfill.schemes import convert
 
 
 def _no_warnings(fn, *args, **kwargs):
@@ -229,6 +228,7 @@ def test_report_is_json_serialisable_with_python_types():
         "per_slot",
         "n_sentences",
         "n_tokens",
+        "scheme",
     }
     assert json.loads(json.dumps(report, allow_nan=False)) == report
     for key in ("slot_precision", "slot_recall", "slot_f1", "slot_f1_strict", "slot_f1_macro", "intent_accuracy", "exact_match"):
@@ -259,8 +259,27 @@ def test_mismatched_sentence_length_names_the_index():
 
 @pytest.mark.parametrize("bad", ["X-a", "B-", "B", "E-a", "b-a", "", None, "S-a"])
 def test_invalid_tag_is_rejected_with_position(bad):
-    with pytest.raises(ValueError, match=r"pred_tags: sentence 1, token 0: invalid IOB2 tag"):
+    with pytest.raises(ValueError, match=r"pred_tags: sentence 1, token 0: (unknown prefix|malformed tag|None)"):
         evaluate([["O"], ["O"]], [["O"], [bad]])
+
+
+@pytest.mark.parametrize(("gold", "scheme"), [(["I-a"], "IOB2"), (["B-a"], "BIOES"), (["B-a"], "IOB1")])
+def test_an_invalid_gold_sequence_is_rejected_with_position(gold, scheme):
+    with pytest.raises(ValueError, match=rf"gold_tags: sentence 0, token 0: invalid {scheme} sequence"):
+        evaluate([gold], [["O"]], scheme=scheme)
+
+
+def test_bioes_and_iob1_tags_are_scored_in_their_scheme():
+    """What training hands the scorer: tags in the data's scheme (BIOES S- and E-, IOB1 B- between
+    spans), scored like the same spans written in IOB2."""
+    gold = [["S-a", "O", "B-b", "E-b"], ["B-c", "I-c", "E-c", "S-c"]]
+    pred = [["S-a", "O", "S-b", "O"], ["B-c", "I-c", "E-c", "S-c"]]
+    report = evaluate(gold, pred, scheme="BIOES")
+    iob2 = evaluate([convert(g, "BIOES", "IOB2") for g in gold], [convert(p, "BIOES", "IOB2") for p in pred])
+    assert report["slot_f1"] == pytest.approx(iob2["slot_f1"]) == pytest.approx(0.75)  # 3 of 4 spans on each side
+    assert report["scheme"] == "BIOES" and iob2["scheme"] == "IOB2"
+    with pytest.raises(ValueError, match="unknown prefix 'S'"):
+        evaluate(gold, pred)  # the same tags read as IOB2
 
 
 def test_string_instead_of_tag_list_is_rejected():
@@ -300,58 +319,62 @@ def _random_tags(rng: random.Random, length: int, types: list[str], orphan_rate:
     return tags
 
 
-def _perturb(rng: random.Random, tags: list[str], types: list[str]) -> list[str]:
+SEQEVAL_SCHEMES = {"IOB2": IOB2, "IOB1": IOB1, "BIOES": IOBES}
+PREFIXES = {"IOB2": "BI", "IOB1": "BI", "BIOES": "BIES"}
+
+
+def _perturb_in(rng: random.Random, tags: list[str], types: list[str], scheme: str) -> list[str]:
     out = list(tags)
     for i in range(len(out)):
         if rng.random() < 0.15:
-            out[i] = rng.choice(["O"] + [f"{p}-{t}" for p in "BI" for t in types])
+            out[i] = rng.choice(["O"] + [f"{p}-{t}" for p in PREFIXES[scheme] for t in types])
     return out
 
 
+@pytest.mark.parametrize("scheme", ["IOB2", "IOB1", "BIOES"])
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_agrees_with_seqeval_on_random_batches(seed):
+def test_agrees_with_seqeval_in_each_scheme_on_random_batches(seed, scheme):
+    """Default and strict scores, per-type F1 and sentence accuracy equal seqeval's on the same tags in
+    their own scheme; predictions include sequences that are invalid in it."""
     rng = random.Random(seed)
     gold_types = ["fromloc.city_name", "toloc.city_name", "depart_time.time", "airline_name", "round_trip"]
     pred_types = gold_types[:3] + ["cost_relative"]  # some gold types never predicted, one never gold
     gold, pred = [], []
     for _ in range(150):
         length = rng.randint(1, 14)
-        g = _random_tags(rng, length, gold_types, orphan_rate=0.0)
-        p = _perturb(rng, g, pred_types)
+        g = convert(_random_tags(rng, length, gold_types, orphan_rate=0.0), "IOB2", scheme)
         gold.append(g)
-        pred.append(p)
+        pred.append(_perturb_in(rng, g, pred_types, scheme))
 
-    report = _no_warnings(evaluate, gold, pred)
+    report = _no_warnings(evaluate, gold, pred, scheme=scheme)
     assert report["slot_f1"] == pytest.approx(f1_score(gold, pred, zero_division=0))
     assert report["slot_precision"] == pytest.approx(precision_score(gold, pred, zero_division=0))
     assert report["slot_recall"] == pytest.approx(recall_score(gold, pred, zero_division=0))
     assert report["slot_f1_macro"] == pytest.approx(f1_score(gold, pred, average="macro", zero_division=0))
     assert report["slot_f1_strict"] == pytest.approx(
-        f1_score(gold, pred, mode="strict", scheme=IOB2, zero_division=0)
-    )
+        f1_score(gold, pred, mode="strict", scheme=SEQEVAL_SCHEMES[scheme], zero_division=0))
     per_type = f1_score(gold, pred, average=None, zero_division=0)
     assert [report["per_slot"][name]["f1"] for name in sorted(report["per_slot"])] == pytest.approx(list(per_type))
     assert report["exact_match"] == pytest.approx(sum(g == p for g, p in zip(gold, pred)) / len(gold))
-    # the perturbation produces orphan I- tags, so strict and default really differ here
+    # the perturbation produces invalid sequences, so strict and default really differ here
     assert report["slot_f1_strict"] != pytest.approx(report["slot_f1"])
 
 
-def test_iob2_spans_match_seqeval_entities():
-    rng = random.Random(7)
-    tags = ["O", "B-a", "I-a", "B-b", "I-b", "B-c.d", "I-c.d"]
-    for _ in range(2000):
-        seq = [rng.choice(tags) for _ in range(rng.randint(0, 9))]
-        expected = [(label, start, end + 1) for label, start, end in get_entities(seq)]
-        assert _iob2_spans(seq) == expected, seq
-
-
-def test_iob2_spans_conlleval_rules():
-    assert _iob2_spans(["O", "I-a", "I-a", "B-a", "I-b", "O", "B-c"]) == [
-        ("a", 1, 3),
-        ("a", 3, 4),
-        ("b", 4, 5),
-        ("c", 6, 7),
-    ]
+@pytest.mark.parametrize("scheme", ["IOB2", "IOB1", "BIOES"])
+def test_valid_predictions_score_the_same_in_every_scheme(scheme):
+    """Conversion is lossless: the same spans give the same scores whichever scheme writes them, and
+    strict equals default on valid sequences."""
+    rng = random.Random(11)
+    types = ["a", "b.c", "d-e"]
+    gold = [_random_tags(rng, rng.randint(1, 10), types, 0.0) for _ in range(200)]
+    pred = [_random_tags(rng, len(g), types, 0.0) for g in gold]
+    here = evaluate([convert(g, "IOB2", scheme) for g in gold], [convert(p, "IOB2", scheme) for p in pred],
+                    scheme=scheme)
+    iob2 = evaluate(gold, pred)
+    for key in ("slot_precision", "slot_recall", "slot_f1", "slot_f1_strict", "slot_f1_macro", "exact_match"):
+        assert here[key] == pytest.approx(iob2[key]), key
+    assert here["slot_f1_strict"] == pytest.approx(here["slot_f1"])
+    assert here["per_slot"] == iob2["per_slot"]
 
 
 # --------------------------------------------------------------------------- calibration
@@ -425,39 +448,33 @@ def test_calibration_input_validation():
 # --------------------------------------------------------------------------- span confidences
 
 
-def test_span_confidence_pairs_sequence_form():
+def test_span_confidence_pairs_judge_each_span_exactly():
     gold = [["B-a", "I-a", "O", "B-b"], ["O", "B-c", "I-c", "O"]]
-    pred = [["B-a", "I-a", "O", "B-a"], ["O", "I-c", "I-c", "I-d"]]
-    # sentence 1: I-c after O starts c[1,3); I-d after I-c starts d[3,4)
-    conf, correct = span_confidence_pairs(gold, pred, [[0.9, 0.6], [0.8, 0.3]])
+    predicted = [[("a", 0, 2, 0.9), ("a", 3, 4, 0.6)], [("c", 1, 3, 0.8), ("d", 3, 4, 0.3)]]
+    conf, correct = span_confidence_pairs(gold, predicted)
     assert conf.tolist() == [0.9, 0.6, 0.8, 0.3]
     assert correct.tolist() == [True, False, True, False]
     assert correct.dtype == bool and conf.dtype == float
 
 
-def test_span_confidence_pairs_mapping_form_skips_spans_without_confidence():
-    gold = [["B-a", "O", "B-b"]]
-    pred = [["B-a", "O", "B-c"]]
-    conf, correct = span_confidence_pairs(gold, pred, [{("c", 2, 3): 0.4}])
-    assert conf.tolist() == [0.4]
-    assert correct.tolist() == [False]
-    with pytest.raises(ValueError, match="not a predicted span"):
-        span_confidence_pairs(gold, pred, [{("b", 2, 3): 0.4}])
+def test_span_confidence_pairs_read_the_gold_in_its_scheme():
+    gold = [["S-a", "B-b", "E-b"]]
+    conf, correct = span_confidence_pairs(gold, [[("a", 0, 1, 0.7), ("b", 1, 2, 0.2)]], scheme="BIOES")
+    assert correct.tolist() == [True, False]
+    with pytest.raises(ValueError, match="unknown prefix 'S'"):
+        span_confidence_pairs(gold, [[]])
 
 
 def test_span_confidence_pairs_validation():
     gold = [["B-a", "O"], ["O", "O"]]
-    pred = [["B-a", "O"], ["O", "O"]]
-    with pytest.raises(ValueError, match="sentence 0: 2 confidences for 1 predicted spans"):
-        span_confidence_pairs(gold, pred, [[0.5, 0.5], []])
     with pytest.raises(ValueError, match="one entry per sentence"):
-        span_confidence_pairs(gold, pred, [[0.5]])
-    with pytest.raises(ValueError, match="sentence 1: gold has 2 tags"):
-        span_confidence_pairs(gold, [["B-a", "O"], ["O"]], [[0.5], []])
+        span_confidence_pairs(gold, [[("a", 0, 1, 0.5)]])
+    with pytest.raises(ValueError, match="gold_tags: sentence 0, token 0"):
+        span_confidence_pairs([["I-a"]], [[]])
 
 
 def test_span_confidence_pairs_feed_ece():
     gold = [["B-a", "O"], ["B-a", "O"]]
-    pred = [["B-a", "O"], ["O", "B-a"]]
-    conf, correct = span_confidence_pairs(gold, pred, [[1.0], [1.0]])
+    predicted = [[("a", 0, 1, 1.0)], [("a", 1, 2, 1.0)]]
+    conf, correct = span_confidence_pairs(gold, predicted)
     assert expected_calibration_error(conf, correct) == pytest.approx(0.5)

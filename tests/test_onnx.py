@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from slotfill.artifact import MANIFEST, ONNX_FILE, sha256_file
-from slotfill.decoding import CRFTables
 from slotfill.engines import OnnxEngine, TorchEngine, resolve_backend
 from slotfill.errors import ArtifactError, ConfigError
 from slotfill.features import Featurizer
@@ -108,10 +107,9 @@ def test_graph_reproduces_torch(tmp_path, name):
     assert artifact.has_onnx
     loaded = load_model(directory)
     sentences = synthetic_sentences(WORDS, count=40, seed=3)
-    arrays = artifact.featurizer.arrays(sentences)
-    torch_em, torch_int = TorchEngine(loaded.model).run(*arrays)
-    onnx_em, onnx_int = OnnxEngine(artifact).run(*arrays)
-    assert_same_outputs((onnx_em, onnx_int), (torch_em, torch_int), arrays[2], atol=1e-4)
+    torch_em, torch_int, lengths = TorchEngine(loaded.model, loaded.featurizer).run_tokens(sentences)
+    onnx_em, onnx_int, _ = OnnxEngine(artifact).run_tokens(sentences)
+    assert_same_outputs((onnx_em, onnx_int), (torch_em, torch_int), lengths, atol=1e-4)
 
 
 def assert_same_outputs(got, expected, lengths, atol: float) -> None:
@@ -128,9 +126,10 @@ def assert_same_outputs(got, expected, lengths, atol: float) -> None:
 @pytest.mark.parametrize("name", ["bilstm-crf", "no-chars-no-intents"])
 def test_the_token_path_gives_the_array_paths_numbers(tmp_path, name, monkeypatch):
     """``run_tokens`` (what the predictor calls) reuses the precomputed character features of frequent
-    words and encodes the others once per call; it must give ``run``'s numbers on the featurizer's
-    arrays for words among the precomputed ones, words of the vocabulary past them, unseen words, a
-    word repeated in a call, and tokens spelled like the vocabulary's padding and unknown entries."""
+    words and encodes the others once per call; it must give the numbers of an engine that precomputes
+    nothing, and the torch model's, for words among the precomputed ones, words of the vocabulary past
+    them, unseen words, a word repeated in a call, and tokens spelled like the vocabulary's padding and
+    unknown entries."""
     import slotfill.engines as engines
 
     directory = random_artifact(tmp_path / name, **ARCHITECTURES[name])
@@ -142,17 +141,22 @@ def test_the_token_path_gives_the_array_paths_numbers(tmp_path, name, monkeypatc
     assert len(vocabulary) > 6
     sentences = synthetic_sentences(WORDS + ["ünïcode", "東京"], count=30, seed=4)
     sentences.append([vocabulary[0], vocabulary[1], "zzqx", "zzqx", vocabulary[-1], "東京"])
-    expected_em, expected_int = engine.run(*artifact.featurizer.arrays(sentences))
+    monkeypatch.setattr(engines, "KNOWN_WORDS", 0)
+    nothing_known = OnnxEngine(artifact)
+    expected_em, expected_int, _ = nothing_known.run_tokens(sentences)
     got_em, got_int, lengths = engine.run_tokens(sentences)
     assert lengths.tolist() == [len(s) for s in sentences]
     assert_same_outputs((got_em, got_int), (expected_em, expected_int), lengths, atol=1e-6)
+    loaded = load_model(directory)
+    torch_em, torch_int, _ = TorchEngine(loaded.model, loaded.featurizer).run_tokens(sentences)
+    assert_same_outputs((got_em, got_int), (torch_em, torch_int), lengths, atol=1e-4)
     if name == "bilstm-crf":
         assert engine._known_chars.shape == (6, 10)
 
 
-def test_a_graph_with_per_position_characters_is_refused_with_the_way_out(onnx_artifact):
-    """Graphs of earlier slotfill releases took character ids per position; such a graph is refused by
-    name, with the command that writes the current one, not fed the wrong inputs."""
+def test_a_graph_with_other_inputs_is_refused_by_name(onnx_artifact):
+    """A graph whose inputs are not the ones the engine feeds is refused, naming them, not fed the wrong
+    inputs."""
     import onnx
 
     model = onnx.load(str(onnx_artifact / ONNX_FILE))
@@ -160,7 +164,7 @@ def test_a_graph_with_per_position_characters_is_refused_with_the_way_out(onnx_a
     graph_input.name = "char_ids"
     for node in model.graph.node:
         node.input[:] = ["char_ids" if name == "word_chars" else name for name in node.input]
-    with pytest.raises(ArtifactError, match=r"inputs \['word_ids', 'char_ids'.*export it again with `slotfill export"):
+    with pytest.raises(ArtifactError, match=r"inputs \['word_ids', 'char_ids'.*expected \['word_ids', 'word_chars'"):
         OnnxEngine(read_artifact(onnx_artifact), graph=model.SerializeToString())
 
 
@@ -171,17 +175,17 @@ def test_padding_never_leaks_into_real_positions(tmp_path):
     artifact = read_artifact(directory)
     engine = OnnxEngine(artifact)
     short, long = ["from", "boston"], WORDS * 3
-    alone_em, alone_int = engine.run(*artifact.featurizer.arrays([short]))
-    batch_em, batch_int = engine.run(*artifact.featurizer.arrays([long, short]))
+    alone_em, alone_int, _ = engine.run_tokens([short])
+    batch_em, batch_int, _ = engine.run_tokens([long, short])
     np.testing.assert_allclose(batch_em[1, :2], alone_em[0], atol=1e-5, rtol=0)
     np.testing.assert_allclose(batch_int[1], alone_int[0], atol=1e-5, rtol=0)
 
 
 def test_crf_tables_from_saved_weights_match_the_module(sample_model_dir):
+    """The onnx engine's tables (saved scores and the scheme's grammar) equal the torch module's."""
     loaded = load_model(sample_model_dir)
-    from_module = TorchEngine(loaded.model).crf_tables()
-    weights = {name: tensor.numpy() for name, tensor in loaded.model.state_dict().items()}
-    from_weights = CRFTables.from_weights(weights)
+    from_module = TorchEngine(loaded.model, loaded.featurizer).crf_tables()
+    from_weights = OnnxEngine(read_artifact(sample_model_dir)).crf_tables()
     for a, b in ((from_module.transitions, from_weights.transitions), (from_module.start, from_weights.start),
                  (from_module.end, from_weights.end)):
         np.testing.assert_array_equal(a, b)
@@ -314,19 +318,19 @@ def test_onnx_backend_and_service_run_without_torch(backend, onnx_artifact, samp
 
 
 def test_large_onnx_batches_run_in_length_chunks_with_the_same_answers(onnx_artifact, monkeypatch):
-    """Batches over Predictor.CHUNK go to onnxruntime sorted by length, in chunks; answers do not change."""
+    """Batches over OnnxEngine.CHUNK go to onnxruntime sorted by length, in chunks; answers do not change."""
     predictor = Predictor.load(onnx_artifact, backend="onnx")
     sentences = synthetic_sentences(["book", "a", "table", "for", "two", "tomorrow", "at", "7pm"], count=40, seed=5)
     calls = []
-    real_run = predictor.engine.run_tokens
+    real_run = predictor.engine._run_tokens
 
     def counting_run(token_lists):
         calls.append([len(tokens) for tokens in token_lists])
         return real_run(token_lists)
 
-    monkeypatch.setattr(predictor.engine, "run_tokens", counting_run)
+    monkeypatch.setattr(predictor.engine, "_run_tokens", counting_run)
     together = predictor.predict_tokens(sentences)
-    assert len(calls) == -(-len(sentences) // Predictor.CHUNK)
+    assert len(calls) == -(-len(sentences) // OnnxEngine.CHUNK)
     assert [n for chunk in calls for n in chunk] == sorted(map(len, sentences)), "each chunk holds similar lengths"
     for sentence, got in zip(sentences, together):
         [alone] = predictor.predict_tokens([sentence])

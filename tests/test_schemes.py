@@ -184,3 +184,83 @@ def test_repair_always_yields_valid_iob2(tags):
 @given(st.lists(st.sampled_from(["O", "B-a", "I-a", "E-a", "S-a", "B-b", "E-b"]), max_size=10))
 def test_repair_always_yields_valid_bioes(tags):
     assert validate(repair(tags, "BIOES"), "BIOES") == []
+
+
+# ------------------------------------------------------------------ the grammar, one rule
+
+def _brute_force_valid(tags: list[str], scheme: str) -> bool:
+    """Validity by the definition of each scheme, written from spans: a valid sequence is exactly
+    what :func:`tags_from_spans` writes for its own spans (no grammar involved)."""
+    if any(schemes.tag_problem(t, scheme) for t in tags):
+        return False
+    return schemes.tags_from_spans(len(tags), schemes.read_spans(tags, scheme), scheme) == list(tags)
+
+
+_TAGS = {scheme: ["O"] + [f"{p}-{t}" for p in {"IOB2": "BI", "IOB1": "BI", "BIOES": "BIES"}[scheme] for t in "xy"]
+         for scheme in SCHEMES}
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@given(data=st.data())
+def test_grammar_verdict_equals_validate_and_the_definition(scheme, data):
+    """For random label sequences in each scheme: the transition grammar accepts a sequence (every step,
+    START and END included, is an allowed transition) exactly when ``validate`` finds no problem, and
+    exactly when the sequence is what its own spans are written as."""
+    tags = data.draw(st.lists(st.sampled_from(_TAGS[scheme]), min_size=1, max_size=8))
+    labels = _TAGS[scheme]
+    allowed = set(schemes.allowed_transitions(scheme, labels))
+    ids = [len(labels)] + [labels.index(t) for t in tags] + [len(labels) + 1]  # START ... END
+    by_grammar = all((a, b) in allowed for a, b in zip(ids, ids[1:]))
+    assert by_grammar == (validate(tags, scheme) == []) == _brute_force_valid(tags, scheme)
+    reader = schemes.SpanReader(scheme, labels)
+    assert reader.valid(ids[1:-1]) == by_grammar
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@given(data=st.data())
+def test_conversion_round_trips_on_valid_sequences(scheme, data):
+    tags = data.draw(st.lists(st.sampled_from(_TAGS[scheme]), max_size=8).filter(lambda t: not validate(t, scheme)))
+    for target in SCHEMES:
+        there = convert(tags, scheme, target)
+        assert validate(there, target) == []
+        assert convert(there, target, scheme) == list(tags)
+        assert spans(there, target) == spans(tags, scheme)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_the_reader_is_seqevals_default_mode_on_every_short_sequence(scheme):
+    """Every sequence of up to five tags over two types, valid or not: the same spans as seqeval's
+    conlleval-compatible reading, which the default scores rest on."""
+    import itertools
+
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    for n in range(1, 6):
+        for tags in itertools.product(_TAGS[scheme], repeat=n):
+            expected = sorted((label, start, end + 1) for label, start, end in get_entities(list(tags)))
+            assert sorted(schemes.read_spans(list(tags), scheme)) == expected, tags
+
+
+def test_allowed_transitions_refuses_labels_outside_the_scheme():
+    with pytest.raises(ConfigError, match="'S-x' does not fit the IOB2 scheme"):
+        schemes.allowed_transitions("IOB2", ["O", "S-x"])
+    with pytest.raises(ConfigError, match="unknown tag scheme"):
+        schemes.allowed_transitions("BIO", ["O"])
+
+
+@pytest.mark.parametrize(
+    ("scheme", "ids", "labels", "spans_expected"),
+    [
+        ("IOB2", [2, 2, 0, 1], ["B-x", "I-x", "O", "B-x"], [("x", 0, 2), ("x", 3, 4)]),
+        ("BIOES", [1, 0, 2], ["S-x", "O", "S-x"], [("x", 0, 1), ("x", 2, 3)]),
+    ],
+)
+def test_the_reader_repairs_what_the_grammar_refuses(scheme, ids, labels, spans_expected):
+    names = {"IOB2": ["O", "B-x", "I-x"], "BIOES": ["O", "B-x", "S-x"]}[scheme]
+    reader = schemes.SpanReader(scheme, names)
+    got_labels, got_spans = reader.read(ids)
+    assert got_spans == spans_expected
+    assert got_labels == labels
+    assert validate(got_labels, scheme) == []
+    if scheme == "IOB2":  # a valid path keeps its labels as they are
+        assert reader.read([1, 2, 0, 1]) == (labels, spans_expected)

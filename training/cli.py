@@ -192,7 +192,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not examples:
             raise SlotfillError(f"--data {args.data}: has no {args.split} split")
         sentences = [[normalize_token(t, artifact.tokenizer) or t for t in e.tokens] for e in examples]
-        gold = [list(e.tags) for e in examples] if artifact.config.scheme == "IOB2" else None
+        gold = [list(e.tags) for e in examples]
     check = export_onnx(args.model, sentences, tolerance=args.tolerance)
     print(f"wrote {args.model / 'model.onnx'}: checked on {check.sentences} sentences ({check.tokens} tokens); "
           f"labels identical, max emission difference {check.max_emission_diff:.1e} on the data and "

@@ -344,7 +344,7 @@ class Trainer:
         has_intents = bool(self.intents) and any(e.intent is not None for e in examples)
         return evaluate_tags([list(e.tags) for e in examples], pred_tags,
                              [e.intent for e in examples] if has_intents else None,
-                             pred_intents if has_intents else None)
+                             pred_intents if has_intents else None, scheme=self.config.scheme)
 
     def calibrate(self, model: SlotTagger, report: dict[str, Any]) -> dict[str, float] | None:
         """Fit confidence temperatures on dev; add ECE before/after on the report's split to ``report``."""

@@ -8,9 +8,10 @@ from typing import Any
 
 from ..errors import ConfigError
 
+from ..schemes import SCHEMES, tag_problem
+
 CELLS = ("rnn", "lstm", "gru")
 DECODERS = ("softmax", "crf")
-SCHEMES = ("IOB2", "IOB1", "BIOES")
 
 # Upper bounds checked before anything is allocated, so a hostile or corrupt
 # config.json cannot make the loader allocate gigabytes.
@@ -117,6 +118,10 @@ class TaggerConfig:
             fail("dropout", f"must be in [0, 1), got {self.dropout!r}")
         if self.num_labels < 1:
             fail("id2label", "needs at least one label")
+        for label in self.id2label.values():
+            problem = tag_problem(label, self.scheme) if isinstance(label, str) else "not a string"
+            if problem is not None:
+                fail("id2label", f"label {label!r} does not fit the {self.scheme} scheme: {problem}")
         if self.contextual_dim:
             self._validate_contextual(fail)
         for mapping_name in ("id2label", "id2intent"):
@@ -195,8 +200,7 @@ class TaggerConfig:
             shapes["intent_head.bias"] = (self.num_intents,)
         if self.decoder == "crf":
             k = self.num_labels
-            shapes.update({"crf.transitions": (k, k), "crf.start_transitions": (k,), "crf.end_transitions": (k,),
-                           "crf.constraint_mask": (k + 2, k + 2)})
+            shapes.update({"crf.transitions": (k, k), "crf.start_transitions": (k,), "crf.end_transitions": (k,)})
         return shapes
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,112 +7,23 @@ Conventions (shared with AllenNLP, so its pretrained tables and habits carry ove
 * ``transitions[i, j]`` scores moving from tag ``i`` at step ``t - 1`` to tag ``j`` at ``t``.
 * Masks are left-aligned: every row is a prefix of ``True`` of length >= 1.
 
-Disallowed transitions are given the finite score :data:`DISALLOWED` rather than ``-inf``:
-``-inf`` turns into NaN gradients as soon as a whole logsumexp row is forbidden, while
-``-1e4`` is already ``exp(-1e4) == 0`` in float32, so probabilities are unaffected.
-The constraints are used in *every* computation (likelihood, partition, Viterbi,
-marginals), so training optimises exactly the distribution that decoding searches.
+Disallowed transitions are given the finite score :data:`~slotfill.decoding.DISALLOWED` rather
+than ``-inf``: ``-inf`` turns into NaN gradients as soon as a whole logsumexp row is forbidden,
+while ``-1e4`` is already ``exp(-1e4) == 0`` in float32, so probabilities are unaffected.
+The constraints (from :func:`slotfill.schemes.allowed_transitions`, the one grammar) are used in
+*every* computation (likelihood, partition, Viterbi, marginals), so training optimises exactly
+the distribution that decoding searches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import torch
 from torch import nn
 
-DISALLOWED = -1e4
+from ..decoding import DISALLOWED
+from ..schemes import allowed_transitions
 
-SCHEMES = ("IOB2", "IOB1", "BIOES")
-_ALIASES = {"BIO": "IOB2"}
-# Tag prefixes each scheme knows; "O" is the only one without an entity type.
-_PREFIXES = {"IOB2": ("B", "I"), "IOB1": ("B", "I"), "BIOES": ("B", "I", "E", "S")}
-
-
-def _split_label(label: str, scheme: str) -> tuple[str, str]:
-    """``"B-fromloc.city_name"`` -> ``("B", "fromloc.city_name")``; ``"O"`` -> ``("O", "")``.
-
-    Splits on the *first* hyphen only, so entity types may themselves contain hyphens.
-    """
-    if label == "O":
-        return "O", ""
-    prefix, sep, entity = label.partition("-")
-    if not sep or not entity or prefix not in _PREFIXES[scheme]:
-        raise ValueError(
-            f"label {label!r} does not fit the {scheme} scheme: expected 'O' or "
-            f"'<{'|'.join(_PREFIXES[scheme])}>-<type>'"
-        )
-    return prefix, entity
-
-
-def _is_allowed(scheme: str, from_tag: str, from_entity: str, to_tag: str, to_entity: str) -> bool:
-    """Whether ``from_tag-from_entity -> to_tag-to_entity`` is a legal transition.
-
-    ``from_tag`` may be ``"START"`` and ``to_tag`` may be ``"END"``.
-    """
-    if to_tag == "START" or from_tag == "END":
-        return False
-    if from_tag == "START" and to_tag == "END":
-        return False  # sequences are never empty
-    same = from_entity == to_entity
-    if scheme == "IOB2":
-        if from_tag == "START":
-            return to_tag in ("O", "B")
-        if to_tag == "END":
-            return True
-        # O and B-x can follow anything; I-x only continues a chunk of the same type.
-        return to_tag in ("O", "B") or (to_tag == "I" and from_tag in ("B", "I") and same)
-    if scheme == "IOB1":
-        # In IOB1, I-x opens a chunk; B-x only separates two adjacent chunks of the same type.
-        if from_tag == "START":
-            return to_tag in ("O", "I")
-        if to_tag == "END":
-            return True
-        return to_tag in ("O", "I") or (to_tag == "B" and from_tag in ("B", "I") and same)
-    if scheme == "BIOES":
-        if from_tag == "START":
-            return to_tag in ("O", "B", "S")
-        if to_tag == "END":
-            return from_tag in ("O", "E", "S")
-        if from_tag in ("O", "E", "S"):
-            return to_tag in ("O", "B", "S")
-        # Inside a multi-token chunk (after B-x or I-x) only I-x or E-x of the same type.
-        return to_tag in ("I", "E") and same
-    raise AssertionError(scheme)  # unreachable: checked by allowed_transitions
-
-
-def allowed_transitions(scheme: str, labels: Mapping[int, str] | Sequence[str]) -> list[tuple[int, int]]:
-    """List the ``(from_id, to_id)`` pairs that ``scheme`` permits.
-
-    Parameters
-    ----------
-    scheme:
-        ``"IOB2"`` (alias ``"BIO"``), ``"IOB1"`` or ``"BIOES"``.
-    labels:
-        ``id -> label`` (ids must be ``0 .. K-1``) or a list of labels in id order.
-
-    Returns
-    -------
-    Pairs over ``0 .. K+1`` where ``K`` stands for START and ``K + 1`` for END, as
-    expected by :class:`CRF`'s ``constraints`` argument.
-    """
-    canonical = _ALIASES.get(scheme, scheme)
-    if canonical not in SCHEMES:
-        raise ValueError(f"unknown tagging scheme {scheme!r}; expected one of {', '.join(SCHEMES)} (or BIO)")
-    if isinstance(labels, Mapping):
-        if sorted(labels) != list(range(len(labels))):
-            raise ValueError("label ids must be exactly 0 .. num_labels-1")
-        names = [labels[i] for i in range(len(labels))]
-    else:
-        names = list(labels)
-    parsed = [_split_label(name, canonical) for name in names]
-    parsed += [("START", ""), ("END", "")]  # ids K and K + 1
-    return [
-        (i, j)
-        for i, (from_tag, from_entity) in enumerate(parsed)
-        for j, (to_tag, to_entity) in enumerate(parsed)
-        if _is_allowed(canonical, from_tag, from_entity, to_tag, to_entity)
-    ]
+__all__ = ["CRF", "DISALLOWED", "allowed_transitions", "log_partition"]
 
 
 def log_partition(
@@ -160,7 +71,7 @@ class CRF(nn.Module):
         ``K``, the number of real tags.
     constraints:
         Allowed ``(from, to)`` pairs over ``0 .. K+1`` (``K`` = START, ``K+1`` = END), e.g. from
-        :func:`allowed_transitions`. ``None`` allows everything.
+        :func:`slotfill.schemes.allowed_transitions`. ``None`` allows everything.
     include_start_end:
         Learn ``start_transitions`` / ``end_transitions``. When ``False`` they are fixed at zero
         (constraints on START/END still apply).
@@ -182,8 +93,8 @@ class CRF(nn.Module):
             self.register_parameter("start_transitions", None)
             self.register_parameter("end_transitions", None)
 
-        # (K+2, K+2) bool, True = allowed. A buffer so it is saved with the weights (a loaded
-        # model decodes with the constraints it was trained with) and follows .to(device).
+        # (K+2, K+2) bool, True = allowed. A buffer so that it follows .to(device); not saved with
+        # the weights, since it is a function of the scheme and the labels (the model's config).
         if constraints is None:
             constraint_mask = torch.ones(num_tags + 2, num_tags + 2, dtype=torch.bool)
         else:
@@ -192,7 +103,7 @@ class CRF(nn.Module):
                 if not (0 <= i < num_tags + 2 and 0 <= j < num_tags + 2):
                     raise ValueError(f"constraint ({i}, {j}) is outside 0 .. {num_tags + 1}")
                 constraint_mask[i, j] = True
-        self.register_buffer("constraint_mask", constraint_mask)
+        self.register_buffer("constraint_mask", constraint_mask, persistent=False)
 
     def extra_repr(self) -> str:
         constrained = not bool(self.constraint_mask.all())
