@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from service.main import add_serve_arguments
 from slotfill import __version__
 from slotfill.engines import BACKENDS
 from slotfill.errors import SlotfillError
@@ -79,15 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--data", required=True, help="data directory with a valid split, or 'sample'")
     calibrate.add_argument("--png", type=Path, help="also draw the span reliability diagram here")
 
-    serve = commands.add_parser("serve", help="serve an artifact over HTTP")
-    serve.add_argument("--model", required=True, type=Path)
-    serve.add_argument("--backend", choices=BACKENDS,
-                       help="inference backend (default auto: onnx when the artifact has a graph)")
-    # Defaults live in service.settings, so SLOTFILL_* variables and the settings file apply
-    # unless a flag is given.
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default 8000)")
-    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    add_serve_arguments(commands.add_parser("serve", help="serve an artifact over HTTP"))
 
     data = commands.add_parser("data", help="dataset utilities")
     data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -231,9 +224,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from service.main import serve
+    from service.main import serve_from_args
 
-    serve(args.model, host=args.host, port=args.port, workers=args.workers, backend=args.backend)
+    serve_from_args(args)
     return 0
 
 

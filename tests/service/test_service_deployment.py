@@ -98,7 +98,7 @@ def test_compose_commands_parse(compose: dict, cli_parser) -> None:
     assert str(train.out) == "/models/current"
     serve = parse_cli(cli_parser, compose["services"]["api"]["command"])
     assert serve.command == "serve"
-    assert str(serve.model) == "/models/current" == compose["services"]["api"]["environment"]["SLOTFILL_MODEL_DIR"]
+    assert str(serve.model_dir) == "/models/current" == compose["services"]["api"]["environment"]["SLOTFILL_MODEL_DIR"]
     assert serve.host == "0.0.0.0"
     container_ports = {int(str(mapping).rsplit(":", 1)[-1]) for mapping in compose["services"]["api"]["ports"]}
     assert container_ports == {serve.port}
@@ -201,7 +201,7 @@ def test_api_image_installs_only_the_hashed_lock(cli_parser, app_paths: set[str]
     assert "curl" not in healthcheck
     serve = parse_cli(cli_parser, exec_form(grouped["CMD"][-1]))
     assert serve.command == "serve"
-    assert str(serve.model) == "/models/current"
+    assert str(serve.model_dir) == "/models/current"
     assert serve.host == "0.0.0.0"
     assert str(serve.port) == grouped["EXPOSE"][0]
     assert re.search(r":8000/ready", healthcheck)
