@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import pkgutil
 import subprocess
 import sys
 
 import pytest
 
-from training.cli import build_parser
+import training.cli
+from training.cli import COMMANDS, build_parser
 
 from .conftest import REPO
 
@@ -18,11 +21,35 @@ def slotfill(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
                           input=stdin, timeout=300)
 
 
-def test_parser_has_every_command():
-    parser = build_parser()
-    for argv in (["train", "--out", "x"], ["evaluate", "--model", "m", "--data", "d"], ["tag", "--model", "m"],
-                 ["compare", "--out", "x"], ["serve", "--model", "m"], ["data", "fetch", "atis"]):
-        assert parser.parse_args(argv).command == argv[0]
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    subparsers = next(action for action in build_parser()._actions
+                      if isinstance(action, argparse._SubParsersAction))
+    return dict(subparsers.choices)
+
+
+def test_every_command_module_is_a_command():
+    """Each module in training/cli/ (but _options and __main__) is in COMMANDS, as the command of its name."""
+    modules = {info.name for info in pkgutil.iter_modules(training.cli.__path__) if not info.name.startswith("_")}
+    names = [module.__name__.rpartition(".")[2] for module in COMMANDS]
+    assert set(names) == modules and len(names) == len(modules)
+    parsers = command_parsers()
+    assert list(parsers) == names
+    for name, module in zip(names, COMMANDS):
+        assert parsers[name].get_default("run") is module.run, name
+
+
+@pytest.mark.parametrize("name", [module.__name__.rpartition(".")[2] for module in COMMANDS])
+def test_every_command_has_help(name):
+    parser = command_parsers()[name]
+    options = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
+    actions = [choice for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+               for choice in action.choices]
+    assert options or actions
+    result = slotfill(name, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: slotfill {name} ")
+    for word in options + actions:
+        assert word in result.stdout, (name, word)
 
 
 def test_bad_data_gives_file_and_line_without_traceback(tmp_path):

@@ -108,9 +108,9 @@ def test_compose_trains_on_the_bundled_sample(compose: dict, cli_parser) -> None
     data = parse_cli(cli_parser, compose["services"]["train"]["command"]).data
     # "sample" names the data set bundled inside the installed package.
     assert data == "sample"
-    from training.cli import _data_dir
+    from training.cli._options import data_dir
 
-    assert _data_dir(data) == REPO / "slotfill" / "resources" / "sample"
+    assert data_dir(data) == REPO / "slotfill" / "resources" / "sample"
     local = REPO / "slotfill" / "resources" / "sample"
     assert all((local / split).is_dir() for split in ("train", "valid", "test"))
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
