@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import pkgutil
+import re
 import subprocess
 import sys
 
@@ -104,10 +105,43 @@ def test_tag_refuses_tampered_model(sample_model_dir, tmp_path):
     assert "vocab.json" in result.stderr and "Traceback" not in result.stderr
 
 
+def slot_f1_shown(text: str) -> str:
+    """The value on a format_report's "Slot F1" line."""
+    match = re.search(r"^Slot F1 +(\S+)$", text, re.MULTILINE)
+    assert match, text
+    return match.group(1)
+
+
 def test_evaluate_writes_report(sample_model_dir, sample_dir, tmp_path):
-    result = slotfill("evaluate", "--model", str(sample_model_dir), "--data", str(sample_dir), "--out", str(tmp_path))
+    from slotfill.data import load_corpus
+    from slotfill.metrics import evaluate
+    from slotfill.predictor import Predictor
+
+    out = tmp_path / "report"
+    result = slotfill("evaluate", "--model", str(sample_model_dir), "--data", str(sample_dir), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    report = json.loads((tmp_path / "report.json").read_text())
-    saved = json.loads((sample_model_dir / "report.json").read_text())
-    assert report["slot_f1"] == pytest.approx(saved["slot_f1"])
-    assert "slot F1" in result.stdout or "F1" in result.stdout
+    # What the tagger itself answers for the test split, scored here.
+    predictor = Predictor.load(sample_model_dir)
+    test = load_corpus(sample_dir).test
+    predictions = predictor.predict_tokens([example.tokens for example in test])
+    expected = evaluate([list(example.tags) for example in test], [p.labels for p in predictions],
+                        [example.intent for example in test], [p.intent and p.intent.name for p in predictions])
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_sentences"] == len(test) == 300
+    assert report["slot_f1"] == pytest.approx(expected["slot_f1"])
+    assert report["intent_accuracy"] == pytest.approx(expected["intent_accuracy"])
+    # Scores far from 0, so that the equalities above mean something.
+    assert report["slot_f1"] > 0.5 and report["intent_accuracy"] > 0.5
+    shown = f"{100 * expected['slot_f1']:.2f}"
+    assert slot_f1_shown(result.stdout) == shown
+    assert slot_f1_shown((out / "report.txt").read_text()) == shown
+    assert sorted(path.name for path in out.iterdir()) == ["report.json", "report.txt"]  # no temporary files left
+
+
+def test_evaluate_out_that_is_a_file(sample_model_dir, sample_dir, tmp_path):
+    (tmp_path / "taken").write_text("")
+    result = slotfill("evaluate", "--model", str(sample_model_dir), "--data", str(sample_dir), "--out",
+                      str(tmp_path / "taken"))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"slotfill evaluate: error: --out {tmp_path / 'taken'}: cannot write the report")
+    assert len(result.stderr.splitlines()) == 1

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from slotfill.engines import BACKENDS
+from slotfill.errors import SlotfillError
 
 from ._options import data_dir
 
@@ -22,14 +23,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slotfill.artifact import atomic_write_json, atomic_write_text
     from slotfill.evaluation import evaluate_artifact
-    from slotfill.reporting import format_report
+    from slotfill.reporting import format_report, write_report
 
     report = evaluate_artifact(args.model, data_dir(args.data), args.split, backend=args.backend)
-    text = format_report(report, title=f"{args.model} on {args.data} ({args.split})")
-    print(text)
+    print(format_report(report, title=f"{args.model} on {args.data} ({args.split})"))
     if args.out:
-        atomic_write_json(args.out / "report.json", report)
-        atomic_write_text(args.out / "report.txt", text)
+        try:
+            write_report(report, args.out)
+        except OSError as exc:
+            raise SlotfillError(f"--out {args.out}: cannot write the report ({exc.strerror})") from None
     return 0
