@@ -145,3 +145,24 @@ def test_evaluate_out_that_is_a_file(sample_model_dir, sample_dir, tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith(f"slotfill evaluate: error: --out {tmp_path / 'taken'}: cannot write the report")
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("source", "output", "problem"), [
+    ("nosuch.txt", None, "nosuch.txt: cannot read: No such file or directory"),
+    ("somedir", None, "somedir: cannot read: Is a directory"),
+    ("in.txt", "nodir/out.jsonl", "nodir/out.jsonl: cannot write: the directory {tmp}/nodir does not exist"),
+    ("in.txt", "in.txt/out.jsonl", "in.txt/out.jsonl: cannot write: the directory {tmp}/in.txt is not a directory"),
+    ("in.txt", "somedir", "somedir: cannot write: is a directory, not a file"),
+], ids=["input missing", "input a directory", "output in a missing directory", "output in a file",
+        "output a directory"])
+def test_tag_file_problems_are_one_line(tmp_path, source, output, problem):
+    (tmp_path / "in.txt").write_text("book a table\n")
+    (tmp_path / "somedir").mkdir()
+    # No model is needed to find these: they are refused before it is loaded.
+    args = ["tag", "--model", str(tmp_path / "no-model"), "--input", str(tmp_path / source)]
+    if output:
+        args += ["--output", str(tmp_path / output)]
+    result = slotfill(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"slotfill tag: error: {tmp_path}/{problem.format(tmp=tmp_path)}\n"
+    assert not (tmp_path / "nodir").exists()

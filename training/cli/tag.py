@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -21,11 +20,5 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..tagging import tag_stream
 
-    source = open(args.input, "rb") if args.input else sys.stdin.buffer
-    try:
-        tag_stream(args.model, source, args.output, input_format=args.format, batch_size=args.batch_size,
-                   source_name=str(args.input or "<stdin>"))
-    finally:
-        if args.input:
-            source.close()
+    tag_stream(args.model, args.input, args.output, input_format=args.format, batch_size=args.batch_size)
     return 0
