@@ -7,7 +7,7 @@ in it waits longer, until all of them time out at the client and the work done f
 wasted. Refusing the excess keeps the latency of the admitted requests bounded and tells the
 others when to come back (a load balancer can retry them on another replica).
 
-The check runs in the route handler before the body's JSON is parsed (``routing.AdmittedRoute``),
+The check runs in the route handler before the body's JSON is parsed (``json_route.AdmittedRoute``),
 so a refusal costs little more than routing. One HTTP/1.1 connection has at most one request in
 flight, so the default limit (256) is never reached by a client pool of a few dozen connections;
 it bounds what many more clients can pile up. A ``/v1/tag/batch`` request counts as one, whatever

@@ -1,4 +1,9 @@
-"""Run the service with uvicorn: ``serve()`` (used by ``slotfill serve``) and ``python -m service``."""
+"""Run the service with uvicorn: ``serve()``, and the options of ``python -m service`` and ``slotfill serve``.
+
+Both commands take the options of :func:`add_serve_arguments` and start through
+:func:`serve_from_args`. Importing this module is cheap (the settings, pydantic and uvicorn are
+imported by ``serve()``), so the ``slotfill`` command line can build its parser from it.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,6 @@ from typing import Any
 
 from slotfill.engines import BACKENDS
 from slotfill.errors import SlotfillError
-
-from .logs import logging_config
-from .settings import ENV_PREFIX, Settings, load_settings
 
 FACTORY = "service.app:create_app_from_env"
 # Longest uvicorn waits, after SIGTERM, for the requests in flight before it cancels them. Under
@@ -70,7 +72,7 @@ def serve(model_dir: str | Path | None = None, host: str | None = None, port: in
     """Serve ``model_dir`` until interrupted.
 
     Arguments left as ``None`` come from ``SLOTFILL_*`` / the settings file / the defaults
-    (127.0.0.1:8000, one worker). ``settings_overrides`` are any other :class:`Settings` fields
+    (127.0.0.1:8000, one worker). ``settings_overrides`` are any other :class:`~service.settings.Settings` fields
     (``max_chars=500``, ``log_format="text"``, ``admin_token="..."``).
 
     The resolved settings are exported as ``SLOTFILL_*`` variables so that every uvicorn worker
@@ -86,6 +88,9 @@ def serve(model_dir: str | Path | None = None, host: str | None = None, port: in
     ``bench/replay_app.py`` serves the same stack through its own.
     """
     import uvicorn
+
+    from .logs import logging_config
+    from .settings import ENV_PREFIX, load_settings
 
     overrides = dict(settings_overrides)
     if model_dir is not None:
@@ -125,30 +130,51 @@ def serve(model_dir: str | Path | None = None, host: str | None = None, port: in
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m service", description="Serve a slotfill model over HTTP.")
-    parser.add_argument("--model", dest="model_dir", help="artifact directory (default: $SLOTFILL_MODEL_DIR)")
-    parser.add_argument("--host", help="bind address (default 127.0.0.1)")
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The serve options. Each left out is taken from ``SLOTFILL_*`` / the settings file / the defaults."""
+    parser.add_argument("--model", dest="model_dir", type=Path, metavar="DIR",
+                        help="artifact directory (default: $SLOTFILL_MODEL_DIR)")
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8000)")
     parser.add_argument("--workers", type=int, help="worker processes (default 1)")
-    parser.add_argument("--backend", choices=BACKENDS, help="inference backend (default auto)")
-    parser.add_argument("--log-format", choices=["json", "text"])
-    parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
-    parser.add_argument("--settings-file", help="JSON or .env settings file (same as $SLOTFILL_SETTINGS_FILE)")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="inference backend (default auto: onnx when the artifact has a graph)")
+    parser.add_argument("--log-format", choices=("json", "text"), help="log lines as JSON or text (default json)")
+    parser.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"),
+                        help="least severe level logged (default info)")
+    parser.add_argument("--settings-file", type=Path, metavar="FILE",
+                        help="JSON or .env settings file (as $SLOTFILL_SETTINGS_FILE; flags and SLOTFILL_* "
+                             "variables win over it)")
+
+
+def serve_from_args(args: argparse.Namespace) -> None:
+    """:func:`serve` as the options of :func:`add_serve_arguments` say.
+
+    ``--settings-file`` is exported as ``SLOTFILL_SETTINGS_FILE`` (resolved to an absolute path), so
+    that every worker process reads the same file.
+    """
+    if args.settings_file is not None:
+        from .settings import SETTINGS_FILE_ENV
+
+        os.environ[SETTINGS_FILE_ENV] = str(args.settings_file.resolve())
+    serve(args.model_dir, args.host, args.port, args.workers, backend=args.backend, log_format=args.log_format,
+          log_level=args.log_level)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m service", description="Serve a slotfill model over HTTP.")
+    add_serve_arguments(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.settings_file:
-        os.environ["SLOTFILL_SETTINGS_FILE"] = args.settings_file
     try:
-        serve(args.model_dir, args.host, args.port, args.workers, log_format=args.log_format,
-              log_level=args.log_level, backend=args.backend)
+        serve_from_args(args)
     except SlotfillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-__all__ = ["serve", "main", "build_parser", "Settings"]
+__all__ = ["serve", "serve_from_args", "add_serve_arguments", "main", "build_parser"]

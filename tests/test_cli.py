@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import pkgutil
+import re
 import subprocess
 import sys
 
 import pytest
 
-from training.cli import build_parser
+import training.cli
+from training.cli import COMMANDS, build_parser
 
 from .conftest import REPO
 
@@ -18,11 +22,35 @@ def slotfill(*args: str, stdin: str | None = None) -> subprocess.CompletedProces
                           input=stdin, timeout=300)
 
 
-def test_parser_has_every_command():
-    parser = build_parser()
-    for argv in (["train", "--out", "x"], ["evaluate", "--model", "m", "--data", "d"], ["tag", "--model", "m"],
-                 ["compare", "--out", "x"], ["serve", "--model", "m"], ["data", "fetch", "atis"]):
-        assert parser.parse_args(argv).command == argv[0]
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    subparsers = next(action for action in build_parser()._actions
+                      if isinstance(action, argparse._SubParsersAction))
+    return dict(subparsers.choices)
+
+
+def test_every_command_module_is_a_command():
+    """Each module in training/cli/ (but _options and __main__) is in COMMANDS, as the command of its name."""
+    modules = {info.name for info in pkgutil.iter_modules(training.cli.__path__) if not info.name.startswith("_")}
+    names = [module.__name__.rpartition(".")[2] for module in COMMANDS]
+    assert set(names) == modules and len(names) == len(modules)
+    parsers = command_parsers()
+    assert list(parsers) == names
+    for name, module in zip(names, COMMANDS):
+        assert parsers[name].get_default("run") is module.run, name
+
+
+@pytest.mark.parametrize("name", [module.__name__.rpartition(".")[2] for module in COMMANDS])
+def test_every_command_has_help(name):
+    parser = command_parsers()[name]
+    options = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
+    actions = [choice for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+               for choice in action.choices]
+    assert options or actions
+    result = slotfill(name, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: slotfill {name} ")
+    for word in options + actions:
+        assert word in result.stdout, (name, word)
 
 
 def test_bad_data_gives_file_and_line_without_traceback(tmp_path):
@@ -77,10 +105,64 @@ def test_tag_refuses_tampered_model(sample_model_dir, tmp_path):
     assert "vocab.json" in result.stderr and "Traceback" not in result.stderr
 
 
+def slot_f1_shown(text: str) -> str:
+    """The value on a format_report's "Slot F1" line."""
+    match = re.search(r"^Slot F1 +(\S+)$", text, re.MULTILINE)
+    assert match, text
+    return match.group(1)
+
+
 def test_evaluate_writes_report(sample_model_dir, sample_dir, tmp_path):
-    result = slotfill("evaluate", "--model", str(sample_model_dir), "--data", str(sample_dir), "--out", str(tmp_path))
+    from slotfill.data import load_corpus
+    from slotfill.metrics import evaluate
+    from slotfill.predictor import Predictor
+
+    out = tmp_path / "report"
+    result = slotfill("evaluate", "--model", str(sample_model_dir), "--data", str(sample_dir), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    report = json.loads((tmp_path / "report.json").read_text())
-    saved = json.loads((sample_model_dir / "report.json").read_text())
-    assert report["slot_f1"] == pytest.approx(saved["slot_f1"])
-    assert "slot F1" in result.stdout or "F1" in result.stdout
+    # What the tagger itself answers for the test split, scored here.
+    predictor = Predictor.load(sample_model_dir)
+    test = load_corpus(sample_dir).test
+    predictions = predictor.predict_tokens([example.tokens for example in test])
+    expected = evaluate([list(example.tags) for example in test], [p.labels for p in predictions],
+                        [example.intent for example in test], [p.intent and p.intent.name for p in predictions])
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_sentences"] == len(test) == 300
+    assert report["slot_f1"] == pytest.approx(expected["slot_f1"])
+    assert report["intent_accuracy"] == pytest.approx(expected["intent_accuracy"])
+    # Scores far from 0, so that the equalities above mean something.
+    assert report["slot_f1"] > 0.5 and report["intent_accuracy"] > 0.5
+    shown = f"{100 * expected['slot_f1']:.2f}"
+    assert slot_f1_shown(result.stdout) == shown
+    assert slot_f1_shown((out / "report.txt").read_text()) == shown
+    assert sorted(path.name for path in out.iterdir()) == ["report.json", "report.txt"]  # no temporary files left
+
+
+def test_evaluate_out_that_is_a_file(sample_model_dir, sample_dir, tmp_path):
+    (tmp_path / "taken").write_text("")
+    result = slotfill("evaluate", "--model", str(sample_model_dir), "--data", str(sample_dir), "--out",
+                      str(tmp_path / "taken"))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"slotfill evaluate: error: --out {tmp_path / 'taken'}: cannot write the report")
+    assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("source", "output", "problem"), [
+    ("nosuch.txt", None, "nosuch.txt: cannot read: No such file or directory"),
+    ("somedir", None, "somedir: cannot read: Is a directory"),
+    ("in.txt", "nodir/out.jsonl", "nodir/out.jsonl: cannot write: the directory {tmp}/nodir does not exist"),
+    ("in.txt", "in.txt/out.jsonl", "in.txt/out.jsonl: cannot write: the directory {tmp}/in.txt is not a directory"),
+    ("in.txt", "somedir", "somedir: cannot write: is a directory, not a file"),
+], ids=["input missing", "input a directory", "output in a missing directory", "output in a file",
+        "output a directory"])
+def test_tag_file_problems_are_one_line(tmp_path, source, output, problem):
+    (tmp_path / "in.txt").write_text("book a table\n")
+    (tmp_path / "somedir").mkdir()
+    # No model is needed to find these: they are refused before it is loaded.
+    args = ["tag", "--model", str(tmp_path / "no-model"), "--input", str(tmp_path / source)]
+    if output:
+        args += ["--output", str(tmp_path / output)]
+    result = slotfill(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"slotfill tag: error: {tmp_path}/{problem.format(tmp=tmp_path)}\n"
+    assert not (tmp_path / "nodir").exists()

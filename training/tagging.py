@@ -46,9 +46,40 @@ def _requests(source: BinaryIO, input_format: str, name: str) -> Iterator[tuple[
             yield line_no, "tokens", tokens
 
 
-def tag_stream(model_dir: str | Path, source: BinaryIO, output: Path | None, *, input_format: str = "auto",
-               batch_size: int = 64, source_name: str = "<stdin>") -> int:
-    """Tag every request in ``source``; write JSONL to ``output`` (atomically) or stdout. Returns the count."""
+def _open_input(path: Path) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except OSError as exc:  # missing, a directory, unreadable: one line naming the file
+        raise DataError(f"cannot read: {exc.strerror}", path) from None
+
+
+def _check_output(path: Path) -> None:
+    """Refuse an output path that cannot be written as a file, before any tagging is done."""
+    if path.is_dir():
+        raise DataError("cannot write: is a directory, not a file", path)
+    parent = path.parent
+    if not parent.is_dir():
+        problem = "is not a directory" if parent.exists() else "does not exist"
+        raise DataError(f"cannot write: the directory {parent} {problem}", path)
+
+
+def tag_stream(model_dir: str | Path, source: Path | None, output: Path | None, *, input_format: str = "auto",
+               batch_size: int = 64) -> int:
+    """Tag every request in the file ``source`` (or standard input); write JSONL to ``output`` (atomically)
+    or standard output. Returns the count.
+
+    A file that cannot be read or written is a :class:`DataError` naming it, raised before the model is loaded.
+    """
+    if output is not None:
+        _check_output(output)
+    if source is None:
+        return _tag(model_dir, sys.stdin.buffer, "<stdin>", output, input_format, batch_size)
+    with _open_input(source) as handle:
+        return _tag(model_dir, handle, str(source), output, input_format, batch_size)
+
+
+def _tag(model_dir: str | Path, source: BinaryIO, source_name: str, output: Path | None, input_format: str,
+         batch_size: int) -> int:
     predictor = Predictor.load(model_dir)
     lines: list[tuple[int, str]] = []
     pending: list[tuple[int, str, object]] = []
@@ -75,5 +106,8 @@ def tag_stream(model_dir: str | Path, source: BinaryIO, output: Path | None, *, 
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        atomic_write_text(output, text)
+        try:
+            atomic_write_text(output, text)
+        except OSError as exc:
+            raise DataError(f"cannot write: {exc.strerror}", output) from None
     return len(lines)

@@ -28,7 +28,7 @@ from slotfill.errors import SlotfillError
 from .. import gc_tuning
 from ..dependencies import MetricsDep, ModelStateDep, SettingsDep
 from ..errors import APIError
-from ..routing import JSONBodyRoute
+from ..json_route import JSONBodyRoute
 from ..schemas import ErrorResponse, ModelSummary, ReloadRequest, ReloadResponse
 
 logger = logging.getLogger("slotfill.service")

@@ -20,7 +20,7 @@ from slotfill.predictions import Prediction
 from ..batching import MicroBatcher, model_runner, run_detached
 from ..dependencies import tag_context
 from ..errors import APIError
-from ..routing import AdmittedRoute
+from ..json_route import AdmittedRoute
 from ..schemas import (
     BatchRequest,
     BatchResponse,

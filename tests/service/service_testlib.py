@@ -137,3 +137,21 @@ def assert_error(response: httpx.Response, status: int, code: str, field: str | 
     assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
     assert response.headers.get("x-request-id"), response.headers
     return body["error"]
+
+
+CHECK_TEXT = "book a table for 4 at chez pierre tomorrow at 7pm"
+
+
+def assert_answers_correctly(client: httpx.Client, predictor: Any, text: str = CHECK_TEXT) -> None:
+    """The server is ready and tags ``text`` as the same model does in this process: labels, slots, intent."""
+    ready = client.get("/ready")
+    assert ready.status_code == 200, ready.text
+    response = client.post("/v1/tag", json={"text": text})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = predictor.predict_texts([text])[0]
+    assert expected.slots, f"{text!r} should have slots to compare"
+    assert body["labels"] == expected.labels
+    assert [(slot["slot"], slot["value"], slot["start"], slot["end"]) for slot in body["slots"]] == \
+        [(slot.slot, slot.value, slot.start, slot.end) for slot in expected.slots]
+    assert (body["intent"] and body["intent"]["name"]) == (expected.intent and expected.intent.name)

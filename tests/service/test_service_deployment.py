@@ -98,7 +98,7 @@ def test_compose_commands_parse(compose: dict, cli_parser) -> None:
     assert str(train.out) == "/models/current"
     serve = parse_cli(cli_parser, compose["services"]["api"]["command"])
     assert serve.command == "serve"
-    assert str(serve.model) == "/models/current" == compose["services"]["api"]["environment"]["SLOTFILL_MODEL_DIR"]
+    assert str(serve.model_dir) == "/models/current" == compose["services"]["api"]["environment"]["SLOTFILL_MODEL_DIR"]
     assert serve.host == "0.0.0.0"
     container_ports = {int(str(mapping).rsplit(":", 1)[-1]) for mapping in compose["services"]["api"]["ports"]}
     assert container_ports == {serve.port}
@@ -108,9 +108,9 @@ def test_compose_trains_on_the_bundled_sample(compose: dict, cli_parser) -> None
     data = parse_cli(cli_parser, compose["services"]["train"]["command"]).data
     # "sample" names the data set bundled inside the installed package.
     assert data == "sample"
-    from training.cli import _data_dir
+    from training.cli._options import data_dir
 
-    assert _data_dir(data) == REPO / "slotfill" / "resources" / "sample"
+    assert data_dir(data) == REPO / "slotfill" / "resources" / "sample"
     local = REPO / "slotfill" / "resources" / "sample"
     assert all((local / split).is_dir() for split in ("train", "valid", "test"))
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -201,7 +201,7 @@ def test_api_image_installs_only_the_hashed_lock(cli_parser, app_paths: set[str]
     assert "curl" not in healthcheck
     serve = parse_cli(cli_parser, exec_form(grouped["CMD"][-1]))
     assert serve.command == "serve"
-    assert str(serve.model) == "/models/current"
+    assert str(serve.model_dir) == "/models/current"
     assert serve.host == "0.0.0.0"
     assert str(serve.port) == grouped["EXPOSE"][0]
     assert re.search(r":8000/ready", healthcheck)

@@ -9,7 +9,7 @@ import json
 
 import httpx
 import pytest
-from service_testlib import LIMITS, assert_error
+from service_testlib import LIMITS, assert_answers_correctly, assert_error
 
 JSON = {"content-type": "application/json"}
 MAX_CHARS, MAX_TOKENS, MAX_ITEMS, MAX_BODY = (LIMITS[key] for key in ("max_chars", "max_tokens", "max_batch_items",
@@ -170,6 +170,10 @@ def test_query_strings_and_odd_paths_are_harmless(client: httpx.Client) -> None:
     assert_error(client.get("/" + "a" * 5000), 404, "not_found")
 
 
-def test_server_survives_all_of_the_above(client: httpx.Client) -> None:
-    assert client.get("/ready").status_code == 200
-    assert client.post("/v1/tag", json={"text": "book a table"}).status_code == 200
+def test_bad_requests_leave_the_server_answering_correctly(client: httpx.Client, predictor: object) -> None:
+    for _, path, body, status, *_ in JSON_CASES:
+        assert client.post(path, content=json.dumps(body).encode(), headers=JSON).status_code == status
+    for _, body, headers, status, *_ in RAW_CASES:
+        assert client.post("/v1/tag", content=body, headers=headers).status_code == status
+    assert client.post("/v1/tag", content=b"x" * (MAX_BODY + 1), headers=JSON).status_code == 413
+    assert_answers_correctly(client, predictor)

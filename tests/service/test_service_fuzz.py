@@ -2,7 +2,7 @@
 response matches the documented status codes, content types and schemas.
 
 About 1,200 requests (positive and negative cases for every operation); ~15 s on 2 busy cores.
-The same run as a script: ``python -m service.fuzz --model DIR``.
+The same run as a script: ``python -m tests.service.fuzzing --model DIR`` (``fuzzing.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("schemathesis")
 
-from service.fuzz import fuzz  # noqa: E402
+from fuzzing import fuzz  # noqa: E402
 
 
 def test_fuzz_thousand_requests(server) -> None:

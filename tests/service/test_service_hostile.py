@@ -22,7 +22,16 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from service_testlib import LIMITS, SERVER_ENV, Server, ThreadServer, assert_error, start_server, stop_server
+from service_testlib import (
+    LIMITS,
+    SERVER_ENV,
+    Server,
+    ThreadServer,
+    assert_answers_correctly,
+    assert_error,
+    start_server,
+    stop_server,
+)
 
 from service.app import create_app
 from service.routers import admin as admin_router
@@ -206,10 +215,13 @@ def test_an_empty_body_is_missing_body(http: httpx.Client, path: str, headers: d
     assert_error(http.post(path, content=b"", headers=headers), 422, "missing_body")
 
 
-def test_the_server_is_still_healthy(http: httpx.Client) -> None:
-    assert http.get("/ready").status_code == 200
-    response = http.post("/v1/tag", json={"text": "book a table at chez pierre"})
-    assert response.status_code == 200 and response.json()["tokens"]
+def test_hostile_requests_leave_the_server_answering_correctly(http: httpx.Client, predictor: Any) -> None:
+    for _, path, body, *_ in HOSTILE_BODIES:
+        assert_4xx_shape(http.post(path, content=body, headers=JSON))
+    for _, body, headers in WRONG_TRANSPORT:
+        for path in ("/v1/tag", "/v1/tag/batch"):
+            assert http.post(path, content=body, headers=headers).status_code == 415
+    assert_answers_correctly(http, predictor)
 
 
 # ----------------------------------------------------------------------------- admin tokens

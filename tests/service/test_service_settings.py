@@ -202,3 +202,46 @@ def test_two_workers(model_dir: Path, tmp_path: Path) -> None:
             assert response.status_code == 409 and response.json()["error"]["code"] == "reload_unsupported"
     finally:
         assert stop_server(server) == 0
+
+
+SERVE_COMMANDS = {"python -m service": ["-m", "service"], "slotfill serve": ["-m", "training.cli", "serve"]}
+
+
+@pytest.mark.parametrize("command", SERVE_COMMANDS.values(), ids=SERVE_COMMANDS.keys())
+@pytest.mark.parametrize(("contents", "complaint"), [
+    (None, "SLOTFILL_SETTINGS_FILE: no such file: {path}"),
+    ({"max_chars": 0}, "invalid service settings: max_chars: Input should be greater than or equal to 1"),
+    ({"model_dir": "{tmp}/model-from-the-file"}, "{tmp}/model-from-the-file"),  # read: it is the model served
+], ids=["missing", "bad value", "model_dir"])
+def test_serve_commands_read_the_settings_file(tmp_path: Path, command: list[str], contents: dict | None,
+                                               complaint: str) -> None:
+    path = tmp_path / "settings.json"
+    if contents is not None:
+        path.write_text(json.dumps(contents).replace("{tmp}", str(tmp_path)))
+    result = subprocess.run([sys.executable, *command, "--settings-file", str(path)], cwd=REPO, env=clean_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert complaint.format(path=path, tmp=tmp_path) in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_serve_commands_share_their_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``slotfill serve`` and ``python -m service`` take the same options and start the service the same way."""
+    import service.main
+    from training.cli import main as slotfill_main
+
+    calls = []
+
+    def fake_serve(*args, **kwargs) -> None:
+        calls.append((args, kwargs, __import__("os").environ.get("SLOTFILL_SETTINGS_FILE")))
+
+    monkeypatch.setattr(service.main, "serve", fake_serve)
+    monkeypatch.setenv("SLOTFILL_SETTINGS_FILE", "")  # restored when the test ends
+    options = ["--model", "m", "--host", "0.0.0.0", "--port", "8123", "--workers", "2", "--backend", "onnx",
+               "--log-format", "text", "--log-level", "debug", "--settings-file", "s.env"]
+    monkeypatch.chdir(tmp_path)
+    assert service.main.main(options) == 0
+    assert slotfill_main(["serve", *options]) == 0
+    expected = ((Path("m"), "0.0.0.0", 8123, 2), {"backend": "onnx", "log_format": "text", "log_level": "debug"},
+                str(tmp_path / "s.env"))
+    assert calls == [expected, expected]

@@ -1,12 +1,13 @@
 """Fuzz the HTTP API from its own OpenAPI schema (schemathesis) and print what happened.
 
-    python -m service.fuzz --model DIR            # starts `python -m service` on a free port
-    python -m service.fuzz --url http://HOST:PORT [--admin-token TOKEN]
+    python -m tests.service.fuzzing --model DIR            # starts `python -m service` on a free port
+    python -m tests.service.fuzzing --url http://HOST:PORT [--admin-token TOKEN]
 
 Every operation in ``/openapi.json`` gets schema-valid (positive) and schema-breaking
 (negative) requests. Each response must not be a 5xx, must use a documented status code and
 content type, and must match the documented response schema. Exit status 0 when nothing
-failed, 1 otherwise. Needs the ``schemathesis`` package (a dev dependency).
+failed, 1 otherwise. Needs the ``schemathesis`` package (a dev dependency). Run it from the
+repository root; ``tests/service/test_service_fuzz.py`` runs the same fuzzing in the test suite.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def _start_server(model_dir: Path, admin_token: str) -> tuple[subprocess.Popen, 
     port = _free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("SLOTFILL_")}
     env.update(SLOTFILL_ADMIN_TOKEN=admin_token, SLOTFILL_LOG_LEVEL="ERROR")  # its errors still show
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # the repository
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     process = subprocess.Popen([sys.executable, "-m", "service", "--model", str(model_dir), "--port", str(port)],
                                env=env, cwd=root, stdin=subprocess.DEVNULL)
@@ -149,7 +150,7 @@ def _start_server(model_dir: Path, admin_token: str) -> tuple[subprocess.Popen, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.fuzz", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.service.fuzzing", description=__doc__.split("\n\n")[0])
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--model", type=Path, help="artifact to serve for the run")
     target.add_argument("--url", help="fuzz an already running server")

@@ -1,0 +1,24 @@
+"""``slotfill tag``: text lines or JSONL requests in, JSONL predictions out."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("tag", help="tag text lines or JSONL requests, writing JSONL")
+    parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument("--input", type=Path, help="input file (default: standard input)")
+    parser.add_argument("--output", type=Path, help="output file (default: standard output)")
+    parser.add_argument("--format", choices=("auto", "text", "jsonl"), default="auto",
+                        help="input format: one utterance per line, or JSON objects with 'text' or 'tokens'")
+    parser.add_argument("--batch-size", type=int, default=64)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..tagging import tag_stream
+
+    tag_stream(args.model, args.input, args.output, input_format=args.format, batch_size=args.batch_size)
+    return 0
