@@ -15,10 +15,10 @@ from types import ModuleType
 from slotfill import __version__
 from slotfill.errors import SlotfillError
 
-from . import calibrate, compare, data, evaluate, export, serve, tag, train
+from . import calibrate, compare, data, encoders, evaluate, export, serve, tag, train
 
 # In the order ``slotfill --help`` lists them.
-COMMANDS: tuple[ModuleType, ...] = (train, evaluate, tag, compare, export, calibrate, serve, data)
+COMMANDS: tuple[ModuleType, ...] = (train, evaluate, tag, compare, export, calibrate, serve, data, encoders)
 
 
 def build_parser() -> argparse.ArgumentParser:
