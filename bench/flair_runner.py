@@ -1,6 +1,7 @@
 """Time flair's BiLSTM-CRF on a slot-filling data folder (train sentences/s, tagging sentences/s).
 
-Runs INSIDE the flair virtual environment (see bench/setup.sh); imports no slotfill code.
+Runs INSIDE the flair virtual environment (see bench/setup.sh); of slotfill it imports only the torch-free
+``slotfill.schemes`` (the spans of the tags, read once before anything is timed).
 
 The data folder holds ``train/``, ``valid/`` and ``test/``, each with ``seq.in`` (space-separated tokens) and
 ``seq.out`` (IOB2 tags), one utterance per line. ``--limit K`` keeps the first K sentences of every split.
@@ -27,6 +28,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # slotfill.schemes, from the checkout
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,21 +103,11 @@ def read_split(data_dir: Path, split: str, limit: int) -> list[tuple[list[str], 
     return pairs
 
 
-def iob_spans(tags: list[str]) -> list[tuple[int, int, str]]:
-    """(start, end exclusive, type) of each IOB1/IOB2 chunk; a stray I- starts a chunk, as conlleval does."""
-    spans, start, kind = [], None, None
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, _, name = tag.partition("-")
-        if tag == "O" or prefix == "B" or (prefix == "I" and name != kind):
-            if start is not None:
-                spans.append((start, i, kind))
-            start, kind = (i, name) if tag != "O" else (None, None)
-    return spans
-
-
 def to_sentence(words: list[str], tags: list[str]) -> Sentence:
     sentence = Sentence(words)
-    for start, end, kind in iob_spans(tags):
+    from slotfill.schemes import read_spans  # a stray I- starts a chunk, as conlleval does
+
+    for kind, start, end in read_spans(tags, "IOB2"):
         sentence[start:end].add_label(LABEL_TYPE, kind)
     return sentence
 
