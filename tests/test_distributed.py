@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from slotfill.predictor import Predictor
-from training.checkpoint import KILL_ENV, checkpoint_epoch
+from training.checkpoint import checkpoint_epoch
 from training.distributed import SINGLE, init_from_env, shard_batch, shard_batches
 from training.pipeline import train
 
@@ -65,14 +65,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun(out, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def torchrun(out, *extra: str, kill_in_checkpoint: int | None = None) -> subprocess.CompletedProcess:
     settings = [f"{key}={value}" for key, value in SETTINGS.items()]
+    program = ["-m", "training.cli"]
+    if kill_in_checkpoint is not None:  # rank 0 dies half-way through writing that epoch's checkpoint
+        program = [str(REPO / "tests" / "helpers" / "kill_in_checkpoint.py"), str(kill_in_checkpoint), "--"]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(free_port()), "-m", "training.cli", "train", "--data", "sample", "--out", str(out),
+               "--master_port", str(free_port()), *program, "train", "--data", "sample", "--out", str(out),
                "--seed", str(SEED), *extra, "--set", *settings]
     # The timeout turns a deadlock between ranks into a failure instead of a hung test run.
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def epochs_logged(out) -> list[int]:
@@ -117,7 +120,7 @@ def test_torchrun_resumes_from_the_checkpoint_all_ranks_share(ddp_run, tmp_path)
     reference, _ = ddp_run
     out = tmp_path / "killed"
     # Rank 0 dies half-way through writing epoch 2's checkpoint; torchrun then stops rank 1.
-    killed = torchrun(out, env={KILL_ENV: "2"})
+    killed = torchrun(out, kill_in_checkpoint=2)
     assert killed.returncode != 0
     assert checkpoint_epoch(out / "training" / "last.safetensors") == 1
     assert list((out / "training").glob(".last.safetensors.*.tmp"))

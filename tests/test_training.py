@@ -15,13 +15,14 @@ import pytest
 
 from slotfill.errors import ConfigError
 from slotfill.predictor import Predictor
-from training.checkpoint import KILL_ENV, checkpoint_epoch
+from training.checkpoint import checkpoint_epoch
 from training.config import TrainConfig
 from training.pipeline import TrainingError, train
 
 from .conftest import REPO, SMALL_MODEL
 
 TINY = {**SMALL_MODEL, "epochs": 2, "hidden_size": 32}
+KILL_IN_CHECKPOINT = REPO / "tests" / "helpers" / "kill_in_checkpoint.py"
 
 
 def quiet(message: str) -> None:
@@ -77,14 +78,17 @@ def test_resume_after_repeated_sigkills_matches_uninterrupted_run(sample_dir, tm
     out = tmp_path / "killed"
     state_dir = out / "training"
     last, metrics = state_dir / "last.safetensors", state_dir / "metrics.jsonl"
-    command = [sys.executable, "-m", "training.cli", "train", "--data", str(sample_dir), "--out", str(out), "--seed", "3",
-               "--set", *[f"{k}={v}" for k, v in {**TINY, "epochs": epochs}.items()]]
+    arguments = ["train", "--data", str(sample_dir), "--out", str(out), "--seed", "3",
+                 "--set", *[f"{k}={v}" for k, v in {**TINY, "epochs": epochs}.items()]]
 
-    def launch(*extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
+    def launch(*extra: str, kill_in_checkpoint: int | None = None) -> tuple[subprocess.Popen, Path]:
         log = tmp_path / f"launch{len(list(tmp_path.glob('launch*.log')))}.log"
+        command = [sys.executable, "-m", "training.cli"]
+        if kill_in_checkpoint is not None:
+            command = [sys.executable, str(KILL_IN_CHECKPOINT), str(kill_in_checkpoint), "--"]
         with log.open("w") as stderr:
-            process = subprocess.Popen(command + list(extra), cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
-                                       env={**os.environ, **(env or {})})
+            process = subprocess.Popen(command + arguments + list(extra), cwd=REPO, stdout=subprocess.DEVNULL,
+                                       stderr=stderr)
         return process, log
 
     def resumed_from(log: Path) -> int | None:
@@ -94,7 +98,7 @@ def test_resume_after_repeated_sigkills_matches_uninterrupted_run(sample_dir, tm
 
     # 1. Killed inside the write of epoch 2's checkpoint, after epoch 2's metrics line went out: half a
     # temp file is left beside the complete checkpoint of epoch 1.
-    process, log = launch(env={KILL_ENV: "2"})
+    process, log = launch(kill_in_checkpoint=2)
     assert process.wait(timeout=300) == -signal.SIGKILL
     assert checkpoint_epoch(last) == 1
     assert len(list(state_dir.glob(".last.safetensors.*.tmp"))) == 1

@@ -11,9 +11,6 @@ Non-tensor state travels as JSON in the safetensors metadata; nothing is pickled
 from __future__ import annotations
 
 import json
-import os
-import signal
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +21,6 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from slotfill.artifact import atomic_write_bytes
 from slotfill.errors import SlotfillError
-
-# Test-only hook (tests/test_training.py): when set to an epoch number, the write of that epoch's
-# checkpoint dies by SIGKILL half-way through its temp file, as a kill or power cut would leave it.
-KILL_ENV = "SLOTFILL_TEST_KILL_IN_CHECKPOINT"
 
 
 @dataclass
@@ -62,17 +55,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         "history": history,
     }
     data = save_safetensors_bytes(tensors, metadata={"slotfill": json.dumps(meta)})
-    if os.environ.get(KILL_ENV) == str(state.get("epoch")):
-        _die_mid_write(path, data)
     atomic_write_bytes(path, data)
-
-
-def _die_mid_write(path: Path, data: bytes) -> None:
-    """Leave half a temp file named as :func:`atomic_write_bytes` names them, then SIGKILL this process."""
-    fd, _ = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.write(fd, data[: len(data) // 2])
-    os.fsync(fd)
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def remove_partial_writes(directory: Path) -> list[Path]:
