@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from slotfill.errors import ConfigError
+from slotfill.errors import ConfigError, SlotfillError
 from slotfill.predictor import Predictor
 from training.checkpoint import checkpoint_epoch
 from training.config import TrainConfig
@@ -45,6 +45,15 @@ def test_metrics_history_and_curves(sample_model_dir):
     assert all(0.0 <= r["dev_slot_f1"] <= 1.0 and r["train_loss"] > 0 for r in records)
     assert records[-1]["train_loss"] < records[0]["train_loss"]
     assert (sample_model_dir / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The best epoch is picked by its selection score, dev slot F1 + 0.001 x dev intent accuracy:
+    # an epoch is marked best exactly when its score beats every earlier one.
+    best_so_far = -1.0
+    for record in records:
+        assert record["selection_score"] == record["dev_slot_f1"] + 1e-3 * record["dev_intent_accuracy"]
+        assert record.get("best", False) == (record["selection_score"] > best_so_far)
+        best_so_far = max(best_so_far, record["selection_score"])
+    best = max(records, key=lambda r: (r["selection_score"], -r["epoch"]))
+    assert json.loads((sample_model_dir / "report.json").read_text())["best_epoch"] == best["epoch"]
 
 
 def test_same_seed_gives_identical_weights_and_other_seed_does_not(sample_dir, tmp_path):
@@ -174,6 +183,43 @@ def test_config_file_and_overrides(tmp_path):
     bad.cell = "transformer"
     with pytest.raises(ConfigError, match="cell: must be one of"):
         bad.validate()
+
+
+def _rewrite_checkpoint(path: Path, change) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["slotfill"])
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    change(meta, tensors)
+    save_file(tensors, str(path), metadata={"slotfill": json.dumps(meta)})
+
+
+def test_resume_names_the_selection_score_and_refuses_incomplete_checkpoints(sample_dir, tmp_path):
+    out = tmp_path / "out"
+    train(sample_dir, out, overrides=TINY, progress=False, log=quiet)
+    records = [json.loads(line) for line in (out / "training" / "metrics.jsonl").read_text().splitlines()]
+    best = max(records, key=lambda r: (r["selection_score"], -r["epoch"]))
+    before = (out / "model.safetensors").read_bytes()
+    messages: list[str] = []
+    train(sample_dir, out, overrides=TINY, resume=True, progress=False, log=messages.append)
+    assert (f"resuming after epoch 2 (best epoch {best['epoch']}, selection score {best['selection_score']:.5f} = "
+            "dev slot F1 + 0.001 x dev intent accuracy)") in messages
+    assert (out / "model.safetensors").read_bytes() == before  # the best weights came from the checkpoint
+
+    last = out / "training" / "last.safetensors"
+    intact = last.read_bytes()
+    damages = {
+        "no best weights": lambda meta, tensors: [tensors.pop(k) for k in list(tensors) if k.startswith("best.")],
+        "no metrics history": lambda meta, tensors: meta.pop("history"),
+        "loop state without the selection score": lambda meta, tensors: meta["state"].pop("selection_score"),
+    }
+    for what, damage in damages.items():
+        last.write_bytes(intact)
+        _rewrite_checkpoint(last, damage)
+        with pytest.raises(SlotfillError, match=r"last.safetensors: unreadable checkpoint .*delete it to start over"):
+            train(sample_dir, out, overrides=TINY, resume=True, progress=False, log=quiet)
 
 
 def test_folder_without_valid_split_holds_out_part_of_train(tmp_path, sample_dir):

@@ -40,10 +40,40 @@ from .checkpoint import load_checkpoint, remove_partial_writes, save_checkpoint
 from .config import TrainConfig
 
 STATE_DIR = "training"
+SELECTION_SCORE = "dev slot F1 + 0.001 x dev intent accuracy"
 
 
 class TrainingError(SlotfillError):
     """Training cannot go on (e.g. the loss became NaN)."""
+
+
+def selection_score(dev: dict[str, Any]) -> float:
+    """What picks the best epoch: dev slot F1 + 0.001 x dev intent accuracy (0 without intents).
+
+    Slot F1 decides; the intent accuracy, scaled below any difference in slot F1 a dev set of
+    fewer than 1000 spans can show, only breaks its ties.
+    """
+    return dev["slot_f1"] + 1e-3 * (dev["intent_accuracy"] or 0.0)
+
+
+@dataclass
+class LoopState:
+    """Where the loop stands after an epoch; every checkpoint holds it."""
+
+    epoch: int = 0  # the last epoch completed
+    selection_score: float = -1.0  # of the best epoch so far (see :func:`selection_score`)
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the best one (early stopping counts them against patience)
+    train_seconds: float = 0.0
+    sentences: int = 0
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any], path: Path) -> "LoopState":
+        names = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(state, dict) or sorted(state) != sorted(names):
+            raise SlotfillError(f"{path}: unreadable checkpoint (its loop state is not {', '.join(names)}); "
+                                "delete it to start over")
+        return cls(**state)
 
 
 @dataclass
@@ -410,7 +440,7 @@ class Trainer:
             raise ConfigError(f"{self.out_dir} already holds {what}; pass --resume to continue it, --overwrite to "
                               "start over, or choose another --out")
         if self.overwrite and self.state_dir.exists():
-            for name in ("last.safetensors", "best.safetensors", "metrics.jsonl"):
+            for name in ("last.safetensors", "metrics.jsonl"):
                 (self.state_dir / name).unlink(missing_ok=True)
 
     def _claim_out_dir(self) -> None:
@@ -464,7 +494,7 @@ class Trainer:
         steps_per_epoch = math.ceil(len(self.encoded) / cfg.batch_size)
         optimizer, scheduler = self._optimizer(model, steps_per_epoch * cfg.epochs)
         run_info = {"config": cfg.to_dict(), "data": str(self.data_dir), "labels": self.labels, "intents": self.intents}
-        state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0, "train_seconds": 0.0, "sentences": 0}
+        state = LoopState()
         last_path = self.state_dir / "last.safetensors"
         metrics_path = self.state_dir / "metrics.jsonl"
         history: list[dict] = []
@@ -475,13 +505,14 @@ class Trainer:
             if previous and (previous.get("labels") != self.labels or previous.get("config") != cfg.to_dict()):
                 raise ConfigError(f"{self.out_dir}: --resume with different settings or data than the interrupted run")
             restored = load_checkpoint(last_path, model, optimizer, scheduler)
-            state, best = restored.state, restored.best
-            if not ctx.same_everywhere(str(state["epoch"])):
+            state, best = LoopState.from_checkpoint(restored.state, last_path), restored.best
+            if not ctx.same_everywhere(str(state.epoch)):
                 raise TrainingError(f"{last_path}: the ranks read different checkpoints; with several nodes, --out "
                                     "must be on a file system they all share")
-            self.log(f"resuming after epoch {state['epoch']} (best dev slot F1 {100 * state['best_f1']:.2f})")
+            self.log(f"resuming after epoch {state.epoch} (best epoch {state.best_epoch}, selection score "
+                     f"{state.selection_score:.5f} = {SELECTION_SCORE})")
             if ctx.is_main:
-                history = _restore_metrics(metrics_path, state["epoch"], restored.history)
+                history = _restore_metrics(metrics_path, restored.history)
         else:
             if ctx.is_main:
                 atomic_write_json(self.state_dir / "run.json", run_info)
@@ -497,8 +528,8 @@ class Trainer:
                  f"{len(self.encoded)} sentences{where}, {len(self.labels)} labels, {len(self.intents)} intents, "
                  f"{model.num_parameters():,} parameters")
 
-        for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-            if ctx.broadcast_flag(state["bad_epochs"] > cfg.patience > 0):
+        for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            if ctx.broadcast_flag(state.bad_epochs > cfg.patience > 0):
                 break
             if ctx.enabled:
                 # Each rank draws differently, and every draw follows from (seed, epoch, rank) alone: the
@@ -546,26 +577,27 @@ class Trainer:
             # Sums over ranks: the loss and sentence count of the whole epoch, not of rank 0's shards.
             total_loss, seen = ctx.all_reduce_sum([total_loss, seen])
             seen = int(seen)
-            state["train_seconds"] += elapsed
-            state["sentences"] += seen
+            state.train_seconds += elapsed
+            state.sentences += seen
             record, score = {}, 0.0
             if ctx.is_main:
                 dev = self.evaluate(model, self.valid_examples)
+                score = selection_score(dev)
                 record = {"epoch": epoch, "train_loss": total_loss / seen, "dev_slot_f1": dev["slot_f1"],
                           "dev_intent_accuracy": dev["intent_accuracy"], "dev_exact_match": dev["exact_match"],
-                          "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": round(elapsed, 3), "sentences": seen,
+                          "selection_score": score, "lr": optimizer.param_groups[0]["lr"],
+                          "epoch_seconds": round(elapsed, 3), "sentences": seen,
                           "sentences_per_second": round(seen / elapsed, 1)}
-                score = dev["slot_f1"] + 1e-3 * (dev["intent_accuracy"] or 0.0)
             # Only rank 0 evaluated; with its score every rank keeps the same best epoch and patience count.
             score = ctx.broadcast([score])[0]
-            if score > state["best_f1"]:
-                state.update(best_f1=score, best_epoch=epoch, bad_epochs=0)
+            if score > state.selection_score:
+                state.selection_score, state.best_epoch, state.bad_epochs = score, epoch, 0
                 if ctx.is_main:
                     best = {name: value.detach().cpu().clone() for name, value in model.state_dict().items()}
                     record["best"] = True
             else:
-                state["bad_epochs"] += 1
-            state["epoch"] = epoch
+                state.bad_epochs += 1
+            state.epoch = epoch
             if not ctx.is_main:
                 continue
             # The checkpoint's rename commits the epoch. A kill between this append and that rename
@@ -574,25 +606,20 @@ class Trainer:
             with open(metrics_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
             history.append(record)
-            save_checkpoint(last_path, model, optimizer, scheduler, state, best=best, history=history)
+            save_checkpoint(last_path, model, optimizer, scheduler, dataclasses.asdict(state), best=best,
+                            history=history)
             intent = "" if dev["intent_accuracy"] is None else f"  intent acc {100 * dev['intent_accuracy']:.2f}"
             self.log(f"epoch {epoch}: loss {record['train_loss']:.4f}  dev slot F1 {100 * dev['slot_f1']:.2f}{intent}"
                      f"  ({seen / elapsed:.0f} sentences/s){'  *' if record.get('best') else ''}")
         return self.finish(model, state, history, best)
 
-    def finish(self, model: SlotTagger, state: dict, history: list[dict],
-               best: dict[str, torch.Tensor] | None = None) -> TrainResult:
+    def finish(self, model: SlotTagger, state: LoopState, history: list[dict],
+               best: dict[str, torch.Tensor] | None) -> TrainResult:
         """Rank 0 evaluates the best epoch's weights and exports the artifact; every rank gets its reports."""
         summary = None
         if self.dist.is_main:
             model = model.cpu()
-            if best is not None:
-                model.load_state_dict(best)
-            else:
-                from slotfill.artifact import load_weights
-
-                # Resumed from a checkpoint written before they held the best weights.
-                load_weights(model, self.state_dir / "best.safetensors")
+            model.load_state_dict(best)
             model.eval()
             dev_report = self.evaluate(model, self.valid_examples)
             dev_report["split"] = "valid"
@@ -600,12 +627,12 @@ class Trainer:
             if self.test_examples:
                 report = self.evaluate(model, self.test_examples)
                 report["split"] = "test"
-            report["best_epoch"] = state["best_epoch"]
+            report["best_epoch"] = state.best_epoch
             temperatures = self.calibrate(model, report)
             atomic_write_json(self.state_dir / "dev_report.json", dev_report)
             text = format_report(report, title=f"{self.config.name} on {self.data_dir} ({report['split']})")
             card = self.card()
-            card.update(best_epoch=state["best_epoch"], train_seconds=round(state["train_seconds"], 2),
+            card.update(best_epoch=state.best_epoch, train_seconds=round(state.train_seconds, 2),
                         parameters=model.num_parameters())
             save_model(self.out_dir, model, self.featurizer, self.tokenizer, card, report, text,
                        calibration=temperatures, aligner=self.aligner)
@@ -615,9 +642,9 @@ class Trainer:
             self.export_onnx(model)
             summary = {"report": report, "dev_report": dev_report, "history": history}
         summary = self.dist.broadcast_json(summary)
-        speed = state["sentences"] / state["train_seconds"] if state["train_seconds"] else 0.0
+        speed = state.sentences / state.train_seconds if state.train_seconds else 0.0
         return TrainResult(out_dir=self.out_dir, report=summary["report"], dev_report=summary["dev_report"],
-                           epochs=state["epoch"], train_seconds=state["train_seconds"], sentences_per_second=speed,
+                           epochs=state.epoch, train_seconds=state.train_seconds, sentences_per_second=speed,
                            parameters=model.num_parameters(), history=summary["history"])
 
 
@@ -638,30 +665,14 @@ def _shard_objective(out: Any, real: int, global_size: int, world_size: int) -> 
     return objective
 
 
-def _restore_metrics(path: Path, epoch: int, history: list[dict] | None) -> list[dict]:
+def _restore_metrics(path: Path, history: list[dict]) -> list[dict]:
     """On resume, make metrics.jsonl hold exactly the epochs the checkpoint committed; returns them.
 
     Lines of an epoch killed before its checkpoint was renamed into place go (it runs again and
     logs again), and so does a line cut short by the kill; lines lost after it are restored.
     """
-    if history is None:  # a checkpoint from before it carried the history: trust the file up to its epoch
-        history = []
-        for record in _read_metrics_lenient(path):
-            if record.get("epoch", 0) <= epoch:
-                history.append(record)
     atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in history))
     return history
-
-
-def _read_metrics_lenient(path: Path) -> list[dict]:
-    records = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                break  # a line cut short by the kill
-    return records
 
 
 def train(data_dir: str | Path, out_dir: str | Path, overrides: dict[str, Any] | None = None, seed: int | None = None,
