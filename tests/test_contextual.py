@@ -283,8 +283,8 @@ def test_an_encoder_directory_without_a_fast_tokenizer_is_a_config_error(small_c
 
 @pytest.mark.parametrize("settings, problem", [
     ({"contextual_finetune": True}, "contextual_finetune: needs a contextual encoder"),
-    ({"word_dim": 0}, "word_dim: must be >= 1"),
-    ({"contextual": "minilm", "contextual_window": 2}, "contextual_window: must be >= 4"),
+    ({"word_dim": 0}, "word_dim: must be a positive integer, got 0"),
+    ({"contextual": "minilm", "contextual_window": 2}, "contextual_window: must be an integer >= 4, got 2"),
     ({"contextual": "minilm", "contextual_pooling": "last"}, "contextual_pooling: must be one of first, mean"),
     ({"distill_weight": 1.5}, "distill_weight: must be in"),
 ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -14,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from slotfill.errors import ConfigError, SlotfillError
+from slotfill.models.config import TaggerConfig
 from slotfill.predictor import Predictor
 from training.checkpoint import checkpoint_epoch
 from training.config import TrainConfig
-from training.pipeline import TrainingError, train
+from training.pipeline import Trainer, TrainingError, train
 
 from .conftest import REPO, SMALL_MODEL
 
@@ -173,16 +175,68 @@ def test_config_file_and_overrides(tmp_path):
     path.write_text(json.dumps({"cell": "gru", "hidden_size": 128, "tokenizer": {"split_clitics": True}}))
     config = TrainConfig.from_file(path)
     config.apply_overrides(["hidden_size=64", "bidirectional=false", "lr=0.01"])
-    assert (config.cell, config.hidden_size, config.bidirectional, config.lr) == ("gru", 64, False, 0.01)
-    path.write_text(json.dumps({"hiden_size": 3}))
-    with pytest.raises(ConfigError, match="unknown setting 'hiden_size'"):
-        TrainConfig.from_file(path)
+    # Architecture settings go to the model's config, the others stay in the training config.
+    assert (config.model.cell, config.model.hidden_size, config.model.bidirectional) == ("gru", 64, False)
+    assert (config.lr, config.tokenizer) == (0.01, {"split_clitics": True})
+    assert TrainConfig().model == TaggerConfig()  # the training defaults are the model's defaults
     with pytest.raises(ConfigError, match="epochs must be int"):
         TrainConfig().apply_overrides(["epochs=many"])
+    with pytest.raises(ConfigError, match="hidden_size must be int"):
+        TrainConfig().apply_overrides(["hidden_size=wide"])
     bad = TrainConfig()
-    bad.cell = "transformer"
-    with pytest.raises(ConfigError, match="cell: must be one of"):
+    bad.model.cell = "transformer"
+    with pytest.raises(ConfigError, match="cell: must be one of rnn, lstm, gru"):
         bad.validate()
+    bad = TrainConfig()
+    bad.set("scheme", "IOBES")
+    with pytest.raises(ConfigError, match="scheme: must be one of IOB2, IOB1, BIOES"):
+        bad.validate()
+
+
+def test_config_round_trips_with_the_architecture_nested():
+    config = TrainConfig()
+    config.apply_overrides(["hidden_size=100", "decoder=softmax", "epochs=3", "tokenizer.split_clitics=true"])
+    data = json.loads(json.dumps(config.to_dict()))
+    assert data["model"] == {**TaggerConfig().architecture(), "hidden_size": 100, "decoder": "softmax"}
+    assert "hidden_size" not in data and data["epochs"] == 3
+    assert "vocab_size" not in data["model"] and "id2label" not in data["model"]  # taken from the data
+    assert TrainConfig.from_dict(data) == config
+    flat = {"hidden_size": 100, "decoder": "softmax", "epochs": 3, "tokenizer": {"split_clitics": True}}
+    assert TrainConfig.from_dict(flat) == config
+
+
+@pytest.mark.parametrize("settings, problem", [
+    ({"hiden_size": 100}, "unknown setting 'hiden_size' (did you mean hidden_size?)"),
+    ({"epoch": 3}, "unknown setting 'epoch' (did you mean epochs?)"),
+    ({"model": {"hiden_size": 100}}, "model: unknown setting 'hiden_size' (did you mean hidden_size?)"),
+    ({"model": {"lr": 0.1}}, 'model: lr is a training setting; give it outside "model"'),
+    ({"model": 3}, "model must be an object of architecture settings"),
+    ({"vocab_size": 100}, "vocab_size is not a setting; the model takes it from the training data"),
+])
+def test_unknown_settings_are_refused_by_name(tmp_path, settings, problem):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(settings))
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_file(path)
+    assert str(info.value) == f"{path}: {problem}"
+    key, value = next(iter(settings.items()))
+    if not isinstance(value, dict):
+        with pytest.raises(ConfigError) as info:
+            TrainConfig().apply_overrides([f"{key}={value}"])
+        assert str(info.value) == f"--set: {problem}"
+
+
+def test_the_model_is_built_from_the_training_configs_architecture_and_the_data(sample_dir):
+    config = TrainConfig.from_dict({**TINY, "cell": "gru", "bidirectional": False, "intent_pooling": "mean"})
+    data = Trainer(sample_dir, "unused", config, progress=False, log=quiet)
+    data.prepare()
+    model = data.build_model()
+    assert model.config == dataclasses.replace(
+        config.model, vocab_size=len(data.featurizer.words), num_chars=len(data.featurizer.chars),
+        id2label=dict(enumerate(data.labels)), id2intent=dict(enumerate(data.intents)))
+    assert (model.config.cell, model.config.hidden_size, model.config.intent_pooling) == ("gru", 32, "mean")
+    assert model.encoder.rnn.hidden_size == 32 and not model.encoder.rnn.bidirectional
+    assert config.model.vocab_size == 0  # the training config keeps the architecture alone
 
 
 def _rewrite_checkpoint(path: Path, change) -> None:

@@ -27,7 +27,6 @@ from slotfill.errors import ArtifactError, ConfigError, DataError, SlotfillError
 from slotfill.features import Featurizer
 from slotfill.metrics import evaluate as evaluate_tags
 from slotfill.model_io import LoadedModel, save_model
-from slotfill.models.config import TaggerConfig
 from slotfill.models.tagger import IGNORE_INTENT, SlotTagger
 from slotfill.predictor import Predictor
 from slotfill.reporting import format_report, plot_training_curves
@@ -158,7 +157,7 @@ class Trainer:
     def prepare(self) -> None:
         cfg = self.config
         tokenizer = TokenizerConfig.from_dict(cfg.tokenizer) if cfg.tokenizer else None
-        corpus = load_corpus(self.data_dir, scheme=cfg.scheme, repair=cfg.repair, tokenizer_config=tokenizer)
+        corpus = load_corpus(self.data_dir, scheme=cfg.model.scheme, repair=cfg.repair, tokenizer_config=tokenizer)
         train, valid = list(corpus.train), list(corpus.valid)
         if not valid:
             # No dev split: hold out a seeded fraction of train for early stopping.
@@ -175,7 +174,8 @@ class Trainer:
         self.train_examples, self.valid_examples, self.test_examples = train, valid, list(corpus.test)
         self.tokenizer = tokenizer or infer_tokenizer_config([e.tokens for e in train])
         self.train_norms = normalise_examples(train, self.tokenizer)
-        self.featurizer = Featurizer.build(self.train_norms, min_freq=cfg.min_freq, max_word_chars=cfg.max_word_chars)
+        self.featurizer = Featurizer.build(self.train_norms, min_freq=cfg.min_freq,
+                                           max_word_chars=cfg.model.max_word_chars)
         self.labels = label_order({tag for e in train for tag in e.tags} | {"O"})
         self.label2id = {label: i for i, label in enumerate(self.labels)}
         intents = sorted({e.intent for e in train if e.intent is not None})
@@ -185,7 +185,7 @@ class Trainer:
         self.encoded = [self._encode(norms, e, counts) for norms, e in zip(self.train_norms, train)]
         # Copies come after the vocabularies and counts are built: they hold no word the data lacks, and
         # must not make a rare word look frequent.
-        self.augmented = slot_substitution(train, cfg.augment, cfg.seed, cfg.scheme)
+        self.augmented = slot_substitution(train, cfg.augment, cfg.seed, cfg.model.scheme)
         if self.augmented:
             extra = normalise_examples(self.augmented, self.tokenizer)
             self.encoded += [self._encode(norms, e, counts) for norms, e in zip(extra, self.augmented)]
@@ -200,7 +200,7 @@ class Trainer:
             from .distillation import load_teacher
 
             self.teacher = load_teacher(cfg.distill_from, [e.tokens for e in train + self.augmented], self.labels,
-                                        self.intents, cfg.decoder, cfg.distill_temperature)
+                                        self.intents, cfg.model.decoder, cfg.distill_temperature)
             self.log(f"distilling from {cfg.distill_from} (weight {cfg.distill_weight}, temperature "
                      f"{cfg.distill_temperature})")
 
@@ -224,7 +224,7 @@ class Trainer:
             raise ConfigError(f"contextual: cannot load the encoder in {path} ({exc})") from None
         weights = {k: v for k, v in encoder.state_dict().items() if not k.startswith("pooler.")}
         name = "all-MiniLM-L6-v2" if cfg.contextual == "minilm" else path.name
-        self.aligner = SubwordAligner(tokenizer, tokens, cfg.contextual_window)
+        self.aligner = SubwordAligner(tokenizer, tokens, cfg.model.contextual_window)
         self.encoder_source = {"name": name, "config": hf_config, "tokens": tokens, "weights": weights}
 
     def _encode(self, norms: list[str], example: Example, counts: Counter) -> Encoded:
@@ -311,23 +311,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ model
     def build_model(self) -> SlotTagger:
+        """The tagger of ``config.model`` completed with this data's vocabularies, labels and encoder,
+        seeded, with the encoder's weights and any word vectors loaded."""
         cfg = self.config
-        # Every architecture setting has the same name in TrainConfig and TaggerConfig.
-        shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TaggerConfig) if hasattr(cfg, f.name)}
+        data: dict[str, Any] = {"vocab_size": len(self.featurizer.words), "num_chars": len(self.featurizer.chars),
+                                "id2label": dict(enumerate(self.labels)), "id2intent": dict(enumerate(self.intents))}
         source = self.encoder_source
         if source is not None:
-            shared.update(contextual_dim=int(source["config"]["hidden_size"]), contextual_name=source["name"],
-                          contextual_model=source["config"], contextual_tokens=source["tokens"])
-        tagger_config = TaggerConfig(
-            vocab_size=len(self.featurizer.words), num_chars=len(self.featurizer.chars),
-            id2label=dict(enumerate(self.labels)), id2intent=dict(enumerate(self.intents)), **shared)
+            data.update(contextual_dim=int(source["config"]["hidden_size"]), contextual_name=source["name"],
+                        contextual_model=source["config"], contextual_tokens=source["tokens"])
         torch.manual_seed(cfg.seed)
-        model = SlotTagger(tagger_config)
+        model = SlotTagger(dataclasses.replace(cfg.model, **data))
         if source is not None:
             model.contextual.encoder.load_state_dict(source["weights"], strict=True)
             model.contextual.encoder.requires_grad_(cfg.contextual_finetune)
         if cfg.word_vectors and model.word_embedding is not None:
-            found = load_word_vectors(cfg.word_vectors, self.featurizer, cfg.word_dim, model.word_embedding)
+            found = load_word_vectors(cfg.word_vectors, self.featurizer, cfg.model.word_dim, model.word_embedding)
             self.log(f"word vectors: {found}/{len(self.featurizer.words)} vocabulary words initialised")
         return model
 
@@ -524,7 +523,8 @@ class Trainer:
             net = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
         where = f" in {ctx.world_size} processes" if ctx.enabled else ""
-        self.log(f"training {cfg.cell} ({'bi' if cfg.bidirectional else 'uni'}directional, {cfg.decoder}) on "
+        arch = cfg.model
+        self.log(f"training {arch.cell} ({'bi' if arch.bidirectional else 'uni'}directional, {arch.decoder}) on "
                  f"{len(self.encoded)} sentences{where}, {len(self.labels)} labels, {len(self.intents)} intents, "
                  f"{model.num_parameters():,} parameters")
 
