@@ -160,10 +160,10 @@ def run_slotfill(data_dir: Path, config: TrainConfig, work: Path, limit: int) ->
         "slotfill_version": slotfill.__version__,
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
-        "train_sentences": len(trainer.train_examples),
+        "train_sentences": len(trainer.data.train_examples),
         "tag_sentences": len(token_lists),
         "tag_split": split,
-        "labels": len(trainer.labels),
+        "labels": len(trainer.data.labels),
         "test_slot_f1": result.report.get("slot_f1"),
         "config": config.to_dict(),
     }

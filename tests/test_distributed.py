@@ -37,7 +37,7 @@ def test_shards_are_disjoint_cover_the_batch_and_pad_empty_ranks(size, world):
             assert len(indices) == 1 and indices[0] in batch
         else:
             assert len(indices) == count
-    # The loss weights (see training.pipeline._shard_objective) average to exactly 1 over ranks.
+    # The loss weights (see training.distributed.shard_objective) average to exactly 1 over ranks.
     assert sum(count * world / size for _, count in shards) / world == pytest.approx(1.0)
 
 

@@ -19,7 +19,9 @@ from slotfill.models.config import TaggerConfig
 from slotfill.predictor import Predictor
 from training.checkpoint import checkpoint_epoch
 from training.config import TrainConfig
-from training.pipeline import Trainer, TrainingError, train
+from training.loop import TrainingError
+from training.pipeline import train
+from training.prepare import TrainingData
 
 from .conftest import REPO, SMALL_MODEL
 
@@ -228,8 +230,7 @@ def test_unknown_settings_are_refused_by_name(tmp_path, settings, problem):
 
 def test_the_model_is_built_from_the_training_configs_architecture_and_the_data(sample_dir):
     config = TrainConfig.from_dict({**TINY, "cell": "gru", "bidirectional": False, "intent_pooling": "mean"})
-    data = Trainer(sample_dir, "unused", config, progress=False, log=quiet)
-    data.prepare()
+    data = TrainingData(sample_dir, config, log=quiet)
     model = data.build_model()
     assert model.config == dataclasses.replace(
         config.model, vocab_size=len(data.featurizer.words), num_chars=len(data.featurizer.chars),
