@@ -160,10 +160,10 @@ def run_slotfill(data_dir: Path, config: TrainConfig, work: Path, limit: int) ->
         "slotfill_version": slotfill.__version__,
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
-        "train_sentences": len(trainer.train_examples),
+        "train_sentences": len(trainer.data.train_examples),
         "tag_sentences": len(token_lists),
         "tag_split": split,
-        "labels": len(trainer.labels),
+        "labels": len(trainer.data.labels),
         "test_slot_f1": result.report.get("slot_f1"),
         "config": config.to_dict(),
     }
@@ -174,12 +174,12 @@ def flair_command(args: argparse.Namespace, data_dir: Path, config: TrainConfig)
     command = [args.flair_python, str(REPO / "bench" / "flair_runner.py"), "--data", str(data_dir),
                "--split", "train", "--epochs", str(args.epochs), "--limit", str(args.limit),
                "--threads", str(args.threads), "--seed", str(config.seed), "--batch-size", str(config.batch_size),
-               "--hidden-size", str(config.hidden_size), "--rnn-layers", str(config.num_layers),
-               "--rnn-type", {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[config.cell],
-               "--word-dim", str(config.word_dim), "--min-freq", str(config.min_freq)]
-    if not config.bidirectional:
+               "--hidden-size", str(config.model.hidden_size), "--rnn-layers", str(config.model.num_layers),
+               "--rnn-type", {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[config.model.cell],
+               "--word-dim", str(config.model.word_dim), "--min-freq", str(config.min_freq)]
+    if not config.model.bidirectional:
         command.append("--unidirectional")
-    if config.decoder != "crf":
+    if config.model.decoder != "crf":
         command.append("--no-crf")
     return command
 

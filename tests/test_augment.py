@@ -80,14 +80,11 @@ def test_augment_setting_is_checked():
 
 def test_pipeline_trains_on_the_originals_and_the_copies(sample_dir, tmp_path):
     from training.config import TrainConfig
-    from training.pipeline import Trainer
+    from training.prepare import TrainingData
 
-    plain = Trainer(sample_dir, tmp_path / "a", TrainConfig.from_dict(SMALL_MODEL), progress=False, log=lambda m: None)
-    plain.prepare()
+    plain = TrainingData(sample_dir, TrainConfig.from_dict(SMALL_MODEL), log=lambda m: None)
     logs: list[str] = []
-    augmented = Trainer(sample_dir, tmp_path / "b", TrainConfig.from_dict({**SMALL_MODEL, "augment": 2}),
-                        progress=False, log=logs.append)
-    augmented.prepare()
+    augmented = TrainingData(sample_dir, TrainConfig.from_dict({**SMALL_MODEL, "augment": 2}), log=logs.append)
     extra = len(augmented.augmented)
     assert 0 < extra <= 2 * len(plain.train_examples)
     assert len(augmented.encoded) == len(plain.encoded) + extra == len(augmented.train_norms)

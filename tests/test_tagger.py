@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -103,13 +104,32 @@ def test_config_rejects_bad_values(key, value, message):
     assert message in str(info.value)
 
 
-def test_config_rejects_unknown_and_missing_keys():
+@pytest.mark.parametrize("key", ["vocab_size", "num_chars", "id2label"])
+def test_config_rejects_unknown_and_missing_keys(key):
     data = make_config().to_dict()
     with pytest.raises(ConfigError, match="unknown key"):
         TaggerConfig.from_dict({**data, "hiden_size": 3})
-    del data["vocab_size"]
-    with pytest.raises(ConfigError, match="missing key.*vocab_size"):
+    del data[key]
+    with pytest.raises(ConfigError, match=f"missing key.*{key}"):
         TaggerConfig.from_dict(data)
+
+
+def test_an_architecture_alone_is_a_config_but_builds_no_model():
+    architecture = TaggerConfig(cell="gru", hidden_size=12)
+    architecture.validate_architecture()
+    assert architecture.architecture()["hidden_size"] == 12 and "vocab_size" not in architecture.architecture()
+    with pytest.raises(ConfigError, match="vocab_size: must be a positive integer, got 0"):
+        SlotTagger(architecture)
+    with pytest.raises(ConfigError, match="id2label: needs at least one label"):
+        SlotTagger(dataclasses.replace(architecture, vocab_size=30, num_chars=20))
+    complete = dataclasses.replace(architecture, vocab_size=30, num_chars=20, id2label=dict(enumerate(LABELS)))
+    assert SlotTagger(complete).encoder.rnn.hidden_size == 12
+    with pytest.raises(ConfigError, match="cell: must be one of rnn, lstm, gru"):
+        TaggerConfig(cell="transformer").validate_architecture()
+    # A transformer front-end may stand in for the words and the recurrent layer.
+    TaggerConfig(word_dim=0, num_layers=0).validate_architecture(contextual=True)
+    with pytest.raises(ConfigError, match="word_dim: must be a positive integer, got 0"):
+        TaggerConfig(word_dim=0).validate_architecture()
 
 
 def test_save_and_load_pretrained_gives_identical_outputs(tmp_path):

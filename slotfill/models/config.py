@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-
 from ..schemes import SCHEMES, tag_problem
 
 CELLS = ("rnn", "lstm", "gru")
 DECODERS = ("softmax", "crf")
+INTENT_POOLINGS = ("max", "mean")
 
 # Upper bounds checked before anything is allocated, so a hostile or corrupt
 # config.json cannot make the loader allocate gigabytes.
@@ -33,18 +34,30 @@ LIMITS = {
 CONTEXTUAL_LAYERS = ("last", "mix")
 CONTEXTUAL_POOLINGS = ("first", "mean")
 
+# Fields the model takes from the training data (its vocabularies, labels and pretrained encoder) when
+# it is built; every other field is an architecture setting. A config.json must give the first three.
+DATA_FIELDS = ("vocab_size", "num_chars", "id2label", "id2intent", "contextual_dim", "contextual_name",
+               "contextual_model", "contextual_tokens")
+REQUIRED_FIELDS = ("vocab_size", "num_chars", "id2label")
+
 
 @dataclass
 class TaggerConfig:
     """Architecture of a slot tagger (everything needed to rebuild it, nothing about training).
 
+    The fields in :data:`DATA_FIELDS` come from the training data: with their defaults the config
+    holds the architecture alone (as in a training configuration), and the complete config of a model
+    is made from it with ``dataclasses.replace`` once the vocabularies and labels are known.
+    :meth:`validate` checks a complete config (:class:`SlotTagger` and :meth:`from_dict` call it),
+    :meth:`validate_architecture` the architecture settings alone.
+
     ``id2label`` / ``id2intent`` map output ids to names; JSON turns their keys into
     strings, so :meth:`from_dict` converts them back to ``int``.
     """
 
-    vocab_size: int
-    num_chars: int
-    id2label: dict[int, str]
+    vocab_size: int = 0
+    num_chars: int = 0
+    id2label: dict[int, str] = field(default_factory=dict)
     id2intent: dict[int, str] = field(default_factory=dict)
     word_dim: int = 100
     char_dim: int = 32
@@ -80,78 +93,79 @@ class TaggerConfig:
     def __post_init__(self) -> None:
         self.id2label = {int(k): v for k, v in self.id2label.items()}
         self.id2intent = {int(k): v for k, v in self.id2intent.items()}
-        self.validate()
+
+    def architecture(self) -> dict[str, Any]:
+        """The architecture settings (every field but :data:`DATA_FIELDS`), by name."""
+        return {name: copy.deepcopy(getattr(self, name)) for name in ARCHITECTURE_FIELDS}
+
+    def validate_architecture(self, *, contextual: bool = False) -> None:
+        """Check the architecture settings alone (no vocabulary or labels needed).
+
+        ``contextual``: a transformer front-end feeds the words, so they and the recurrent layer
+        may go (a pure token classifier): ``word_dim`` and ``num_layers`` may then be 0.
+        """
+        optional = ("word_dim", "num_layers") if contextual else ()
+        for key in ("word_dim", "hidden_size", "num_layers", "max_word_chars"):
+            _check_int(key, getattr(self, key), 0 if key in optional else 1)
+        for key in ("char_dim", "char_channels", "char_kernel"):
+            _check_int(key, getattr(self, key), 0)
+        _check_int("contextual_window", self.contextual_window, 4)
+        for key in ("word_dim", "char_dim", "char_channels", "char_kernel", "max_word_chars", "hidden_size",
+                    "num_layers", "contextual_window"):
+            _check_limit(key, getattr(self, key))
+        if self.char_kernel % 2 == 0 and self.char_channels > 0 and self.char_dim > 0:
+            _fail("char_kernel", f"must be odd (a window centred on each character), got {self.char_kernel}")
+        for key, allowed in (("cell", CELLS), ("decoder", DECODERS), ("scheme", SCHEMES),
+                             ("intent_pooling", INTENT_POOLINGS), ("contextual_layers", CONTEXTUAL_LAYERS),
+                             ("contextual_pooling", CONTEXTUAL_POOLINGS)):
+            if getattr(self, key) not in allowed:
+                _fail(key, f"must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        dropout = self.dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            _fail("dropout", f"must be in [0, 1), got {self.dropout!r}")
 
     def validate(self) -> None:
-        def fail(key: str, message: str) -> None:
-            raise ConfigError(f"model config: {key}: {message}")
-
-        # With a transformer front-end the words and the recurrent layer may go (a pure token classifier).
-        optional = ("word_dim", "num_layers") if self.contextual_dim else ()
-        for key in ("vocab_size", "num_chars", "word_dim", "hidden_size", "num_layers", "max_word_chars"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key in optional else 1):
-                fail(key, f"must be a positive integer, got {value!r}")
-        for key in ("char_dim", "char_channels", "char_kernel", "contextual_dim"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                fail(key, f"must be a non-negative integer, got {value!r}")
-        sizes = {
-            **{k: getattr(self, k) for k in LIMITS if k not in ("num_labels", "num_intents")},
-            "num_labels": self.num_labels,
-            "num_intents": self.num_intents,
-        }
-        for key, value in sizes.items():
-            if value > LIMITS[key]:
-                fail(key, f"{value} exceeds the limit {LIMITS[key]}")
-        if self.char_kernel % 2 == 0 and self.char_channels > 0 and self.char_dim > 0:
-            fail("char_kernel", f"must be odd (a window centred on each character), got {self.char_kernel}")
-        if self.cell not in CELLS:
-            fail("cell", f"must be one of {', '.join(CELLS)}, got {self.cell!r}")
-        if self.decoder not in DECODERS:
-            fail("decoder", f"must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
-        if self.scheme not in SCHEMES:
-            fail("scheme", f"must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
-        if self.intent_pooling not in ("max", "mean"):
-            fail("intent_pooling", f"must be 'max' or 'mean', got {self.intent_pooling!r}")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            fail("dropout", f"must be in [0, 1), got {self.dropout!r}")
+        """Check a complete config: the architecture, and the vocabulary, labels and encoder of the data."""
+        for key in ("vocab_size", "num_chars"):
+            _check_int(key, getattr(self, key), 1)
+        _check_int("contextual_dim", self.contextual_dim, 0)
+        self.validate_architecture(contextual=self.contextual_dim > 0)
+        for key, value in (("vocab_size", self.vocab_size), ("num_chars", self.num_chars),
+                           ("num_labels", self.num_labels), ("num_intents", self.num_intents),
+                           ("contextual_dim", self.contextual_dim)):
+            _check_limit(key, value)
         if self.num_labels < 1:
-            fail("id2label", "needs at least one label")
+            _fail("id2label", "needs at least one label")
         for label in self.id2label.values():
             problem = tag_problem(label, self.scheme) if isinstance(label, str) else "not a string"
             if problem is not None:
-                fail("id2label", f"label {label!r} does not fit the {self.scheme} scheme: {problem}")
+                _fail("id2label", f"label {label!r} does not fit the {self.scheme} scheme: {problem}")
         if self.contextual_dim:
-            self._validate_contextual(fail)
+            self._validate_contextual()
         for mapping_name in ("id2label", "id2intent"):
             mapping = getattr(self, mapping_name)
             if sorted(mapping) != list(range(len(mapping))):
-                fail(mapping_name, "ids must be 0..n-1")
+                _fail(mapping_name, "ids must be 0..n-1")
             if len(set(mapping.values())) != len(mapping):
-                fail(mapping_name, "names must be unique")
+                _fail(mapping_name, "names must be unique")
 
-    def _validate_contextual(self, fail) -> None:
+    def _validate_contextual(self) -> None:
         from ..subwords import TOKEN_KEYS
 
         model = self.contextual_model
         if not isinstance(model, dict) or not isinstance(model.get("model_type"), str):
-            fail("contextual_model", "must be the encoder's Hugging Face config (with a model_type)")
+            _fail("contextual_model", "must be the encoder's Hugging Face config (with a model_type)")
         if model.get("hidden_size") != self.contextual_dim:
-            fail("contextual_dim", f"{self.contextual_dim} is not the encoder's hidden_size {model.get('hidden_size')!r}")
-        if self.contextual_layers not in CONTEXTUAL_LAYERS:
-            fail("contextual_layers", f"must be one of {', '.join(CONTEXTUAL_LAYERS)}, got {self.contextual_layers!r}")
-        if self.contextual_pooling not in CONTEXTUAL_POOLINGS:
-            fail("contextual_pooling", f"must be one of {', '.join(CONTEXTUAL_POOLINGS)}, got {self.contextual_pooling!r}")
+            _fail("contextual_dim", f"{self.contextual_dim} is not the encoder's hidden_size {model.get('hidden_size')!r}")
         limit = model.get("max_position_embeddings")
-        window = self.contextual_window
-        if not isinstance(window, int) or isinstance(window, bool) or window < 4 or (isinstance(limit, int) and window > limit):
-            fail("contextual_window", f"must be an integer from 4 to the encoder's limit {limit}, got {window!r}")
+        if isinstance(limit, int) and self.contextual_window > limit:
+            _fail("contextual_window", f"must be an integer from 4 to the encoder's limit {limit}, "
+                                       f"got {self.contextual_window!r}")
         tokens = self.contextual_tokens
         if (not isinstance(tokens, dict) or any(key not in tokens for key in TOKEN_KEYS)
                 or not all(isinstance(i, int) for key in ("prefix", "suffix") for i in tokens[key])
                 or not all(isinstance(tokens[key], int) for key in ("pad", "unk"))):
-            fail("contextual_tokens", f"must give {', '.join(TOKEN_KEYS)} token ids")
+            _fail("contextual_tokens", f"must give {', '.join(TOKEN_KEYS)} token ids")
 
     @property
     def input_size(self) -> int:
@@ -217,8 +231,7 @@ class TaggerConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"model config: unknown key(s): {', '.join(unknown)}")
-        missing = sorted(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
-                         and f.default_factory is dataclasses.MISSING and f.name not in data)
+        missing = sorted(name for name in REQUIRED_FIELDS if name not in data)
         if missing:
             raise ConfigError(f"model config: missing key(s): {', '.join(missing)}")
         for key in ("id2label", "id2intent"):
@@ -230,6 +243,26 @@ class TaggerConfig:
             except ValueError:
                 raise ConfigError(f"model config: {key}: keys must be integers") from None
         try:
-            return cls(**data)
+            config = cls(**data)
         except TypeError as exc:
             raise ConfigError(f"model config: {exc}") from None
+        config.validate()
+        return config
+
+
+ARCHITECTURE_FIELDS = tuple(f.name for f in dataclasses.fields(TaggerConfig) if f.name not in DATA_FIELDS)
+
+
+def _fail(key: str, message: str) -> None:
+    raise ConfigError(f"model config: {key}: {message}")
+
+
+def _check_int(key: str, value: Any, least: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        what = {0: "a non-negative integer", 1: "a positive integer"}.get(least, f"an integer >= {least}")
+        _fail(key, f"must be {what}, got {value!r}")
+
+
+def _check_limit(key: str, value: int) -> None:
+    if value > LIMITS[key]:
+        _fail(key, f"{value} exceeds the limit {LIMITS[key]}")

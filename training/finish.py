@@ -1,0 +1,168 @@
+"""Finishing a run: the best epoch's weights evaluated on dev and test, confidence calibration, the
+artifact, its plots and its ONNX graph."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import slotfill
+from slotfill.artifact import atomic_write_json
+from slotfill.data import Example
+from slotfill.errors import ArtifactError
+from slotfill.metrics import evaluate as evaluate_tags
+from slotfill.model_io import LoadedModel, save_model
+from slotfill.models.tagger import SlotTagger
+from slotfill.predictor import Predictor
+from slotfill.reporting import format_report, plot_training_curves
+
+from . import distributed
+from .prepare import TrainingData, normalise_examples
+
+if TYPE_CHECKING:
+    from .loop import LoopOutcome
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    report: dict[str, Any]
+    dev_report: dict[str, Any]
+    epochs: int
+    train_seconds: float
+    sentences_per_second: float
+    parameters: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def model_card(data: TrainingData) -> dict[str, Any]:
+    """The artifact's model_card.json: the model's identity, its training settings and data."""
+    cfg = data.config
+    return {"name": cfg.name, "version": cfg.version,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "library_version": slotfill.__version__, "training": cfg.to_dict(), "data": str(data.data_dir),
+            "train_sentences": len(data.train_examples), "augmented_sentences": len(data.augmented)}
+
+
+def predictor(model: SlotTagger, data: TrainingData) -> Predictor:
+    """A predictor of the model being trained, reading text as the artifact will."""
+    return Predictor(LoadedModel(model=model, featurizer=data.featurizer, tokenizer=data.tokenizer,
+                                 card=model_card(data), aligner=data.aligner))
+
+
+def evaluate(model: SlotTagger, data: TrainingData, examples: list[Example]) -> dict[str, Any]:
+    """Slot and intent metrics of ``model`` on ``examples`` (the dev split every epoch, then dev and test)."""
+    if next(model.parameters()).device.type != "cpu":
+        # The Predictor decodes with NumPy: evaluate a CPU copy of a model trained on a GPU.
+        model = copy.deepcopy(model).cpu()
+    was_training = model.training
+    model.eval()
+    norms = normalise_examples(examples, data.tokenizer)
+    pred_tags, pred_intents = predictor(model, data).predict_labels(norms, batch_size=data.config.eval_batch_size)
+    model.train(was_training)
+    has_intents = bool(data.intents) and any(e.intent is not None for e in examples)
+    return evaluate_tags([list(e.tags) for e in examples], pred_tags,
+                         [e.intent for e in examples] if has_intents else None,
+                         pred_intents if has_intents else None, scheme=data.config.model.scheme)
+
+
+class Finisher:
+    """Rank 0 turns the trained model into the artifact in ``out_dir``; every rank gets the reports."""
+
+    def __init__(self, data: TrainingData, out_dir: Path, state_dir: Path, *, dist: distributed.Dist,
+                 log: Callable[[str], None]):
+        self.data = data
+        self.config = data.config
+        self.out_dir = out_dir
+        self.state_dir = state_dir
+        self.dist = dist
+        self.log = log
+
+    def run(self, model: SlotTagger, outcome: LoopOutcome) -> TrainResult:
+        state, summary = outcome.state, None
+        if self.dist.is_main:
+            model = model.cpu()
+            model.load_state_dict(outcome.best)
+            model.eval()
+            dev_report = evaluate(model, self.data, self.data.valid_examples)
+            dev_report["split"] = "valid"
+            report = dev_report
+            if self.data.test_examples:
+                report = evaluate(model, self.data, self.data.test_examples)
+                report["split"] = "test"
+            report["best_epoch"] = state.best_epoch
+            temperatures = self.calibrate(model, report)
+            atomic_write_json(self.state_dir / "dev_report.json", dev_report)
+            self.save_artifact(model, report, temperatures, best_epoch=state.best_epoch,
+                               train_seconds=state.train_seconds)
+            plot_training_curves(self.state_dir / "metrics.jsonl", self.out_dir / "training_curves.png")
+            if "calibration" in report:
+                self.plot_calibration(report["calibration"])
+            self.export_onnx(model)
+            summary = {"report": report, "dev_report": dev_report, "history": outcome.history}
+        summary = self.dist.broadcast_json(summary)
+        speed = state.sentences / state.train_seconds if state.train_seconds else 0.0
+        return TrainResult(out_dir=self.out_dir, report=summary["report"], dev_report=summary["dev_report"],
+                           epochs=state.epoch, train_seconds=state.train_seconds, sentences_per_second=speed,
+                           parameters=model.num_parameters(), history=summary["history"])
+
+    def save_artifact(self, model: SlotTagger, report: dict[str, Any], temperatures: dict[str, float] | None, *,
+                      best_epoch: int, train_seconds: float) -> None:
+        """Write the artifact (weights, vocabularies, config, card, report) into ``out_dir``."""
+        text = format_report(report, title=f"{self.config.name} on {self.data.data_dir} ({report['split']})")
+        card = model_card(self.data)
+        card.update(best_epoch=best_epoch, train_seconds=round(train_seconds, 2), parameters=model.num_parameters())
+        save_model(self.out_dir, model, self.data.featurizer, self.data.tokenizer, card, report, text,
+                   calibration=temperatures, aligner=self.data.aligner)
+
+    def calibrate(self, model: SlotTagger, report: dict[str, Any]) -> dict[str, float] | None:
+        """Fit confidence temperatures on dev; add ECE before/after on the report's split to ``report``."""
+        data = self.data
+        if not self.config.calibrate or not data.valid_examples:
+            return None
+        from slotfill.calibration import calibration_report, fit_temperatures
+
+        def split(examples: list[Example]):
+            intents = [e.intent for e in examples] if data.intents else None
+            return normalise_examples(examples, data.tokenizer), [list(e.tags) for e in examples], intents
+
+        model_predictor = predictor(model, data)
+        temperatures = fit_temperatures(model_predictor, *split(data.valid_examples))
+        evaluated = data.test_examples or data.valid_examples
+        report["calibration"] = calibration_report(model_predictor, *split(evaluated), temperatures)
+        calibration = report["calibration"]
+        if "span_ece_before" in calibration:
+            self.log(f"confidence calibration: slot temperature {temperatures['slot_temperature']:.3f}, span ECE "
+                     f"{calibration['span_ece_before']:.4f} -> {calibration['span_ece_after']:.4f}")
+        return temperatures
+
+    def plot_calibration(self, calibration: dict[str, Any]) -> None:
+        from slotfill.reporting import plot_reliability
+
+        for kind, temperature in (("span", "slot_temperature"), ("intent", "intent_temperature")):
+            if f"{kind}_bins_before" in calibration:
+                plot_reliability(calibration[f"{kind}_bins_before"], calibration[f"{kind}_bins_after"],
+                                 self.out_dir / f"reliability_{kind}.png",
+                                 f"{kind} confidence, temperature {calibration[temperature]:.3f}")
+
+    def export_onnx(self, model: SlotTagger) -> None:
+        """Add model.onnx to the artifact, checked against torch on the test (or dev) split."""
+        if not self.config.export_onnx:
+            return
+        if model.config.contextual_dim:
+            self.log("ONNX export skipped: the model reads contextual (transformer) features")
+            return
+        from slotfill.onnx_export import export_onnx
+
+        data = self.data
+        try:
+            check = export_onnx(self.out_dir, normalise_examples(data.test_examples or data.valid_examples,
+                                                                 data.tokenizer))
+        except ArtifactError as exc:  # the artifact itself is complete and valid; only the graph is left out
+            self.log(f"warning: model.onnx not written, the artifact will serve on the torch backend: {exc}")
+            return
+        self.log(f"wrote model.onnx: labels identical on {check.sentences} sentences, max emission difference "
+                 f"{check.max_emission_diff:.1e} (check split), {check.synthetic_max_emission_diff:.1e} (synthetic)")
