@@ -22,7 +22,7 @@ WORKDIR /app
 # ---------------------------------------------------------------- the package as a wheel, with its compiled decoder
 FROM base AS wheel
 
-# The CRF decoding kernels (slotfill/_decode.c) need a C compiler; only this stage has one.
+# The CRF decoding kernels (slotfill/decoding/_kernels.c) need a C compiler; only this stage has one.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
@@ -33,7 +33,7 @@ COPY service ./service
 # The extension is optional for pip (a machine without a compiler still installs slotfill); the image
 # must have it, so the build fails here when the wheel lacks it.
 RUN pip wheel --no-deps --wheel-dir /wheels . \
-    && python -c "import glob, sys, zipfile; names = zipfile.ZipFile(glob.glob('/wheels/slotfill-*.whl')[0]).namelist(); sys.exit(0 if any(n.startswith('slotfill/_decode') for n in names) else 'the wheel has no compiled decoder')"
+    && python -c "import glob, sys, zipfile; names = zipfile.ZipFile(glob.glob('/wheels/slotfill-*.whl')[0]).namelist(); sys.exit(0 if any(n.startswith('slotfill/decoding/_kernels') for n in names) else 'the wheel has no compiled decoder')"
 
 
 # ---------------------------------------------------------------- training (and ONNX export)

@@ -24,7 +24,7 @@ TAGGER = """
 import json, sys
 tree, model, backend, data, batch, out = sys.argv[1:7]
 sys.path.insert(0, tree)
-from slotfill.predictor import Predictor
+from slotfill.inference.predictor import Predictor
 predictor = Predictor.load(model, backend=backend, threads=1)
 texts = [line.strip() for line in open(data, encoding="utf-8") if line.strip()]
 answers = []

@@ -67,9 +67,8 @@ if __name__ == "__main__":
 
 import logging  # noqa: E402
 
-import torch  # noqa: E402
-
 import flair  # noqa: E402
+import torch  # noqa: E402
 from flair.data import Corpus, Dictionary, Sentence  # noqa: E402
 from flair.datasets import DataLoader, FlairDatapointDataset  # noqa: E402
 from flair.embeddings import CharacterEmbeddings, OneHotEmbeddings, StackedEmbeddings  # noqa: E402

@@ -76,9 +76,8 @@ def atis_labels(data: Path) -> list[str]:
 def build_flair(args: argparse.Namespace) -> tuple[Callable[[str], dict[str, Any]], dict[str, Any]]:
     import logging
 
-    import torch
-
     import flair
+    import torch
     from flair.data import Corpus, Sentence
     from flair.datasets import FlairDatapointDataset
 

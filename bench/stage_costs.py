@@ -29,9 +29,9 @@ sys.path.insert(0, str(REPO))
 
 import time  # noqa: E402
 
-from slotfill.decoders import SoftmaxDecoder  # noqa: E402
+from slotfill.decoding.decoders import SoftmaxDecoder  # noqa: E402
 from slotfill.errors import SlotfillError  # noqa: E402
-from slotfill.predictor import Predictor  # noqa: E402
+from slotfill.inference.predictor import Predictor  # noqa: E402
 
 
 def best_of(repeat: int, func) -> float:

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from slotfill.data import load_corpus  # noqa: E402
-from slotfill.predictor import Predictor  # noqa: E402
+from slotfill.inference.predictor import Predictor  # noqa: E402
 from training.compare import comparison_table, tagging_speed  # noqa: E402
 
 

@@ -31,7 +31,7 @@ class LabelsOnly:
         self.backend = predictor.backend + " (labels only)"
 
     def predict_tokens(self, token_lists):
-        from slotfill.text import normalize_token
+        from slotfill.text.tokenizer import normalize_token
 
         config = self.predictor.tokenizer_config
         return self.predictor.predict_labels([[normalize_token(t, config) or t for t in tokens]
@@ -62,9 +62,9 @@ class PlainBiLSTM:
 
     @classmethod
     def like(cls, model_dir: Path) -> "PlainBiLSTM":
-        from slotfill.model_io import read_artifact
+        from slotfill.artifact.artifact import Artifact
 
-        artifact = read_artifact(model_dir)
+        artifact = Artifact.from_pretrained(model_dir)
         labels = [artifact.config.id2label[i] for i in range(artifact.config.num_labels)]
         return cls(artifact.featurizer.words.stoi, labels)
 
@@ -99,7 +99,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(REPO))
-    from slotfill.predictor import Predictor
+    from slotfill.inference.predictor import Predictor
     from training.compare import tagging_speed
 
     sentences = [line.split() for line in (args.data / "test" / "seq.in").read_text().splitlines() if line.strip()]

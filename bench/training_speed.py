@@ -68,7 +68,7 @@ from datetime import datetime, timezone  # noqa: E402
 import torch  # noqa: E402
 
 import slotfill  # noqa: E402
-from slotfill.predictor import Predictor  # noqa: E402
+from slotfill.inference.predictor import Predictor  # noqa: E402
 from training.compare import tagging_speed  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.pipeline import Trainer  # noqa: E402

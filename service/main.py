@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from slotfill.engines import BACKENDS
 from slotfill.errors import SlotfillError
+from slotfill.inference.engines import BACKENDS
 
 FACTORY = "service.app:create_app_from_env"
 # Longest uvicorn waits, after SIGTERM, for the requests in flight before it cancels them. Under
@@ -107,13 +107,13 @@ def serve(model_dir: str | Path | None = None, host: str | None = None, port: in
     if check_model:
         # Verify the manifest and that the backend can run here (cheap, and imports no torch);
         # each worker loads the network itself.
-        from slotfill.engines import resolve_backend
-        from slotfill.model_io import read_artifact
+        from slotfill.artifact.artifact import Artifact
+        from slotfill.inference.engines import resolve_backend
 
-        resolve_backend(read_artifact(settings.model_dir), settings.backend)
-    from slotfill import fastdecode
+        resolve_backend(Artifact.from_pretrained(settings.model_dir), settings.backend)
+    from slotfill.decoding import kernels
 
-    fastdecode.available()  # a bad SLOTFILL_DECODER fails here, in one line, not in each worker's start-up
+    kernels.available()  # a bad SLOTFILL_DECODER fails here, in one line, not in each worker's start-up
     with _sigterm_exits_cleanly():
         uvicorn.run(
             factory,

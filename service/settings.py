@@ -29,8 +29,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from slotfill.engines import BACKENDS
 from slotfill.errors import ConfigError
+from slotfill.inference.engines import BACKENDS
 
 ENV_PREFIX = "SLOTFILL_"
 SETTINGS_FILE_ENV = "SLOTFILL_SETTINGS_FILE"

@@ -1,7 +1,7 @@
 """The served model: what the service needs from a predictor, and how it is loaded and swapped.
 
 The service types against :class:`PredictorLike` (structural) rather than importing
-``slotfill.predictor`` at import time, so importing ``service`` does not import torch and
+``slotfill.inference.predictor`` at import time, so importing ``service`` does not import torch and
 tests can hand ``create_app`` any object with this shape.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from slotfill.predictions import Prediction
+from slotfill.inference.predictions import Prediction
 
 from .batching import MicroBatcher
 
@@ -54,7 +54,7 @@ def load_predictor(model_dir: Path, backend: str = "auto", onnx_threads: int = 1
     With the onnx backend torch is never imported. ``torch_threads`` (> 0) sets torch's
     process-wide intra-op threads when the torch backend is used. Blocking: call it in a worker thread.
     """
-    from slotfill.predictor import Predictor
+    from slotfill.inference.predictor import Predictor
 
     started = time.perf_counter()
     predictor = Predictor.load(model_dir, backend=backend, threads=onnx_threads)

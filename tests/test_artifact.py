@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from slotfill.artifact import MANIFEST, sha256_file, verify_manifest
+from slotfill.artifact.artifact import MANIFEST, LoadedModel, sha256_file, verify_manifest
 from slotfill.errors import ArtifactError
-from slotfill.model_io import load_model
-from slotfill.predictor import Predictor
+from slotfill.inference.predictor import Predictor
 
 UTTERANCES = ["book a table for four at an italian place tomorrow at 7pm",
               "find me a cheap thai restaurant in san francisco", "cancel my reservation at the golden dragon"]
@@ -49,13 +48,13 @@ def test_artifact_layout(sample_model_dir):
 
 
 def test_loaded_predictions_equal_in_memory_model(sample_model_dir):
-    loaded = load_model(sample_model_dir)
+    loaded = LoadedModel.from_pretrained(sample_model_dir)
     first = Predictor(loaded).predict_texts(UTTERANCES)
     again = Predictor.load(sample_model_dir, backend="torch").predict_texts(UTTERANCES)  # onnx: tests/test_onnx.py
     assert first == again
     # and the raw network outputs are bit-identical after a save/load cycle
     words, chars, lengths = loaded.featurizer.batch([u.split() for u in UTTERANCES])
-    reloaded = load_model(sample_model_dir)
+    reloaded = LoadedModel.from_pretrained(sample_model_dir)
     with torch.inference_mode():
         assert torch.equal(loaded.model(words, chars, lengths).emissions, reloaded.model(words, chars, lengths).emissions)
 

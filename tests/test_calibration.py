@@ -9,14 +9,14 @@ import shutil
 import numpy as np
 import pytest
 
-from slotfill.artifact import MANIFEST, sha256_file
-from slotfill.calibration import Scores, _log_loss, fit_temperatures, golden_section
-from slotfill.metrics import span_confidence_pairs
+from slotfill.artifact.artifact import MANIFEST, sha256_file
 from slotfill.data import load_corpus
-from slotfill.decoding import DISALLOWED, CRFTables
+from slotfill.decoding.reference import DISALLOWED, CRFTables
 from slotfill.errors import ArtifactError
-from slotfill.predictor import Predictor
-from slotfill.text import normalize_token
+from slotfill.inference.predictor import Predictor
+from slotfill.scoring.calibration import Scores, _log_loss, fit_temperatures, golden_section
+from slotfill.scoring.metrics import span_confidence_pairs
+from slotfill.text.tokenizer import normalize_token
 
 UTTERANCES = ["book a table for four at an italian place tomorrow at 7pm",
               "find me a cheap thai restaurant in san francisco"]

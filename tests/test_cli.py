@@ -114,8 +114,8 @@ def slot_f1_shown(text: str) -> str:
 
 def test_evaluate_writes_report(sample_model_dir, sample_dir, tmp_path):
     from slotfill.data import load_corpus
-    from slotfill.metrics import evaluate
-    from slotfill.predictor import Predictor
+    from slotfill.inference.predictor import Predictor
+    from slotfill.scoring.metrics import evaluate
 
     out = tmp_path / "report"
     result = slotfill("evaluate", "--model", str(sample_model_dir), "--data", str(sample_dir), "--out", str(out))

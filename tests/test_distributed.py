@@ -11,9 +11,9 @@ import sys
 import pytest
 import torch
 
+from slotfill.inference.predictor import Predictor
 from slotfill.models.config import TaggerConfig
 from slotfill.models.tagger import IGNORE_INTENT, SlotTagger
-from slotfill.predictor import Predictor
 from training.checkpoint import checkpoint_epoch
 from training.distributed import SINGLE, init_from_env, shard_batch, shard_batches, shard_objective
 from training.pipeline import train

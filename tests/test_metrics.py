@@ -9,14 +9,14 @@ import pytest
 from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.scheme import IOB1, IOB2, IOBES
 
-from slotfill.metrics import (
+from slotfill.schemes import convert
+from slotfill.scoring.metrics import (
     evaluate,
     expected_calibration_error,
     intent_matches,
     reliability_bins,
     span_confidence_pairs,
 )
-from slotfill.schemes import convert
 
 
 def _no_warnings(fn, *args, **kwargs):

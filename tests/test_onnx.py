@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from slotfill.artifact import MANIFEST, ONNX_FILE, sha256_file
-from slotfill.engines import OnnxEngine, TorchEngine, resolve_backend
+from slotfill.artifact.artifact import MANIFEST, ONNX_FILE, Artifact, LoadedModel, sha256_file
+from slotfill.artifact.onnx_export import export_onnx, synthetic_sentences
 from slotfill.errors import ArtifactError, ConfigError
-from slotfill.features import Featurizer
-from slotfill.model_io import load_model, read_artifact, save_model
+from slotfill.inference.engines import OnnxEngine, TorchEngine, resolve_backend
+from slotfill.inference.predictor import Predictor
 from slotfill.models import SlotTagger, TaggerConfig
-from slotfill.onnx_export import export_onnx, synthetic_sentences
-from slotfill.predictor import Predictor
-from slotfill.text import TokenizerConfig
+from slotfill.text.features import Featurizer
+from slotfill.text.tokenizer import TokenizerConfig
 from training.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,10 +33,8 @@ UTTERANCES = ["book a table for four at an italian place tomorrow at 7pm",
 def without_onnx(source: Path, target: Path) -> Path:
     """A copy of an artifact re-saved without its graph (training writes one)."""
     shutil.copytree(source, target)
-    loaded = load_model(target)
-    save_model(target, loaded.model, loaded.featurizer, loaded.tokenizer, loaded.card, loaded.report,
-               calibration=loaded.calibration)
-    assert not read_artifact(target).has_onnx
+    LoadedModel.from_pretrained(target).save_pretrained(target)
+    assert not Artifact.from_pretrained(target).has_onnx
     return target
 
 
@@ -55,7 +52,7 @@ def onnx_artifact(plain_artifact, tmp_path) -> Path:
 
 
 def test_training_writes_a_checked_graph(sample_model_dir):
-    assert read_artifact(sample_model_dir).has_onnx
+    assert Artifact.from_pretrained(sample_model_dir).has_onnx
     assert Predictor.load(sample_model_dir).backend == "onnx"
 
 
@@ -70,7 +67,8 @@ def random_artifact(directory: Path, seed: int = 0, **overrides) -> Path:
     if model.crf is not None:  # random CRF scores, so decoding depends on them
         with torch.no_grad():
             model.crf.transitions.normal_(0, 2)
-    save_model(directory, model, featurizer, TokenizerConfig(), {"name": "random", "version": "1"})
+    LoadedModel(model=model, featurizer=featurizer, tokenizer=TokenizerConfig(),
+                card={"name": "random", "version": "1"}).save_pretrained(directory)
     return directory
 
 
@@ -103,9 +101,9 @@ def test_graph_reproduces_torch(tmp_path, name):
     assert check.labels_identical and check.intents_identical
     assert check.synthetic_max_emission_diff <= 1e-4  # small random models stay within the strict bound
 
-    artifact = read_artifact(directory)
+    artifact = Artifact.from_pretrained(directory)
     assert artifact.has_onnx
-    loaded = load_model(directory)
+    loaded = LoadedModel.from_pretrained(directory)
     sentences = synthetic_sentences(WORDS, count=40, seed=3)
     torch_em, torch_int, lengths = TorchEngine(loaded.model, loaded.featurizer).run_tokens(sentences)
     onnx_em, onnx_int, _ = OnnxEngine(artifact).run_tokens(sentences)
@@ -130,11 +128,11 @@ def test_the_token_path_gives_the_array_paths_numbers(tmp_path, name, monkeypatc
     nothing, and the torch model's, for words among the precomputed ones, words of the vocabulary past
     them, unseen words, a word repeated in a call, and tokens spelled like the vocabulary's padding and
     unknown entries."""
-    import slotfill.engines as engines
+    import slotfill.inference.engines as engines
 
     directory = random_artifact(tmp_path / name, **ARCHITECTURES[name])
     export_onnx(directory)
-    artifact = read_artifact(directory)
+    artifact = Artifact.from_pretrained(directory)
     monkeypatch.setattr(engines, "KNOWN_WORDS", 6)  # part of the vocabulary precomputed, part not
     engine = OnnxEngine(artifact)
     vocabulary = artifact.featurizer.words.itos
@@ -147,7 +145,7 @@ def test_the_token_path_gives_the_array_paths_numbers(tmp_path, name, monkeypatc
     got_em, got_int, lengths = engine.run_tokens(sentences)
     assert lengths.tolist() == [len(s) for s in sentences]
     assert_same_outputs((got_em, got_int), (expected_em, expected_int), lengths, atol=1e-6)
-    loaded = load_model(directory)
+    loaded = LoadedModel.from_pretrained(directory)
     torch_em, torch_int, _ = TorchEngine(loaded.model, loaded.featurizer).run_tokens(sentences)
     assert_same_outputs((got_em, got_int), (torch_em, torch_int), lengths, atol=1e-4)
     if name == "bilstm-crf":
@@ -165,14 +163,14 @@ def test_a_graph_with_other_inputs_is_refused_by_name(onnx_artifact):
     for node in model.graph.node:
         node.input[:] = ["char_ids" if name == "word_chars" else name for name in node.input]
     with pytest.raises(ArtifactError, match=r"inputs \['word_ids', 'char_ids'.*expected \['word_ids', 'word_chars'"):
-        OnnxEngine(read_artifact(onnx_artifact), graph=model.SerializeToString())
+        OnnxEngine(Artifact.from_pretrained(onnx_artifact), graph=model.SerializeToString())
 
 
 def test_padding_never_leaks_into_real_positions(tmp_path):
     """A sentence scores the same alone and padded in a batch next to a much longer one."""
     directory = random_artifact(tmp_path / "m")
     export_onnx(directory)
-    artifact = read_artifact(directory)
+    artifact = Artifact.from_pretrained(directory)
     engine = OnnxEngine(artifact)
     short, long = ["from", "boston"], WORDS * 3
     alone_em, alone_int, _ = engine.run_tokens([short])
@@ -183,9 +181,9 @@ def test_padding_never_leaks_into_real_positions(tmp_path):
 
 def test_crf_tables_from_saved_weights_match_the_module(sample_model_dir):
     """The onnx engine's tables (saved scores and the scheme's grammar) equal the torch module's."""
-    loaded = load_model(sample_model_dir)
+    loaded = LoadedModel.from_pretrained(sample_model_dir)
     from_module = TorchEngine(loaded.model, loaded.featurizer).crf_tables()
-    from_weights = OnnxEngine(read_artifact(sample_model_dir)).crf_tables()
+    from_weights = OnnxEngine(Artifact.from_pretrained(sample_model_dir)).crf_tables()
     for a, b in ((from_module.transitions, from_weights.transitions), (from_module.start, from_weights.start),
                  (from_module.end, from_weights.end)):
         np.testing.assert_array_equal(a, b)
@@ -219,7 +217,7 @@ def test_export_cli_checks_on_data_and_updates_the_manifest(plain_artifact, samp
 
 
 def test_a_graph_that_disagrees_is_not_written(plain_artifact, monkeypatch):
-    import slotfill.onnx_graph as onnx_graph
+    import slotfill.artifact.onnx_graph as onnx_graph
 
     target = plain_artifact
     manifest_before = (target / MANIFEST).read_bytes()
@@ -252,24 +250,23 @@ def test_unlisted_graph_is_ignored_and_resaving_drops_a_stale_one(plain_artifact
     with pytest.raises(ArtifactError, match="needs model.onnx listed in the manifest"):
         Predictor.load(plain, backend="onnx")
 
-    loaded = load_model(onnx_artifact)
-    save_model(onnx_artifact, loaded.model, loaded.featurizer, loaded.tokenizer, loaded.card)
+    LoadedModel.from_pretrained(onnx_artifact).save_pretrained(onnx_artifact)
     assert not (onnx_artifact / ONNX_FILE).exists()
-    assert not read_artifact(onnx_artifact).has_onnx
+    assert not Artifact.from_pretrained(onnx_artifact).has_onnx
 
 
 def test_resolve_backend_explains_what_is_missing(plain_artifact, onnx_artifact, monkeypatch):
-    import slotfill.engines as engines
+    import slotfill.inference.engines as engines
 
     with pytest.raises(ConfigError, match="backend: must be one of"):
-        resolve_backend(read_artifact(onnx_artifact), "tensorflow")
+        resolve_backend(Artifact.from_pretrained(onnx_artifact), "tensorflow")
     monkeypatch.setattr(engines, "torch_available", lambda: False)
     with pytest.raises(ArtifactError, match="has no ONNX graph and torch is not installed"):
-        resolve_backend(read_artifact(plain_artifact), "auto")
-    assert resolve_backend(read_artifact(onnx_artifact), "auto") == "onnx"
+        resolve_backend(Artifact.from_pretrained(plain_artifact), "auto")
+    assert resolve_backend(Artifact.from_pretrained(onnx_artifact), "auto") == "onnx"
     monkeypatch.setattr(engines, "onnxruntime_available", lambda: False)
     with pytest.raises(ConfigError, match="neither onnxruntime nor torch"):
-        resolve_backend(read_artifact(onnx_artifact), "auto")
+        resolve_backend(Artifact.from_pretrained(onnx_artifact), "auto")
 
 
 @pytest.fixture()
@@ -343,7 +340,7 @@ def test_large_onnx_batches_run_in_length_chunks_with_the_same_answers(onnx_arti
 def test_training_keeps_its_artifact_when_the_graph_check_fails(small_corpus, tmp_path, monkeypatch):
     """A graph that does not reproduce the model is left out with a warning; the run still ends with
     a complete, verifiable artifact that serves on the torch backend."""
-    from slotfill import onnx_graph
+    from slotfill.artifact import onnx_graph
     from training.pipeline import train
 
     real_build = onnx_graph.build_graph
@@ -360,7 +357,7 @@ def test_training_keeps_its_artifact_when_the_graph_check_fails(small_corpus, tm
                                         "char_channels": 8, "patience": 0, "threads": 1},
           seed=0, progress=False, log=messages.append)
     assert any("model.onnx not written" in m and "does not reproduce the torch model" in m for m in messages)
-    artifact = read_artifact(out)
+    artifact = Artifact.from_pretrained(out)
     assert not artifact.has_onnx and not (out / ONNX_FILE).exists()
     assert Predictor.load(out).backend == "torch"
     assert (out / "report.json").is_file()
@@ -369,10 +366,10 @@ def test_training_keeps_its_artifact_when_the_graph_check_fails(small_corpus, tm
 def test_int8_graph_is_measured_listed_and_served_on_request(int8_artifact, sample_dir, capsys):
     """--quantize int8 writes an int8 copy beside the float graph with its measured agreement; the
     manifest vouches for both; auto keeps the exact float graph and onnx-int8 serves the copy."""
-    from slotfill.artifact import ONNX_INT8_FILE, QUANTIZATION_FILE
+    from slotfill.artifact.artifact import ONNX_INT8_FILE, QUANTIZATION_FILE
     from slotfill.data import load_corpus
 
-    artifact = read_artifact(int8_artifact)
+    artifact = Artifact.from_pretrained(int8_artifact)
     assert artifact.has_onnx and artifact.has_int8
     report = json.loads((int8_artifact / QUANTIZATION_FILE).read_text())
     assert report["sentences"] == len(load_corpus(sample_dir).test)
@@ -400,10 +397,9 @@ def test_int8_graph_is_measured_listed_and_served_on_request(int8_artifact, samp
 
 
 def test_resaving_drops_the_int8_graph_and_the_backend_says_how_to_make_one(int8_artifact):
-    from slotfill.artifact import ONNX_INT8_FILE, QUANTIZATION_FILE
+    from slotfill.artifact.artifact import ONNX_INT8_FILE, QUANTIZATION_FILE
 
-    loaded = load_model(int8_artifact)
-    save_model(int8_artifact, loaded.model, loaded.featurizer, loaded.tokenizer, loaded.card)
+    LoadedModel.from_pretrained(int8_artifact).save_pretrained(int8_artifact)
     assert not (int8_artifact / ONNX_INT8_FILE).exists() and not (int8_artifact / QUANTIZATION_FILE).exists()
     with pytest.raises(ArtifactError, match="backend onnx-int8 needs model.int8.onnx .*--quantize int8"):
         Predictor.load(int8_artifact, backend="onnx-int8")
@@ -411,8 +407,8 @@ def test_resaving_drops_the_int8_graph_and_the_backend_says_how_to_make_one(int8
 
 def test_quantize_needs_data_and_refuses_a_graph_that_decodes_differently(onnx_artifact, sample_dir, monkeypatch,
                                                                            capsys):
-    import slotfill.onnx_quantize as onnx_quantize
-    from slotfill.artifact import ONNX_INT8_FILE
+    import slotfill.artifact.onnx_quantize as onnx_quantize
+    from slotfill.artifact.artifact import ONNX_INT8_FILE
 
     manifest_before = (onnx_artifact / MANIFEST).read_bytes()
     assert cli_main(["export", "--model", str(onnx_artifact), "--format", "onnx", "--quantize", "int8"]) != 0
@@ -436,5 +432,5 @@ def test_quantize_needs_data_and_refuses_a_graph_that_decodes_differently(onnx_a
     with pytest.raises(ArtifactError, match="the int8 graph decodes .* like the float graph"):
         onnx_quantize.quantize_onnx(onnx_artifact, [["book", "a", "table"], ["for", "two"]])
     assert not (onnx_artifact / ONNX_INT8_FILE).exists()
-    assert read_artifact(onnx_artifact).has_onnx and not read_artifact(onnx_artifact).has_int8
+    assert Artifact.from_pretrained(onnx_artifact).has_onnx and not Artifact.from_pretrained(onnx_artifact).has_int8
     assert (onnx_artifact / MANIFEST).read_bytes() == manifest_before  # nothing was written by either attempt

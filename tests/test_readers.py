@@ -21,7 +21,7 @@ from slotfill.data import (
     write_jsonl,
 )
 from slotfill.errors import DataError
-from slotfill.text import TokenizerConfig
+from slotfill.text.tokenizer import TokenizerConfig
 
 RESOURCES = Path(__file__).parent / "resources"
 FOLDER = RESOURCES / "folder"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from slotfill.errors import DataError, SlotfillError
-from slotfill.metrics import evaluate, reliability_bins
-from slotfill.reporting import (
+from slotfill.scoring.metrics import evaluate, reliability_bins
+from slotfill.scoring.reporting import (
     format_report,
     markdown_table,
     mean_std,

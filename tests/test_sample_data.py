@@ -20,7 +20,7 @@ from slotfill.data.sample import (
     main,
     sample_data_dir,
 )
-from slotfill.text import TokenizerConfig, norms
+from slotfill.text.tokenizer import TokenizerConfig, norms
 
 
 @pytest.fixture(scope="module")

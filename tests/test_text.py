@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slotfill.errors import ConfigError
-from slotfill.text import Token, TokenizerConfig, infer_tokenizer_config, normalize_token, norms, tokenize
+from slotfill.text.tokenizer import Token, TokenizerConfig, infer_tokenizer_config, normalize_token, norms, tokenize
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SNIPS_STYLE = TokenizerConfig(split_clitics=True)

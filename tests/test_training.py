@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from slotfill.errors import ConfigError, SlotfillError
+from slotfill.inference.predictor import Predictor
 from slotfill.models.config import TaggerConfig
-from slotfill.predictor import Predictor
 from training.checkpoint import checkpoint_epoch
 from training.config import TrainConfig
 from training.loop import TrainingError

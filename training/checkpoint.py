@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors_bytes
 
-from slotfill.artifact import atomic_write_bytes
+from slotfill.artifact.files import atomic_write_bytes
 from slotfill.errors import SlotfillError
 
 

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slotfill.artifact import atomic_write_json, atomic_write_text
+from slotfill.artifact.files import atomic_write_json, atomic_write_text
 from slotfill.errors import ConfigError
-from slotfill.predictor import Predictor
-from slotfill.reporting import markdown_table, mean_std
+from slotfill.inference.predictor import Predictor
+from slotfill.scoring.reporting import markdown_table, mean_std
 
 from .config import TrainConfig
 from .pipeline import Trainer

@@ -61,8 +61,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     # export
-    calibrate: bool = True  # fit confidence temperatures on the dev split (slotfill/calibration.py)
-    export_onnx: bool = True  # write model.onnx, checked against torch on the test split (slotfill/onnx_export.py)
+    calibrate: bool = True  # fit confidence temperatures on the dev split (slotfill/scoring/calibration.py)
+    export_onnx: bool = True  # write model.onnx, checked against torch on the test split (slotfill/artifact/onnx_export.py)
     # identity of the exported model
     name: str = "slotfill-model"
     version: str = "1"

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from slotfill.artifact.artifact import LoadedModel
 from slotfill.errors import ConfigError
-from slotfill.model_io import LoadedModel
+from slotfill.inference.predictor import Predictor
 from slotfill.models.crf import log_partition
 from slotfill.models.tagger import SlotTagger, TaggerOutput
-from slotfill.predictor import Predictor
-from slotfill.text import normalize_token
+from slotfill.text.tokenizer import normalize_token
 
 
 @dataclass
@@ -49,9 +49,9 @@ class Teacher:
 def load_teacher(path: str, token_lists: list[list[str]], labels: list[str], intents: list[str],
                  student_decoder: str, temperature: float, batch_size: int = 64) -> Teacher:
     """Run the teacher artifact at ``path`` over the training sentences' tokens, normalised its own way."""
-    from slotfill.model_io import load_model
+    from slotfill.artifact.artifact import LoadedModel
 
-    teacher: LoadedModel = load_model(path)
+    teacher: LoadedModel = LoadedModel.from_pretrained(path)
     norms = [[normalize_token(token, teacher.tokenizer) or token for token in tokens] for tokens in token_lists]
     config = teacher.config
     teacher_labels = [config.id2label[i] for i in range(config.num_labels)]

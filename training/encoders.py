@@ -13,7 +13,6 @@ match is refused in one line and nothing is left in the cache.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 import sys
 import tempfile

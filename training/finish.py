@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import slotfill
-from slotfill.artifact import atomic_write_json
+from slotfill.artifact.artifact import LoadedModel
+from slotfill.artifact.files import atomic_write_json
 from slotfill.data import Example
 from slotfill.errors import ArtifactError
-from slotfill.metrics import evaluate as evaluate_tags
-from slotfill.model_io import LoadedModel, save_model
+from slotfill.inference.predictor import Predictor
 from slotfill.models.tagger import SlotTagger
-from slotfill.predictor import Predictor
-from slotfill.reporting import format_report, plot_training_curves
+from slotfill.scoring.metrics import evaluate as evaluate_tags
+from slotfill.scoring.reporting import plot_training_curves
 
 from . import distributed
 from .prepare import TrainingData, normalise_examples
@@ -112,18 +112,18 @@ class Finisher:
     def save_artifact(self, model: SlotTagger, report: dict[str, Any], temperatures: dict[str, float] | None, *,
                       best_epoch: int, train_seconds: float) -> None:
         """Write the artifact (weights, vocabularies, config, card, report) into ``out_dir``."""
-        text = format_report(report, title=f"{self.config.name} on {self.data.data_dir} ({report['split']})")
         card = model_card(self.data)
         card.update(best_epoch=best_epoch, train_seconds=round(train_seconds, 2), parameters=model.num_parameters())
-        save_model(self.out_dir, model, self.data.featurizer, self.data.tokenizer, card, report, text,
-                   calibration=temperatures, aligner=self.data.aligner)
+        LoadedModel(model=model, featurizer=self.data.featurizer, tokenizer=self.data.tokenizer, card=card,
+                    report=report, calibration=temperatures, aligner=self.data.aligner).save_pretrained(
+            self.out_dir, report_title=f"{self.config.name} on {self.data.data_dir} ({report['split']})")
 
     def calibrate(self, model: SlotTagger, report: dict[str, Any]) -> dict[str, float] | None:
         """Fit confidence temperatures on dev; add ECE before/after on the report's split to ``report``."""
         data = self.data
         if not self.config.calibrate or not data.valid_examples:
             return None
-        from slotfill.calibration import calibration_report, fit_temperatures
+        from slotfill.scoring.calibration import calibration_report, fit_temperatures
 
         def split(examples: list[Example]):
             intents = [e.intent for e in examples] if data.intents else None
@@ -140,7 +140,7 @@ class Finisher:
         return temperatures
 
     def plot_calibration(self, calibration: dict[str, Any]) -> None:
-        from slotfill.reporting import plot_reliability
+        from slotfill.scoring.reporting import plot_reliability
 
         for kind, temperature in (("span", "slot_temperature"), ("intent", "intent_temperature")):
             if f"{kind}_bins_before" in calibration:
@@ -155,7 +155,7 @@ class Finisher:
         if model.config.contextual_dim:
             self.log("ONNX export skipped: the model reads contextual (transformer) features")
             return
-        from slotfill.onnx_export import export_onnx
+        from slotfill.artifact.onnx_export import export_onnx
 
         data = self.data
         try:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from slotfill.artifact import atomic_write_json, atomic_write_text
+from slotfill.artifact.files import atomic_write_json, atomic_write_text
 from slotfill.errors import ConfigError, SlotfillError
 from slotfill.models.tagger import SlotTagger
 

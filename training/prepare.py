@@ -23,10 +23,10 @@ import torch
 
 from slotfill.data import Example, load_corpus
 from slotfill.errors import ConfigError, DataError
-from slotfill.features import Featurizer
 from slotfill.models.tagger import IGNORE_INTENT, SlotTagger
 from slotfill.schemes import parse_tag
-from slotfill.text import TokenizerConfig, infer_tokenizer_config, normalize_token
+from slotfill.text.features import Featurizer
+from slotfill.text.tokenizer import TokenizerConfig, infer_tokenizer_config, normalize_token
 
 from .augment import slot_substitution
 from .config import TrainConfig
@@ -145,7 +145,7 @@ class TrainingData:
         from transformers.utils import logging as hf_logging
 
         from slotfill.models.contextual import PACKAGED_ENCODERS, resolve_encoder_path
-        from slotfill.subwords import SubwordAligner, load_tokenizer, special_tokens
+        from slotfill.text.subwords import SubwordAligner, load_tokenizer, special_tokens
 
         cfg = self.config
         path = resolve_encoder_path(cfg.contextual)

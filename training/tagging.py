@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from slotfill.artifact import atomic_write_text
+from slotfill.artifact.files import atomic_write_text
 from slotfill.errors import DataError
-from slotfill.predictor import Predictor
+from slotfill.inference.predictor import Predictor
 
 
 def _requests(source: BinaryIO, input_format: str, name: str) -> Iterator[tuple[int, str, object]]:

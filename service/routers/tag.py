@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic_core import to_json
 
-from slotfill.predictions import Prediction
+from slotfill.inference.predictions import Prediction
 
 from ..batching import MicroBatcher, model_runner, run_detached
 from ..dependencies import tag_context

@@ -11,7 +11,7 @@ Formats:
 - **JSONL**: one object per line, ``{"text": ..., "spans": [{"start", "end",
   "label"}], "intent": ...}``; offsets are Python string indices (code points)
   into ``text``, end exclusive. The text is tokenised with
-  :func:`slotfill.text.tokenize`.
+  :func:`slotfill.text.tokenizer.tokenize`.
 
 ``scheme`` names the scheme the tags in a file are written in (folder, CoNLL)
 or the scheme to produce (JSONL); tags are returned in that scheme (use
@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slotfill import schemes
+from slotfill.artifact.files import atomic_write_text
 from slotfill.data.example import Example
 from slotfill.errors import DataError
-from slotfill.fileio import atomic_write_text
-from slotfill.text import TokenizerConfig, tokenize
+from slotfill.text.tokenizer import TokenizerConfig, tokenize
 
 SPLITS = ("train", "valid", "test")
 # Names a split may have on disk, in the order they are looked for.

@@ -17,8 +17,8 @@ Conventions (what the tags mean):
 - Prepositions and connectives stay outside slots: ``for [four]``,
   ``for a party of [6]``, ``at [7pm]``, ``on [friday]``, ``in [boston]``.
 - Units belong to the value: ``[four people]``, ``[7 pm]``, ``[half past eight]``.
-- Output is lower-cased and tokenised exactly as :func:`slotfill.text.tokenize`
-  does with the default :class:`~slotfill.text.TokenizerConfig`.
+- Output is lower-cased and tokenised exactly as :func:`slotfill.text.tokenizer.tokenize`
+  does with the default :class:`~slotfill.text.tokenizer.TokenizerConfig`.
 
 ``python -m slotfill.data.sample --out slotfill/resources/sample`` writes the
 folder-format splits that ship with the package; a test checks that the shipped

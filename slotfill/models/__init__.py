@@ -7,17 +7,16 @@ everything the torch-free serving path needs) can be imported where torch is not
 from importlib import import_module
 from typing import Any
 
-from .config import TaggerConfig
+from slotfill.models.config import TaggerConfig
 
 _LAZY = {
     "CRF": ".crf",
-    "allowed_transitions": ".crf",
     "RecurrentEncoder": ".encoder",
     "SlotTagger": ".tagger",
     "TaggerOutput": ".tagger",
 }
 
-__all__ = ["CRF", "RecurrentEncoder", "SlotTagger", "TaggerConfig", "TaggerOutput", "allowed_transitions"]
+__all__ = ["CRF", "RecurrentEncoder", "SlotTagger", "TaggerConfig", "TaggerOutput"]
 
 
 def __getattr__(name: str) -> Any:

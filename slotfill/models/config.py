@@ -7,8 +7,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
-from ..schemes import SCHEMES, tag_problem
+from slotfill.errors import ConfigError
+from slotfill.schemes import SCHEMES, tag_problem
 
 CELLS = ("rnn", "lstm", "gru")
 DECODERS = ("softmax", "crf")
@@ -150,7 +150,7 @@ class TaggerConfig:
                 _fail(mapping_name, "names must be unique")
 
     def _validate_contextual(self) -> None:
-        from ..subwords import TOKEN_KEYS
+        from slotfill.text.subwords import TOKEN_KEYS
 
         model = self.contextual_model
         if not isinstance(model, dict) or not isinstance(model.get("model_type"), str):

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from slotfill.errors import ConfigError
 
 LAYER_MODES = ("last", "mix")
 POOLINGS = ("first", "mean")

@@ -7,7 +7,7 @@ Conventions (shared with AllenNLP, so its pretrained tables and habits carry ove
 * ``transitions[i, j]`` scores moving from tag ``i`` at step ``t - 1`` to tag ``j`` at ``t``.
 * Masks are left-aligned: every row is a prefix of ``True`` of length >= 1.
 
-Disallowed transitions are given the finite score :data:`~slotfill.decoding.DISALLOWED` rather
+Disallowed transitions are given the finite score :data:`~slotfill.decoding.reference.DISALLOWED` rather
 than ``-inf``: ``-inf`` turns into NaN gradients as soon as a whole logsumexp row is forbidden,
 while ``-1e4`` is already ``exp(-1e4) == 0`` in float32, so probabilities are unaffected.
 The constraints (from :func:`slotfill.schemes.allowed_transitions`, the one grammar) are used in
@@ -20,10 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..decoding import DISALLOWED
-from ..schemes import allowed_transitions
+from slotfill.decoding.reference import DISALLOWED
 
-__all__ = ["CRF", "DISALLOWED", "allowed_transitions", "log_partition"]
+__all__ = ["CRF", "DISALLOWED", "log_partition"]
 
 
 def log_partition(
@@ -128,7 +127,7 @@ class CRF(nn.Module):
 
     def constrained_scores(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Transitions (K, K), start (K) and end (K) scores with the constraints applied, for
-        decoders outside torch (see :mod:`slotfill.decoding`)."""
+        decoders outside torch (see :mod:`slotfill.decoding.reference`)."""
         return self._potentials(dtype)
 
     def _check(self, emissions: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

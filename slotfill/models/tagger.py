@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,11 +9,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .char_cnn import CharCNN
-from .config import TaggerConfig
-from .contextual import ContextualEmbedder
-from .crf import CRF, allowed_transitions
-from .encoder import RecurrentEncoder
+from slotfill.models.char_cnn import CharCNN
+from slotfill.models.config import TaggerConfig
+from slotfill.models.contextual import ContextualEmbedder
+from slotfill.models.crf import CRF
+from slotfill.models.encoder import RecurrentEncoder
+from slotfill.schemes import allowed_transitions
 
 IGNORE_INTENT = -100
 
@@ -82,7 +82,7 @@ class SlotTagger(nn.Module):
         tags: (B, T) long gold label ids (padding ignored); intents: (B,) long, ``IGNORE_INTENT``
         where an utterance has no intent. A model with a transformer front-end reads either
         ``subwords`` (``input_ids``/``attention_mask`` (W, S) and ``first``/``last`` (B, T), see
-        :class:`slotfill.subwords.SubwordBatch`) or ``contextual``, its word states precomputed by
+        :class:`slotfill.text.subwords.SubwordBatch`) or ``contextual``, its word states precomputed by
         :meth:`ContextualEmbedder.states` (B, T, L, E), which a frozen encoder allows.
         """
         mask = word_ids.ne(0)
@@ -134,22 +134,32 @@ class SlotTagger(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    # HF-style persistence: config.json + model.safetensors. The full artifact (vocabularies,
-    # tokenizer, manifest) is written by slotfill.artifact.
+    # HF-style persistence: config.json + model.safetensors, the one way a tagger's config and weights are
+    # written and read; the rest of an artifact (vocabularies, tokenizer, manifest) is
+    # slotfill.artifact.artifact's, which calls these.
     def save_pretrained(self, directory: str | Path) -> None:
-        from ..artifact import atomic_write_bytes, save_weights
+        """Write ``config.json`` and ``model.safetensors`` into ``directory``, each atomically."""
+        from slotfill.artifact.artifact import save_weights
+        from slotfill.artifact.files import atomic_write_json
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(directory / "config.json", json.dumps(self.config.to_dict(), indent=2).encode())
+        atomic_write_json(directory / "config.json", self.config.to_dict())
         save_weights(self, directory / "model.safetensors")
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "SlotTagger":
-        from ..artifact import load_weights, read_json
+        """Rebuild a tagger from ``config.json`` and load ``model.safetensors``, every tensor's name and shape
+        checked against the config first. Raises :class:`~slotfill.errors.ArtifactError`."""
+        from slotfill.artifact.artifact import load_weights
+        from slotfill.artifact.files import read_json
+        from slotfill.errors import ArtifactError, ConfigError
 
         directory = Path(directory)
-        config = TaggerConfig.from_dict(read_json(directory / "config.json"))
+        try:
+            config = TaggerConfig.from_dict(read_json(directory / "config.json"))
+        except ConfigError as exc:
+            raise ArtifactError(f"{directory / 'config.json'}: {exc}") from None
         model = cls(config)
         load_weights(model, directory / "model.safetensors")
         model.eval()

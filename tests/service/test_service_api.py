@@ -52,9 +52,9 @@ def test_model_info(client: httpx.Client) -> None:
     assert {"name", "version", "created", "labels", "intents", "config", "metrics", "digest", "backend",
             "decoder", "quantization", "limits"} == set(info)
     assert info["backend"] == "onnx", "training exports the graph, and auto prefers it"
-    from slotfill import fastdecode
+    from slotfill.decoding import kernels
 
-    assert info["decoder"] == ("c" if fastdecode._decode is not None else "numpy"), "the compiled decoder when built"
+    assert info["decoder"] == ("c" if kernels._kernels is not None else "numpy"), "the compiled decoder when built"
     assert info["quantization"] is None, "only the onnx-int8 backend reports one"
     assert "O" in info["labels"] and any(label.startswith("B-") for label in info["labels"])
     assert info["intents"] and all(isinstance(name, str) for name in info["intents"])

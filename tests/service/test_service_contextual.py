@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from service_testlib import SERVER_ENV, start_server, stop_server
 
 

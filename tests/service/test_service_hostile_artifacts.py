@@ -17,7 +17,7 @@ from service_testlib import REPO, clean_env
 
 from service.app import create_app
 from service.settings import Settings
-from slotfill.artifact import MANIFEST, sha256_file
+from slotfill.artifact.artifact import MANIFEST, sha256_file
 from slotfill.errors import ArtifactError
 
 

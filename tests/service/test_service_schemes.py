@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from seqeval.metrics import f1_score
 from seqeval.scheme import IOB1, IOB2, IOBES
-
 from service_testlib import REPO, start_server, stop_server
+
 from slotfill import schemes
 from slotfill.data import load_corpus, write_folder_split
 
@@ -49,8 +49,8 @@ def trained(request, small_corpus: Path, tmp_path_factory) -> tuple[str, Path, P
 
 def test_evaluate_scores_equal_seqeval_in_the_scheme(trained, tmp_path):
     scheme, data, model = trained
-    from slotfill.predictor import Predictor
-    from slotfill.text import normalize_token
+    from slotfill.inference.predictor import Predictor
+    from slotfill.text.tokenizer import normalize_token
 
     cli("evaluate", "--model", str(model), "--data", str(data), "--out", str(tmp_path))
     report = json.loads((tmp_path / "report.json").read_text())

@@ -18,7 +18,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slotfill.calibration import calibrate_artifact
+    from slotfill.scoring.calibration import calibrate_artifact
 
     result = calibrate_artifact(args.model, data_dir(args.data))
     print(f"slot temperature {result['slot_temperature']:.4f}, intent temperature {result['intent_temperature']:.4f}")
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{kind} ECE on {result['split']}: {result[f'{kind}_ece_before']:.4f} -> "
                   f"{result[f'{kind}_ece_after']:.4f}")
     if args.png and "span_bins_before" in result:
-        from slotfill.reporting import plot_reliability
+        from slotfill.scoring.reporting import plot_reliability
 
         plot_reliability(result["span_bins_before"], result["span_bins_after"], args.png,
                          f"span confidence, temperature {result['slot_temperature']:.3f}")

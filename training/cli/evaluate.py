@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from slotfill.engines import BACKENDS
 from slotfill.errors import SlotfillError
+from slotfill.inference.engines import BACKENDS
 
 from ._options import data_dir
 
@@ -23,14 +23,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from slotfill.evaluation import evaluate_artifact
-    from slotfill.reporting import format_report, write_report
+    from slotfill.scoring.evaluation import evaluate_artifact
+    from slotfill.scoring.reporting import format_report, write_report
 
     report = evaluate_artifact(args.model, data_dir(args.data), args.split, backend=args.backend)
-    print(format_report(report, title=f"{args.model} on {args.data} ({args.split})"))
+    title = f"{args.model} on {args.data} ({args.split})"
+    print(format_report(report, title=title))
     if args.out:
         try:
-            write_report(report, args.out)
+            write_report(report, args.out, title=title)
         except OSError as exc:
             raise SlotfillError(f"--out {args.out}: cannot write the report ({exc.strerror})") from None
     return 0

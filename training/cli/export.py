@@ -31,11 +31,11 @@ def _sentences(args: argparse.Namespace) -> tuple[list[list[str]] | None, list[l
     """--data's --split as normalised tokens, and its gold tags (in the model's scheme); (None, None) without --data."""
     if not args.data:
         return None, None
+    from slotfill.artifact.artifact import Artifact
     from slotfill.data import load_corpus
-    from slotfill.model_io import read_artifact
-    from slotfill.text import normalize_token
+    from slotfill.text.tokenizer import normalize_token
 
-    artifact = read_artifact(args.model)
+    artifact = Artifact.from_pretrained(args.model)
     corpus = load_corpus(data_dir(args.data), scheme=artifact.config.scheme, tokenizer_config=artifact.tokenizer)
     examples = getattr(corpus, args.split)
     if not examples:
@@ -46,10 +46,11 @@ def _sentences(args: argparse.Namespace) -> tuple[list[list[str]] | None, list[l
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from slotfill.onnx_export import export_onnx
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
         import torch  # noqa: F401
+
+        from slotfill.artifact.onnx_export import export_onnx
     except ImportError as exc:
         raise SlotfillError(f"ONNX export needs onnx, onnxruntime and torch ({exc.name} is missing): "
                             "pip install 'slotfill[train]'") from None
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
           f"{check.synthetic_max_emission_diff:.1e} on synthetic sentences, "
           f"max intent-logit difference {check.max_intent_diff:.1e}")
     if args.quantize:
-        from slotfill.onnx_quantize import quantize_onnx
+        from slotfill.artifact.onnx_quantize import quantize_onnx
 
         quantized = quantize_onnx(args.model, sentences, gold, min_agreement=args.min_agreement)
         f1 = ""

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .decoding import softmax
-from .metrics import expected_calibration_error, intent_matches, reliability_bins, span_confidence_pairs
+from slotfill.decoding.reference import softmax
+from slotfill.scoring.metrics import expected_calibration_error, intent_matches, reliability_bins, span_confidence_pairs
 
 if TYPE_CHECKING:
-    from .predictor import Predictor
+    from slotfill.inference.predictor import Predictor
 
 LOG_T_RANGE = (math.log(0.05), math.log(20.0))
 # Slot temperatures below 1/4 multiply CRF scores past what float32 forward-backward can hold
@@ -143,12 +143,12 @@ def calibrate_artifact(model_dir, data_dir, backend: str = "auto") -> dict[str, 
     the report gains a ``calibration`` entry). Returns that entry."""
     from pathlib import Path
 
-    from .artifact import atomic_write_json, extend_manifest
-    from .data import load_corpus
-    from .errors import DataError
-    from .model_io import CALIBRATION_FILE
-    from .predictor import Predictor
-    from .text import normalize_token
+    from slotfill.artifact.artifact import CALIBRATION_FILE, extend_manifest
+    from slotfill.artifact.files import atomic_write_json
+    from slotfill.data import load_corpus
+    from slotfill.errors import DataError
+    from slotfill.inference.predictor import Predictor
+    from slotfill.text.tokenizer import normalize_token
 
     model_dir = Path(model_dir)
     predictor = Predictor.load(model_dir, backend=backend)

@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from .decoders import make_decoder
-from .decoding import softmax
-from .engines import Engine, OnnxEngine, TorchEngine, resolve_backend
-from .model_io import Artifact, LoadedModel, load_model, read_artifact
-from .predictions import IntentPrediction, Prediction, SlotPrediction, TokenPrediction
-from .schemes import Span, SpanReader
-from .text import Token, normalize_token, tokenize
+from slotfill.artifact.artifact import Artifact, LoadedModel
+from slotfill.decoding.decoders import make_decoder
+from slotfill.decoding.reference import softmax
+from slotfill.inference.engines import Engine, OnnxEngine, TorchEngine, resolve_backend
+from slotfill.inference.predictions import IntentPrediction, Prediction, SlotPrediction, TokenPrediction
+from slotfill.schemes import Span, SpanReader
+from slotfill.text.tokenizer import Token, normalize_token, tokenize
 
 
 @dataclass
@@ -35,7 +35,7 @@ class Decoded:
 class Predictor:
     """A loaded artifact ready to tag. Methods never mutate their inputs and are safe to call from threads.
 
-    ``engine`` runs the network (see :mod:`slotfill.engines`); without one, ``loaded`` must be a
+    ``engine`` runs the network (see :mod:`slotfill.inference.engines`); without one, ``loaded`` must be a
     :class:`LoadedModel` and its torch module is used.
     """
 
@@ -68,7 +68,7 @@ class Predictor:
         self.set_temperatures(calibration.get("slot_temperature", 1.0), calibration.get("intent_temperature", 1.0))
 
     def set_temperatures(self, slot: float = 1.0, intent: float = 1.0) -> None:
-        """Temperature scaling of the confidences (see :mod:`slotfill.calibration`): slot scores and
+        """Temperature scaling of the confidences (see :mod:`slotfill.scoring.calibration`): slot scores and
         intent logits are divided by these before probabilities are taken. Labels never change:
         dividing every score by the same positive number keeps the best path and the argmax."""
         self.slot_temperature = float(slot)
@@ -80,11 +80,11 @@ class Predictor:
         """Verify and load an artifact. ``backend``: ``auto`` (onnx when the artifact has a graph and
         onnxruntime is installed, else torch), ``torch``, ``onnx`` or ``onnx-int8``; ``threads``: onnxruntime
         intra-op threads (torch keeps its process-wide setting)."""
-        artifact = read_artifact(model_dir)
+        artifact = Artifact.from_pretrained(model_dir)
         resolved = resolve_backend(artifact, backend)
         if resolved != "torch":
             return cls(artifact, model_dir, OnnxEngine(artifact, threads=threads, name=resolved))
-        return cls(load_model(model_dir), model_dir)
+        return cls(LoadedModel.from_pretrained(model_dir), model_dir)
 
     @property
     def info(self) -> dict[str, Any]:

@@ -1,6 +1,6 @@
-"""CRF decoding through the compiled kernels of ``slotfill/_decode.c``, when they were built.
+"""CRF decoding through the compiled kernels of ``slotfill/_kernels.c``, when they were built.
 
-The kernels compute what :func:`slotfill.decoding.viterbi` and :func:`slotfill.decoding.path_posteriors`
+The kernels compute what :func:`slotfill.decoding.reference.viterbi` and :func:`slotfill.decoding.reference.path_posteriors`
 do -- identical paths, posteriors equal to float rounding, tests compare them -- in one C loop per
 sequence instead of a few NumPy calls per step, and without the interpreter lock. The extension is
 optional: ``pip install`` builds it where a C compiler is present and skips it otherwise, and the
@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .decoding import DISALLOWED, CRFTables, Posteriors
-from .errors import ConfigError
+from slotfill.decoding.reference import DISALLOWED, CRFTables, Posteriors
+from slotfill.errors import ConfigError
 
 try:
-    from . import _decode
+    from slotfill.decoding import _kernels
 except ImportError:  # built without a compiler: NumPy decodes
-    _decode = None
+    _kernels = None
 
 # What SLOTFILL_DECODER may say: the compiled kernels when built ("auto"), always ("c"), or NumPy.
 KERNEL_CHOICES = ("auto", "c", "numpy")
@@ -35,10 +35,10 @@ def available() -> bool:
     choice = os.environ.get("SLOTFILL_DECODER", "auto").strip().lower() or "auto"
     if choice not in KERNEL_CHOICES:
         raise ConfigError(f"SLOTFILL_DECODER must be one of {', '.join(KERNEL_CHOICES)}, not {choice!r}")
-    if choice == "c" and _decode is None:
-        raise ConfigError("SLOTFILL_DECODER=c, but the compiled decoder (slotfill._decode) was not built: "
+    if choice == "c" and _kernels is None:
+        raise ConfigError("SLOTFILL_DECODER=c, but the compiled decoder (slotfill.decoding._kernels) was not built: "
                           "reinstall slotfill where a C compiler is available")
-    return _decode is not None and choice != "numpy"
+    return _kernels is not None and choice != "numpy"
 
 
 def restricted_targets(transitions: np.ndarray, max_sources: int = 4) -> dict[int, tuple[np.ndarray, float]]:
@@ -97,19 +97,19 @@ def _inputs(emissions: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def viterbi(emissions: np.ndarray, lengths: np.ndarray, tables: KernelTables) -> np.ndarray:
-    """:func:`slotfill.decoding.viterbi` in float32: emissions (B, T, K), lengths (B,) in 1..T.
+    """:func:`slotfill.decoding.reference.viterbi` in float32: emissions (B, T, K), lengths (B,) in 1..T.
     Returns (B, T) int64 label ids, 0 past each length."""
     em, lens = _inputs(emissions, lengths)
     batch, steps, num_tags = em.shape
     paths = np.empty((batch, steps), dtype=np.int64)
-    _decode.viterbi(em, lens, tables.transitions, tables.start, tables.end, tables.kind, tables.sources,
+    _kernels.viterbi(em, lens, tables.transitions, tables.start, tables.end, tables.kind, tables.sources,
                     tables.bound, paths, batch, steps, num_tags, tables.sources.shape[1])
     return paths
 
 
 def path_posteriors(emissions: np.ndarray, lengths: np.ndarray, tables: KernelTables, paths: np.ndarray,
                     rows: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Posteriors:
-    """:func:`slotfill.decoding.path_posteriors` in the kernel: forward-backward (float32 vectors, float64
+    """:func:`slotfill.decoding.reference.path_posteriors` in the kernel: forward-backward (float32 vectors, float64
     log-scales) on emissions (B, T, K) with lengths (B,), read along ``paths`` (B, T), and the
     probabilities of the segments ``[starts[i], ends[i])`` of rows ``rows[i]`` (rows ascending)."""
     em, lens = _inputs(emissions, lengths)
@@ -121,7 +121,7 @@ def path_posteriors(emissions: np.ndarray, lengths: np.ndarray, tables: KernelTa
     confidence = np.empty((batch, steps))
     spans = np.empty(len(rows))
     log_z = np.empty(batch)
-    _decode.posteriors(em, lens, tables.exp_trans, tables.exp_trans_t, tables.trans_shift, tables.exp_start,
+    _kernels.posteriors(em, lens, tables.exp_trans, tables.exp_trans_t, tables.trans_shift, tables.exp_start,
                        tables.start_shift, tables.exp_end, tables.end_shift, tables.transitions, paths, rows, starts,
                        ends, confidence, spans, log_z, batch, steps, num_tags, len(rows))
     return Posteriors(confidence=confidence, spans=spans, log_z=log_z)

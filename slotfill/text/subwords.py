@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ArtifactError, ConfigError
+from slotfill.errors import ArtifactError, ConfigError
 
 # Special-token layout the aligner needs; stored in the model config (``contextual_tokens``).
 TOKEN_KEYS = ("prefix", "suffix", "pad", "unk")

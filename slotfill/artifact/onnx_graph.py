@@ -9,7 +9,7 @@ exporter of the day. Building needs ``onnx`` and NumPy only.
 Inputs: ``word_ids`` (B, T) int64, 0 = padding; ``lengths`` (B,) int64; with a character CNN also
 ``word_chars`` (N, L) int64, the character ids of N words to encode, ``known_chars`` (M, channels)
 float32, features of words encoded by an earlier call, and ``char_index`` (B, T) int64, each
-position's row in [known_chars; the N encoded words] (see :class:`slotfill.engines.OnnxEngine`).
+position's row in [known_chars; the N encoded words] (see :class:`slotfill.inference.engines.OnnxEngine`).
 Outputs (float32): ``emissions`` (B, T, K); for a model with intents ``intent_logits`` (B, I); with a
 character CNN ``word_char_features`` (N, channels), the encoded words. B, T, N, M and L are dynamic.
 """
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ArtifactError
-from .models.config import TaggerConfig
+from slotfill.errors import ArtifactError
+from slotfill.models.config import TaggerConfig
 
 OPSET = 17
 # torch packs gates as (i, f, g, o) for LSTM and (r, z, n) for GRU; ONNX wants (i, o, f, c) and (z, r, h).

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .vocab import Vocab
+from slotfill.text.vocab import Vocab
 
 if TYPE_CHECKING:
     import torch

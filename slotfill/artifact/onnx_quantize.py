@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .artifact import (ONNX_FILE, ONNX_INT8_FILE, QUANTIZATION_FILE, atomic_write_bytes, atomic_write_json,
-                       extend_manifest)
-from .errors import ArtifactError
-from .model_io import read_artifact
+from slotfill.artifact.artifact import ONNX_FILE, ONNX_INT8_FILE, QUANTIZATION_FILE, Artifact, extend_manifest
+from slotfill.artifact.files import atomic_write_bytes, atomic_write_json
+from slotfill.errors import ArtifactError
 
 MIN_AGREEMENT = 0.995
 
@@ -71,11 +70,11 @@ def quantize_onnx(model_dir: str | Path, sentences: Sequence[Sequence[str]],
     ``sentences`` are normalised token lists to compare the two graphs on (at least one);
     ``gold`` their gold labels (optional, for slot F1).
     """
-    from .engines import OnnxEngine
-    from .predictor import Predictor
+    from slotfill.inference.engines import OnnxEngine
+    from slotfill.inference.predictor import Predictor
 
     model_dir = Path(model_dir)
-    artifact = read_artifact(model_dir)
+    artifact = Artifact.from_pretrained(model_dir)
     if not artifact.has_onnx:
         raise ArtifactError(f"{model_dir}: quantising needs the float graph {ONNX_FILE} first; "
                             f"run `slotfill export --model {model_dir} --format onnx`")
@@ -96,7 +95,7 @@ def quantize_onnx(model_dir: str | Path, sentences: Sequence[Sequence[str]],
         intent_agreement = sum(a == b for a, b in zip(expected_intents, got_intents)) / len(sentences)
     f1_float = f1_int8 = None
     if gold is not None:
-        from .metrics import evaluate
+        from slotfill.scoring.metrics import evaluate
 
         gold_lists = [list(g) for g in gold]
         scheme = artifact.config.scheme

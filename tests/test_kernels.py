@@ -1,4 +1,4 @@
-"""The compiled decoding kernels (slotfill/_decode.c) give NumPy's paths exactly and its posteriors to
+"""The compiled decoding kernels (slotfill/decoding/_kernels.c) give NumPy's paths exactly and its posteriors to
 float32 rounding; the predictor gives the same answers with either decoder."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from slotfill import fastdecode
-from slotfill.decoding import path_posteriors, viterbi
-from slotfill.engines import crf_tables
+from slotfill.decoding import kernels as compiled
+from slotfill.decoding.reference import path_posteriors, viterbi
 from slotfill.errors import ConfigError
+from slotfill.inference.engines import crf_tables
 from slotfill.models.crf import CRF
 from slotfill.schemes import allowed_transitions
 
@@ -29,10 +29,10 @@ def test_the_compiled_decoder_was_built_where_a_compiler_exists():
     build, and the tests below would otherwise all skip silently."""
     if c_compiler() is None:
         pytest.skip("no C compiler here: slotfill decodes with NumPy")
-    assert fastdecode._decode is not None, f"{c_compiler()} is present but slotfill._decode was not built"
+    assert compiled._kernels is not None, f"{c_compiler()} is present but slotfill.decoding._kernels was not built"
 
 
-needs_kernels = pytest.mark.skipif(fastdecode._decode is None, reason="the compiled decoder was not built")
+needs_kernels = pytest.mark.skipif(compiled._kernels is None, reason="the compiled decoder was not built")
 
 
 def labels_for(scheme: str, slots: int) -> list[str]:
@@ -65,16 +65,16 @@ def test_viterbi_paths_equal_numpy_exactly(scheme, slots, seed):
     including past each length (0), on batches of any size and on a single sequence."""
     labels = labels_for(scheme or "IOB2", slots)
     tables = random_tables(seed, labels, scheme)
-    kernels = fastdecode.KernelTables.build(tables)
+    kernels = compiled.KernelTables.build(tables)
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, 25, 24)
     for emissions in emission_cases(rng, 24, 27, len(labels)):
         expected = viterbi(emissions, lengths, tables)
-        got = fastdecode.viterbi(emissions, lengths, kernels)
+        got = compiled.viterbi(emissions, lengths, kernels)
         assert got.dtype == np.int64 and np.array_equal(got, expected)
         for row in (0, 5):
             alone = emissions[row:row + 1, : lengths[row]]
-            assert np.array_equal(fastdecode.viterbi(alone, lengths[row:row + 1], kernels)[0],
+            assert np.array_equal(compiled.viterbi(alone, lengths[row:row + 1], kernels)[0],
                                   expected[row, : lengths[row]])
 
 
@@ -82,11 +82,11 @@ def test_viterbi_paths_equal_numpy_exactly(scheme, slots, seed):
 def test_viterbi_never_takes_a_forbidden_transition():
     labels = labels_for("IOB2", 30)
     tables = random_tables(0, labels, "IOB2")
-    kernels = fastdecode.KernelTables.build(tables)
+    kernels = compiled.KernelTables.build(tables)
     emissions = np.full((2, 9, len(labels)), -5.0, dtype=np.float32)
     emissions[:, :, labels.index("I-s7")] = 10.0  # every position screams I-s7
     emissions[1, 4, labels.index("I-s3")] = 30.0
-    for path in fastdecode.viterbi(emissions, np.array([9, 9]), kernels):
+    for path in compiled.viterbi(emissions, np.array([9, 9]), kernels):
         tags = [labels[i] for i in path]
         assert not tags[0].startswith("I-")
         for previous, current in zip(tags, tags[1:]):
@@ -101,16 +101,16 @@ def test_posteriors_equal_numpy_forward_backward(scheme, slots):
     reference; positions past a length are 0."""
     labels = labels_for(scheme or "IOB2", slots)
     tables = random_tables(1, labels, scheme)
-    kernels = fastdecode.KernelTables.build(tables)
+    kernels = compiled.KernelTables.build(tables)
     reference = tables.astype(np.float64)
     rng = np.random.default_rng(3)
     lengths = rng.integers(1, 15, 12)
     for emissions in emission_cases(rng, 12, 16, len(labels)):
-        paths = fastdecode.viterbi(emissions, lengths, kernels)
+        paths = compiled.viterbi(emissions, lengths, kernels)
         segments = [(row, start, end) for row, n in enumerate(lengths)
                     for start in range(n) for end in range(start + 1, min(n, start + 4) + 1)]
         rows, starts, ends = (np.array(column) for column in zip(*segments))
-        post = fastdecode.path_posteriors(emissions, lengths, kernels, paths, rows, starts, ends)
+        post = compiled.path_posteriors(emissions, lengths, kernels, paths, rows, starts, ends)
         want = path_posteriors(emissions.astype(np.float64), lengths, reference, paths, rows, starts, ends)
         mask = np.arange(16)[None, :] < lengths[:, None]
         np.testing.assert_allclose(post.confidence, np.where(mask, want.confidence, 0.0), atol=2e-6)
@@ -123,11 +123,11 @@ def test_posteriors_equal_numpy_forward_backward(scheme, slots):
 def test_segment_probabilities_equal_brute_force_enumeration():
     labels = labels_for("IOB2", 2)  # 5 labels, 5 positions: 3,125 label sequences
     tables = random_tables(4, labels, "IOB2", scale=1.0)
-    kernels = fastdecode.KernelTables.build(tables)
+    kernels = compiled.KernelTables.build(tables)
     emissions = np.random.default_rng(4).normal(0, 1.5, (1, 5, len(labels))).astype(np.float32)
-    path = fastdecode.viterbi(emissions, np.array([5]), kernels)
+    path = compiled.viterbi(emissions, np.array([5]), kernels)
     segments = [(0, 1), (1, 3), (0, 5), (4, 5), (2, 4)]
-    post = fastdecode.path_posteriors(emissions, np.array([5]), kernels, path, [0] * len(segments),
+    post = compiled.path_posteriors(emissions, np.array([5]), kernels, path, [0] * len(segments),
                                       [s for s, _ in segments], [e for _, e in segments])
     scores = {}
     for candidate in itertools.product(range(len(labels)), repeat=5):
@@ -149,40 +149,40 @@ def test_segment_probabilities_equal_brute_force_enumeration():
 @needs_kernels
 def test_bad_lengths_and_paths_are_refused_with_a_clear_error():
     labels = labels_for("IOB2", 2)
-    kernels = fastdecode.KernelTables.build(random_tables(0, labels, "IOB2"))
+    kernels = compiled.KernelTables.build(random_tables(0, labels, "IOB2"))
     emissions = np.zeros((2, 3, len(labels)), dtype=np.float32)
     for lengths in ([0, 3], [4, 1]):
         with pytest.raises(ValueError, match=r"lengths\[\d\] = -?\d+ is outside 1\.\.3"):
-            fastdecode.viterbi(emissions, np.array(lengths), kernels)
+            compiled.viterbi(emissions, np.array(lengths), kernels)
     paths = np.zeros((2, 3), dtype=np.int64)
     paths[1, 2] = len(labels)
     none = np.zeros(0, dtype=np.int64)
     with pytest.raises(ValueError, match="paths hold label 5, outside 0..4"):
-        fastdecode.path_posteriors(emissions, np.array([3, 3]), kernels, paths, none, none, none)
+        compiled.path_posteriors(emissions, np.array([3, 3]), kernels, paths, none, none, none)
     with pytest.raises(ValueError, match="paths have shape"):
-        fastdecode.path_posteriors(emissions, np.array([3, 3]), kernels, paths[:, :2], none, none, none)
+        compiled.path_posteriors(emissions, np.array([3, 3]), kernels, paths[:, :2], none, none, none)
     paths[1, 2] = 0
     for rows, starts, ends, problem in (([1, 0], [0, 0], [1, 1], "out of order"), ([2], [0], [1], "outside 0..1"),
                                         ([0], [2], [2], "empty or outside"), ([1], [0], [4], "empty or outside")):
         with pytest.raises(ValueError, match=problem):
-            fastdecode.path_posteriors(emissions, np.array([3, 3]), kernels, paths, rows, starts, ends)
+            compiled.path_posteriors(emissions, np.array([3, 3]), kernels, paths, rows, starts, ends)
 
 
 @needs_kernels
 def test_decoder_choice_from_the_environment(monkeypatch):
     monkeypatch.setenv("SLOTFILL_DECODER", "numpy")
-    assert fastdecode.available() is False
+    assert compiled.available() is False
     monkeypatch.setenv("SLOTFILL_DECODER", "c")
-    assert fastdecode.available() is True
+    assert compiled.available() is True
     monkeypatch.setenv("SLOTFILL_DECODER", "fortran")
     with pytest.raises(ConfigError, match="SLOTFILL_DECODER must be one of auto, c, numpy, not 'fortran'"):
-        fastdecode.available()
-    monkeypatch.setattr(fastdecode, "_decode", None)
+        compiled.available()
+    monkeypatch.setattr(compiled, "_kernels", None)
     monkeypatch.setenv("SLOTFILL_DECODER", "c")
     with pytest.raises(ConfigError, match="was not built"):
-        fastdecode.available()
+        compiled.available()
     monkeypatch.setenv("SLOTFILL_DECODER", "auto")
-    assert fastdecode.available() is False
+    assert compiled.available() is False
 
 
 @needs_kernels
@@ -190,7 +190,7 @@ def test_decoder_choice_from_the_environment(monkeypatch):
 def test_predictor_answers_equal_with_either_decoder(sample_model_dir, monkeypatch, temperature):
     """The same labels, spans and intents, and confidences within float32 rounding, one at a time and in a
     batch, with and without temperature scaling."""
-    from slotfill.predictor import Predictor
+    from slotfill.inference.predictor import Predictor
 
     texts = ["book a table for four at an italian place tomorrow at 7pm", "play some jazz", "x",
              "what is the weather like in paris next friday evening"]

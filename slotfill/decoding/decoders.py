@@ -3,14 +3,14 @@
 * :class:`SoftmaxDecoder` for a tagger without a CRF: each token's argmax; a span's confidence is
   the product of its tokens' probabilities (independent decisions).
 * :class:`CRFDecoder`: Viterbi, and the path's posteriors by forward-backward, in NumPy
-  (:mod:`slotfill.decoding`, the reference); :class:`CompiledCRFDecoder` the same in the compiled
-  kernels (:mod:`slotfill.fastdecode`), used whenever they were built.
+  (:mod:`slotfill.decoding.reference`, the reference); :class:`CompiledCRFDecoder` the same in the compiled
+  kernels (:mod:`slotfill.decoding.kernels`), used whenever they were built.
 
 Every decoder has the same two calls: ``best_paths(emissions, lengths)`` -> (B, T) label ids, and
-``posteriors(emissions, lengths, paths, rows, starts, ends)`` -> :class:`~slotfill.decoding.Posteriors`
+``posteriors(emissions, lengths, paths, rows, starts, ends)`` -> :class:`~slotfill.decoding.reference.Posteriors`
 (token confidences (B, T) and the probability of each span ``[starts[i], ends[i])`` of row ``rows[i]``,
 rows ascending). ``with_temperature(t)`` gives the same decoder with every score divided by ``t``
-before probabilities are taken (calibration; see :mod:`slotfill.calibration`); paths never change.
+before probabilities are taken (calibration; see :mod:`slotfill.scoring.calibration`); paths never change.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import fastdecode
-from .decoding import CRFTables, Posteriors, path_posteriors, softmax, viterbi
+from slotfill.decoding import kernels
+from slotfill.decoding.reference import CRFTables, Posteriors, path_posteriors, softmax, viterbi
 
 
 def _pick(scores: np.ndarray, paths: np.ndarray) -> np.ndarray:
@@ -85,16 +85,16 @@ class CompiledCRFDecoder(CRFDecoder):
 
     def __init__(self, tables: CRFTables, temperature: float = 1.0):
         super().__init__(tables, temperature)
-        self._kernels = fastdecode.KernelTables.build(self.tables)
+        self._kernels = kernels.KernelTables.build(self.tables)
         self._scaled_kernels = (self._kernels if self.temperature == 1.0
-                                else fastdecode.KernelTables.build(self._scaled))
+                                else kernels.KernelTables.build(self._scaled))
 
     def best_paths(self, emissions: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        return fastdecode.viterbi(emissions, lengths, self._kernels)
+        return kernels.viterbi(emissions, lengths, self._kernels)
 
     def posteriors(self, emissions: np.ndarray, lengths: np.ndarray, paths: np.ndarray, rows: Sequence[int],
                    starts: Sequence[int], ends: Sequence[int]) -> Posteriors:
-        return fastdecode.path_posteriors(self._scale(emissions), lengths, self._scaled_kernels, paths, rows, starts,
+        return kernels.path_posteriors(self._scale(emissions), lengths, self._scaled_kernels, paths, rows, starts,
                                           ends)
 
 
@@ -106,4 +106,4 @@ def make_decoder(tables: CRFTables | None) -> Decoder:
     were built and ``SLOTFILL_DECODER`` does not say ``numpy``, else NumPy."""
     if tables is None:
         return SoftmaxDecoder()
-    return CompiledCRFDecoder(tables) if fastdecode.available() else CRFDecoder(tables)
+    return CompiledCRFDecoder(tables) if kernels.available() else CRFDecoder(tables)

@@ -1,6 +1,6 @@
 """``slotfill export --format onnx``: write ``model.onnx`` beside the weights, checked against torch.
 
-The graph (see :mod:`slotfill.onnx_graph`) is built from the artifact's own weights, run under
+The graph (see :mod:`slotfill.artifact.onnx_graph`) is built from the artifact's own weights, run under
 onnxruntime on check sentences next to the torch model, and written only if every decoded label
 is identical and every emission and intent logit agrees within ``tolerance``. Then the manifest
 is rewritten to vouch for it; until that rename the old manifest stays valid (it simply does not
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import ONNX_FILE, atomic_write_bytes, extend_manifest, load_arrays
-from .errors import ArtifactError
-from .model_io import load_model, read_artifact
+from slotfill.artifact.artifact import ONNX_FILE, Artifact, LoadedModel, extend_manifest, load_arrays
+from slotfill.artifact.files import atomic_write_bytes
+from slotfill.errors import ArtifactError
 
 TOLERANCE = 1e-4
 # The seeded synthetic sentences (up to 40 random words) are a stress test beyond the check data:
@@ -80,10 +80,10 @@ def check_graph(model_dir: Path, graph: bytes, sentences: list[list[str]], toler
                 synthetic_tolerance: float = SYNTHETIC_TOLERANCE) -> ExportCheck:
     """Run ``graph`` and the torch model on ``sentences`` (normalised tokens, held to ``tolerance``)
     and ``synthetic`` ones (held to ``synthetic_tolerance``); labels and intents must be identical."""
-    from .engines import OnnxEngine
-    from .predictor import Predictor
+    from slotfill.inference.engines import OnnxEngine
+    from slotfill.inference.predictor import Predictor
 
-    loaded = load_model(model_dir)
+    loaded = LoadedModel.from_pretrained(model_dir)
     torch_predictor = Predictor(loaded, model_dir)
     onnx_predictor = Predictor(loaded, model_dir, OnnxEngine(loaded, threads=1, graph=graph))
     data = _compare(torch_predictor, onnx_predictor, sentences, batch_size)
@@ -113,10 +113,10 @@ def export_onnx(model_dir: str | Path, check_sentences: list[list[str]] | None =
     ``check_sentences`` are normalised token lists (e.g. a test split); seeded synthetic sentences
     drawn from the vocabulary are always checked as well.
     """
-    from .onnx_graph import build_graph
+    from slotfill.artifact.onnx_graph import build_graph
 
     model_dir = Path(model_dir)
-    artifact = read_artifact(model_dir)
+    artifact = Artifact.from_pretrained(model_dir)
     config = artifact.config
     weights = load_arrays(model_dir / "model.safetensors", config.weight_shapes())
     graph = build_graph(config, weights).SerializeToString()

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError
+from slotfill.errors import ArtifactError
 
 # Metadata files are small; refuse anything bigger before parsing it.
 MAX_JSON_BYTES = 64 * 1024 * 1024

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .data import load_corpus
-from .errors import DataError
-from .metrics import evaluate
-from .predictor import Predictor
-from .text import normalize_token
+from slotfill.data import load_corpus
+from slotfill.errors import DataError
+from slotfill.inference.predictor import Predictor
+from slotfill.scoring.metrics import evaluate
+from slotfill.text.tokenizer import normalize_token
 
 
 def evaluate_artifact(model_dir: str | Path, data_dir: str | Path, split: str = "test",

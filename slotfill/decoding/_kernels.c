@@ -1,9 +1,9 @@
 /* CRF decoding for the serving path: Viterbi and the path posteriors, one C loop per sequence.
  *
- * The NumPy versions in slotfill/decoding.py are the reference; this module computes the same
+ * The NumPy versions in slotfill/decoding/reference.py are the reference; this module computes the same
  * results (Viterbi paths identical, posteriors to float rounding) without NumPy's per-call cost,
  * which is most of the time for utterances of ~10 tokens. It takes and fills plain buffers (any
- * object with the buffer protocol, C-contiguous; slotfill/fastdecode.py checks dtypes and shapes)
+ * object with the buffer protocol, C-contiguous; slotfill/decoding/kernels.py checks dtypes and shapes)
  * and releases the interpreter lock while it works.
  *
  * Shapes: B rows, T padded steps, K labels; lengths are in 1..T.
@@ -344,6 +344,6 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "slotfill._decode", "CRF decoding kernels.", -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "slotfill.decoding._kernels", "CRF decoding kernels.", -1, methods};
 
-PyMODINIT_FUNC PyInit__decode(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .errors import ArtifactError
+from slotfill.errors import ArtifactError
 
 PAD = "<pad>"
 UNK = "<unk>"

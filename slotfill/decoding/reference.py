@@ -2,7 +2,7 @@
 
 Inference never needs autograd, so decoding runs outside torch. The torch ``CRF`` module is used
 for training; these functions reproduce its ``viterbi_decode`` and ``marginals`` (tests compare
-them, and compare both with brute-force enumeration). ``slotfill.fastdecode`` computes the same
+them, and compare both with brute-force enumeration). ``slotfill.decoding.kernels`` computes the same
 results in C; it is what serves when it was built.
 
 Shapes: B batch, T padded length, K labels. ``lengths`` (B,) are >= 1. The functions compute in
@@ -18,7 +18,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .schemes import allowed_transitions
+from slotfill.schemes import allowed_transitions
 
 # ndarray.sum / .max go through a Python wrapper (numpy/_core/_methods.py) that costs as much as
 # the reduction itself on these small arrays; the ufuncs' own reduce does not.

@@ -1,4 +1,4 @@
-"""Inference backends: what runs the network for a :class:`~slotfill.predictor.Predictor`.
+"""Inference backends: what runs the network for a :class:`~slotfill.inference.predictor.Predictor`.
 
 An engine maps padded id arrays to emissions and intent logits, both NumPy; everything around
 it (tokenising, featurising, CRF decoding, spans) is shared NumPy/Python code, so the backends
@@ -8,7 +8,7 @@ give the same answers (a test checks labels are identical and scores agree to 1e
 * ``onnx``: the artifact's ``model.onnx`` under onnxruntime. This path never imports torch, so
   a service installed with ``pip install slotfill[serve]`` runs without it.
 * ``onnx-int8``: the same with ``model.int8.onnx``, the graph's int8 copy (see
-  :mod:`slotfill.onnx_quantize`): faster, and measured rather than exact; only when asked for.
+  :mod:`slotfill.artifact.onnx_quantize`): faster, and measured rather than exact; only when asked for.
 
 ``auto`` picks onnx when the manifest lists a graph and onnxruntime is installed, else torch.
 """
@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from .artifact import ONNX_FILE, ONNX_INT8_FILE, load_arrays
-from .decoding import CRFTables, constraint_mask
-from .errors import ArtifactError, ConfigError
+from slotfill.artifact.artifact import ONNX_FILE, ONNX_INT8_FILE, load_arrays
+from slotfill.decoding.reference import CRFTables, constraint_mask
+from slotfill.errors import ArtifactError, ConfigError
 
 if TYPE_CHECKING:
-    from .features import Featurizer
-    from .model_io import Artifact
-    from .models.tagger import SlotTagger
-    from .subwords import SubwordAligner
+    from slotfill.artifact.artifact import Artifact
+    from slotfill.models.tagger import SlotTagger
+    from slotfill.text.features import Featurizer
+    from slotfill.text.subwords import SubwordAligner
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 # How many of the vocabulary's most frequent words get their character features precomputed when an
@@ -39,7 +39,7 @@ GRAPH_FILES = {"onnx": ONNX_FILE, "onnx-int8": ONNX_INT8_FILE}
 
 
 class Engine(Protocol):
-    """Everything a :class:`~slotfill.predictor.Predictor` asks of the backend that runs its network."""
+    """Everything a :class:`~slotfill.inference.predictor.Predictor` asks of the backend that runs its network."""
 
     name: str
 

@@ -15,8 +15,8 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from .errors import DataError
-from .fileio import atomic_write_bytes
+from slotfill.artifact.files import atomic_write_bytes
+from slotfill.errors import DataError
 
 __all__ = [
     "format_report",
@@ -62,7 +62,7 @@ def _sorted_slots(per_slot: Mapping[str, Mapping]) -> list[tuple[str, Mapping]]:
 
 
 def format_report(report: Mapping, title: str | None = None) -> str:
-    """Render an :func:`slotfill.metrics.evaluate` report as a fixed-width text table.
+    """Render an :func:`slotfill.scoring.metrics.evaluate` report as a fixed-width text table.
 
     Headline metrics come first, in percent with two decimals (``n/a`` for a missing or
     ``None`` value such as ``intent_accuracy`` on a slot-only corpus), then one row per slot
@@ -113,8 +113,10 @@ def format_report(report: Mapping, title: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: Mapping, out_dir: str | Path, name: str = "report") -> tuple[Path, Path]:
-    """Write ``<name>.json`` (indent 2, sorted keys) and ``<name>.txt`` into ``out_dir``.
+def write_report(report: Mapping, out_dir: str | Path, name: str = "report", title: str | None = None
+                 ) -> tuple[Path, Path]:
+    """Write ``<name>.json`` (indent 2, sorted keys) and ``<name>.txt`` (:func:`format_report`, headed by
+    ``title``) into ``out_dir``; the one way a report is written (evaluation, training, the artifact).
 
     Both files are written atomically (temporary file in ``out_dir`` + ``os.replace``), so
     a reader never sees a half-written report. ``out_dir`` is created if needed. NaN or
@@ -123,11 +125,12 @@ def write_report(report: Mapping, out_dir: str | Path, name: str = "report") -> 
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False, default=_json_default) + "\n"
+    text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False,
+                      default=_json_default) + "\n"
     json_path = out / f"{name}.json"
     txt_path = out / f"{name}.txt"
     atomic_write_bytes(json_path, text.encode("utf-8"))
-    atomic_write_bytes(txt_path, format_report(report).encode("utf-8"))
+    atomic_write_bytes(txt_path, format_report(report, title=title).encode("utf-8"))
     return json_path, txt_path
 
 
@@ -312,7 +315,7 @@ def plot_reliability(
     png_path: str | Path,
     title: str,
 ) -> None:
-    """Reliability diagram(s) from :func:`slotfill.metrics.reliability_bins` output.
+    """Reliability diagram(s) from :func:`slotfill.scoring.metrics.reliability_bins` output.
 
     Draws "before" and "after" (calibration) side by side, each with per-bin accuracy bars,
     the gap to the bin's mean confidence, the diagonal, and the ECE implied by the bins.

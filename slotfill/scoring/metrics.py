@@ -29,7 +29,7 @@ from seqeval.metrics import classification_report
 from seqeval.metrics import f1_score as seqeval_f1_score
 from seqeval.scheme import IOB1, IOB2, IOBES
 
-from .schemes import DEFAULT_SCHEME, Span, check_scheme, read_spans, tag_problem, tags_from_spans, validate
+from slotfill.schemes import DEFAULT_SCHEME, Span, check_scheme, read_spans, tag_problem, tags_from_spans, validate
 
 __all__ = [
     "evaluate",
