@@ -20,6 +20,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from slotfill.artifact.artifact import sha256_file
 from slotfill.errors import SlotfillError
 from slotfill.models.contextual import encoder_cache_dir
 
@@ -74,18 +75,10 @@ ENCODERS: dict[str, SplitZipEncoder] = {
 }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _verified(spec: SplitZipEncoder, folder: Path) -> bool:
     weights = folder / spec.weights
     return (weights.is_file() and weights.stat().st_size == spec.weights_bytes
-            and _sha256(weights) == spec.weights_sha256)
+            and sha256_file(weights) == spec.weights_sha256)
 
 
 def fetch_encoder(spec: SplitZipEncoder, cache: Path | None = None, *, find_links: Path | None = None,

@@ -2,8 +2,8 @@
 
 An artifact directory holds::
 
-    config.json             TaggerConfig (architecture, label ids)           \ written by
-    model.safetensors       weights (never a pickle)                         / SlotTagger.save_pretrained
+    config.json             TaggerConfig (architecture, label ids); with the weights, the tagger's own
+    model.safetensors       weights (never a pickle); SlotTagger.save_pretrained writes both
     tokenizer.json          TokenizerConfig, so serving tokenises exactly as training did
     vocab.json              word vocabulary
     chars.json              character vocabulary
