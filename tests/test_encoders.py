@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from slotfill.errors import ConfigError, SlotfillError
-from slotfill.models.contextual import resolve_encoder_path
+from slotfill.models.pretrained import resolve_encoder_path
 from training.encoders import ENCODERS, Piece, SplitZipEncoder, fetch_encoder
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from slotfill.artifact.artifact import sha256_file
 from slotfill.errors import SlotfillError
-from slotfill.models.contextual import encoder_cache_dir
+from slotfill.models.pretrained import encoder_cache_dir
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,7 @@ class TrainingData:
         from transformers import AutoConfig, AutoModel
         from transformers.utils import logging as hf_logging
 
-        from slotfill.models.contextual import PACKAGED_ENCODERS, resolve_encoder_path
+        from slotfill.models.pretrained import PACKAGED_ENCODERS, resolve_encoder_path
         from slotfill.text.subwords import SubwordAligner, load_tokenizer, special_tokens
 
         cfg = self.config
