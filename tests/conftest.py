@@ -19,6 +19,15 @@ SMALL_CONTEXTUAL = {"epochs": 1, "hidden_size": 32, "word_dim": 16, "char_dim": 
                     "threads": 1, "dropout": 0.2, "lr": 5e-3, "contextual": "minilm"}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache(tmp_path_factory) -> Path:
+    """Frozen encoder states of the tests' trainings go to a folder of this session, not the user's cache."""
+    folder = tmp_path_factory.mktemp("feature-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLOTFILL_FEATURE_CACHE", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
     from slotfill.data.sample import sample_data_dir

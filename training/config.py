@@ -32,6 +32,9 @@ class TrainConfig:
     # directory; frozen (word states computed once and cached) unless contextual_finetune
     contextual: str | None = None
     contextual_finetune: bool = False
+    # where a frozen encoder's word states are kept between runs (training/feature_cache.py): a folder, or "off"
+    # for memory only; by default $SLOTFILL_FEATURE_CACHE or ~/.cache/slotfill/features
+    contextual_cache: str | None = None
     contextual_lr: float = 5e-5
     # knowledge distillation from a trained model's soft labels (training/distillation.py)
     distill_from: str | None = None

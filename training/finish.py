@@ -14,6 +14,7 @@ from slotfill.artifact.artifact import LoadedModel
 from slotfill.artifact.files import atomic_write_json
 from slotfill.data import Example
 from slotfill.errors import ArtifactError
+from slotfill.inference.engines import TorchEngine
 from slotfill.inference.predictor import Predictor
 from slotfill.models.tagger import SlotTagger
 from slotfill.scoring.metrics import evaluate as evaluate_tags
@@ -47,21 +48,28 @@ def model_card(data: TrainingData) -> dict[str, Any]:
             "train_sentences": len(data.train_examples), "augmented_sentences": len(data.augmented)}
 
 
-def predictor(model: SlotTagger, data: TrainingData) -> Predictor:
-    """A predictor of the model being trained, reading text as the artifact will."""
-    return Predictor(LoadedModel(model=model, featurizer=data.featurizer, tokenizer=data.tokenizer,
-                                 card=model_card(data), aligner=data.aligner))
+def predictor(model: SlotTagger, data: TrainingData, *, frozen_states: bool = False) -> Predictor:
+    """A predictor of the model being trained, reading text as the artifact will; with ``frozen_states``,
+    a frozen transformer's word states of the dev sentences come from the training cache."""
+    loaded = LoadedModel(model=model, featurizer=data.featurizer, tokenizer=data.tokenizer, card=model_card(data),
+                         aligner=data.aligner)
+    states = data.frozen_states if frozen_states else None
+    return Predictor(loaded, engine=TorchEngine(model, data.featurizer, data.aligner, states=states))
 
 
-def evaluate(model: SlotTagger, data: TrainingData, examples: list[Example]) -> dict[str, Any]:
-    """Slot and intent metrics of ``model`` on ``examples`` (the dev split every epoch, then dev and test)."""
+def evaluate(model: SlotTagger, data: TrainingData, examples: list[Example], *,
+             frozen_states: bool = False) -> dict[str, Any]:
+    """Slot and intent metrics of ``model`` on ``examples`` (the dev split every epoch, then dev and test).
+    ``frozen_states``: read a frozen transformer's cached dev states (the epochs' checks) instead of running
+    it (the final reports, as the artifact will)."""
     if next(model.parameters()).device.type != "cpu":
         # The Predictor decodes with NumPy: evaluate a CPU copy of a model trained on a GPU.
         model = copy.deepcopy(model).cpu()
     was_training = model.training
     model.eval()
     norms = normalise_examples(examples, data.tokenizer)
-    pred_tags, pred_intents = predictor(model, data).predict_labels(norms, batch_size=data.config.eval_batch_size)
+    pred_tags, pred_intents = predictor(model, data, frozen_states=frozen_states).predict_labels(
+        norms, batch_size=data.config.eval_batch_size)
     model.train(was_training)
     has_intents = bool(data.intents) and any(e.intent is not None for e in examples)
     return evaluate_tags([list(e.tags) for e in examples], pred_tags,

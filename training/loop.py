@@ -263,7 +263,7 @@ class TrainingLoop:
             state.sentences += seen
             record, score = {}, 0.0
             if ctx.is_main:
-                dev = evaluate(model, data, data.valid_examples)
+                dev = evaluate(model, data, data.valid_examples, frozen_states=True)
                 score = selection_score(dev)
                 record = {"epoch": epoch, "train_loss": total_loss / seen, "dev_slot_f1": dev["slot_f1"],
                           "dev_intent_accuracy": dev["intent_accuracy"], "dev_exact_match": dev["exact_match"],

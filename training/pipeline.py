@@ -67,7 +67,7 @@ class Trainer:
             remove_partial_writes(self.out_dir)
         model = data.build_model().to(ctx.device)
         if cfg.contextual and not cfg.contextual_finetune:
-            data.cache_contextual(model, ctx.device)
+            data.cache_contextual(model, ctx.device, progress=self.progress)
         loop = TrainingLoop(cfg, data, self.state_dir, resume=self.resume, dist=ctx, progress=self.progress,
                             log=self.log)
         outcome = loop.run(model)

@@ -127,7 +127,9 @@ class TrainingData:
             self.train_norms = self.train_norms + extra
             self.log(f"slot substitution: {len(self.augmented)} sentences added to {len(train)} "
                      f"({cfg.augment} cop{'y' if cfg.augment == 1 else 'ies'} of each sentence with slots)")
-        self.aligner = self.encoder_source = None
+        self.aligner = self.encoder_source = self.encoder_path = None
+        # The frozen encoder's word states of the dev sentences, by their tokens (see cache_contextual).
+        self.frozen_states: dict[tuple[str, ...], np.ndarray] | None = None
         if cfg.contextual:
             self._load_encoder()
         self.teacher = None
@@ -160,6 +162,7 @@ class TrainingData:
         weights = {k: v for k, v in encoder.state_dict().items() if not k.startswith("pooler.")}
         name = PACKAGED_ENCODERS.get(cfg.contextual, path.name)
         self.aligner = SubwordAligner(tokenizer, tokens, cfg.model.contextual_window)
+        self.encoder_path = path
         self.encoder_source = {"name": name, "config": hf_config, "tokens": tokens, "weights": weights}
 
     def _encode(self, norms: list[str], example: Example, counts: Counter) -> Encoded:
@@ -193,23 +196,32 @@ class TrainingData:
             self.log(f"word vectors: {found}/{len(self.featurizer.words)} vocabulary words initialised")
         return model
 
-    @torch.no_grad()
-    def cache_contextual(self, model: SlotTagger, device: torch.device) -> None:
-        """Run the frozen transformer once over the training sentences and keep each word's layer states."""
-        embedder = model.contextual
-        was_training = embedder.training
-        embedder.eval()
+    def cache_contextual(self, model: SlotTagger, device: torch.device, progress: bool = False) -> None:
+        """The frozen transformer's word states of the training sentences (every layer the tagger may mix),
+        and of the dev sentences for the evaluation after each epoch: read from the feature cache, or
+        computed once and stored there (see :mod:`training.feature_cache`)."""
+        from .feature_cache import WordStateCache, compute_states, default_cache_dir, encoder_digest
+
+        cfg = self.config
+        root = None if cfg.contextual_cache == "off" else Path(cfg.contextual_cache or default_cache_dir())
+        cache = WordStateCache(root, encoder_digest(self.encoder_path), layers=cfg.model.contextual_layers,
+                               pooling=cfg.model.contextual_pooling, window=cfg.model.contextual_window)
+        name = self.encoder_source["name"]
         started = time.perf_counter()
-        order = sorted(range(len(self.encoded)), key=lambda i: len(self.train_norms[i]))
-        for start in range(0, len(order), 64):
-            rows = order[start:start + 64]
-            pieces = self.aligner.encode([self.train_norms[i] for i in rows]).tensors()
-            states = embedder.states(**{k: v.to(device) for k, v in pieces.items()}).cpu()
-            for j, i in enumerate(rows):
-                self.encoded[i].contextual = states[j, : len(self.train_norms[i])].to(torch.float16).numpy()
-        embedder.train(was_training)
-        self.log(f"contextual word states of {len(order)} training sentences computed in "
-                 f"{time.perf_counter() - started:.0f}s (frozen {self.encoder_source['name']})")
+        for what, sentences in (("training sentences", self.train_norms),
+                                ("dev sentences", normalise_examples(self.valid_examples, self.tokenizer))):
+            def compute(indices: list[int], sentences=sentences, what=what) -> list[np.ndarray]:
+                self.log(f"computing the contextual word states of {len(indices)} {what} (frozen {name})")
+                return compute_states(model.contextual, self.aligner, sentences, indices, device, progress,
+                                      desc=f"{name}: {what}")
+
+            states = cache.states(sentences, compute, self.log, what)
+            if what == "training sentences":
+                for encoded, value in zip(self.encoded, states):
+                    encoded.contextual = value
+            else:
+                self.frozen_states = {tuple(tokens): value for tokens, value in zip(sentences, states)}
+        self.log(f"contextual word states ready in {time.perf_counter() - started:.0f}s")
 
     def fingerprint(self) -> str:
         """What every rank must have built identically: vocabularies, labels, tokenizer and the encoded data."""

@@ -16,7 +16,7 @@ give the same answers (a test checks labels are identical and scores agree to 1e
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -56,19 +56,31 @@ class Engine(Protocol):
 class TorchEngine:
     name = "torch"
 
-    def __init__(self, model: "SlotTagger", featurizer: "Featurizer", aligner: "SubwordAligner | None" = None):
+    def __init__(self, model: "SlotTagger", featurizer: "Featurizer", aligner: "SubwordAligner | None" = None,
+                 states: "Mapping[tuple[str, ...], np.ndarray] | None" = None):
         self.model = model.eval()
         self.featurizer = featurizer
         self.aligner = aligner  # sub-word pieces for a transformer front-end, else None
+        # A frozen transformer's word states (T, L, E) of known sentences, by their tokens (training's dev
+        # checks); a call whose sentences all have theirs reads them instead of running the transformer.
+        self.states = states
 
     def run_tokens(self, token_lists):
         import torch
 
         word_ids, char_ids, lengths = self.featurizer.arrays(token_lists)
-        subwords = self.aligner.encode(token_lists).tensors() if self.aligner is not None else None
+        subwords = contextual = None
+        if self.states is not None and all(tuple(tokens) in self.states for tokens in token_lists):
+            rows = [self.states[tuple(tokens)] for tokens in token_lists]
+            stacked = np.zeros((len(rows), word_ids.shape[1], *rows[0].shape[1:]), dtype=np.float32)
+            for b, row in enumerate(rows):
+                stacked[b, : len(row)] = row
+            contextual = torch.from_numpy(stacked)
+        elif self.aligner is not None:
+            subwords = self.aligner.encode(token_lists).tensors()
         with torch.inference_mode():
             out = self.model(torch.from_numpy(word_ids), torch.from_numpy(char_ids), torch.from_numpy(lengths),
-                             subwords=subwords)
+                             contextual=contextual, subwords=subwords)
         intents = out.intent_logits.numpy() if out.intent_logits is not None else None
         return out.emissions.numpy(), intents, lengths
 
