@@ -71,3 +71,22 @@ def test_a_distilled_configuration_needs_its_teacher_listed_first(tmp_path):
 
     with pytest.raises(ConfigError, match="needs minilm-bilstm-crf listed before it"):
         run_comparison(tmp_path, tmp_path / "out", TrainConfig(), configs=["bilstm-crf-distilled"], seeds=1)
+
+
+def test_a_distilled_row_takes_a_teacher_per_seed_from_the_settings(small_corpus, tmp_path):
+    """--set distill_from=.../seed{seed}: each seed's student learns from that seed's teacher, trained
+    elsewhere, with the row's own transfer set (one slot-substituted copy of each sentence)."""
+    from training.pipeline import train
+
+    small = {**SMALL_MODEL, "epochs": 1, "hidden_size": 16, "export_onnx": False, "calibrate": False}
+    for seed in (0, 1):
+        train(small_corpus, tmp_path / "teachers" / f"seed{seed}", overrides=small, seed=seed, progress=False,
+              log=lambda m: None)
+    base = TrainConfig.from_dict({**small, "distill_from": str(tmp_path / "teachers" / "seed{seed}")})
+    run_comparison(small_corpus, tmp_path / "out", base, configs=["bilstm-crf-distilled-mpnet"], seeds=2,
+                   log=lambda m: None)
+    for seed in (0, 1):
+        card = json.loads((tmp_path / "out" / "bilstm-crf-distilled-mpnet" / f"seed{seed}" / "model_card.json")
+                          .read_text())
+        assert card["training"]["distill_from"] == str(tmp_path / "teachers" / f"seed{seed}")
+        assert card["training"]["augment"] == 1 and card["augmented_sentences"] > 0

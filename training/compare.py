@@ -34,6 +34,16 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     # The default BiLSTM-CRF distilled from the same seed's minilm-bilstm-crf (listed before it).
     "bilstm-crf-distilled": {"cell": "lstm", "bidirectional": True, "decoder": "crf",
                              "distill_from": "@minilm-bilstm-crf"},
+    # The same three over all-mpnet-base-v2 (BERT-base size; `slotfill encoders fetch mpnet` first).
+    "mpnet-bilstm-crf": {"cell": "lstm", "bidirectional": True, "decoder": "crf", "contextual": "mpnet"},
+    "mpnet-tokencls": {"contextual": "mpnet", "contextual_finetune": True, "contextual_layers": "last",
+                       "word_dim": 0, "char_dim": 0, "num_layers": 0, "decoder": "softmax", "dropout": 0.1,
+                       "epochs": 10, "patience": 3, "export_onnx": False},
+    # The encoder-free default recipe distilled from mpnet-bilstm-crf (listed before it; or give the teacher
+    # with --set distill_from=DIR, where "{seed}" stands for the run's seed), over one slot-substituted copy of
+    # each sentence.
+    "bilstm-crf-distilled-mpnet": {"cell": "lstm", "bidirectional": True, "decoder": "crf",
+                                   "distill_from": "@mpnet-bilstm-crf", "augment": 1, "distill_temperature": 1.0},
 }
 DEFAULT_CONFIGS = ["lstm", "gru", "bilstm", "bigru", "bilstm-crf", "bigru-crf"]
 
@@ -64,6 +74,8 @@ def run_comparison(data_dir: Path, out_dir: Path, base: TrainConfig, *, configs:
         for seed in range(seeds):
             config = copy.deepcopy(base)
             for key, value in CONFIGURATIONS[name].items():
+                if key == "distill_from" and base.distill_from:  # a teacher given with --set distill_from
+                    continue
                 if isinstance(value, str) and value.startswith("@"):  # another configuration's run, same seed
                     teacher = value[1:]
                     if teacher not in names or names.index(teacher) > names.index(name):
@@ -71,6 +83,8 @@ def run_comparison(data_dir: Path, out_dir: Path, base: TrainConfig, *, configs:
                     value = str(out_dir / teacher / f"seed{base.seed + seed}")
                 config.set(key, value, source=name)
             config.seed = base.seed + seed
+            if config.distill_from and "{seed}" in config.distill_from:  # one teacher per seed, trained elsewhere
+                config.distill_from = config.distill_from.replace("{seed}", str(config.seed))
             config.name = name
             run_dir = out_dir / name / f"seed{config.seed}"
             trainer = Trainer(data_dir, run_dir, config, overwrite=True, progress=False, log=lambda m: None)
