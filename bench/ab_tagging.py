@@ -3,7 +3,8 @@
     .venv/bin/python bench/ab_tagging.py --a OLD_TREE --a-model MODEL_A --b . --b-model MODEL_B \
         [--a-python PY] [--b-python PY] [--rounds 3] [--backend auto] [--data ../shared/datasets/atis]
 
-Each round runs ``bench/tagging_speed.py`` of tree A, then of tree B (each a fresh process with its own
+Each round runs ``bench/tagging_speed.py`` of tree A and of tree B, A first in odd rounds and B first in even
+ones, so that a drift of the machine's speed weighs on both alike (each a fresh process with its own
 interpreter, so each imports its own tree's code; ``--a-python``/``--b-python`` default to the running one),
 on its model, the same data and backend, one thread. A tree's tagging_speed.py puts that tree first on the
 import path. Prints every round's rates (one at a time, and in calls of 64), the median of each side and
@@ -53,7 +54,7 @@ def main() -> int:
         parser.error("--rounds must be at least 1")
     rates: dict[str, list[tuple[float, float]]] = {"a": [], "b": []}
     for round_no in range(1, args.rounds + 1):
-        for side in ("a", "b"):
+        for side in (("a", "b") if round_no % 2 else ("b", "a")):
             result = run_side(getattr(args, f"{side}_python"), getattr(args, side).resolve(),
                               getattr(args, f"{side}_model").resolve(), args)
             rates[side].append((result["single_per_second"], result["batch64_per_second"]))
@@ -61,10 +62,14 @@ def main() -> int:
                   f"a time, {result['batch64_per_second']:,}/s in calls of 64", flush=True)
     medians = {side: [statistics.median(r[i] for r in rates[side]) for i in (0, 1)] for side in rates}
     ratios = [medians["b"][i] / medians["a"][i] for i in (0, 1)]
+    # Each round's own B/A, the two runs of a round being closest in time; their median.
+    paired = [statistics.median(b[i] / a[i] for a, b in zip(rates["a"], rates["b"])) for i in (0, 1)]
     print(f"median A {medians['a'][0]:,.0f} / {medians['a'][1]:,.0f}, B {medians['b'][0]:,.0f} / "
-          f"{medians['b'][1]:,.0f}: B/A {ratios[0]:.3f} one at a time, {ratios[1]:.3f} in calls of 64")
+          f"{medians['b'][1]:,.0f}: B/A {ratios[0]:.3f} one at a time, {ratios[1]:.3f} in calls of 64; "
+          f"median of the rounds' B/A {paired[0]:.3f} and {paired[1]:.3f}")
     if args.json:
         print(json.dumps({"rounds": rates, "median": medians, "ratio_single": ratios[0], "ratio_batch64": ratios[1],
+                          "paired_ratio_single": paired[0], "paired_ratio_batch64": paired[1],
                           "a": str(args.a), "b": str(args.b), "backend": args.backend}))
     return 0
 
