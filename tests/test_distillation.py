@@ -149,3 +149,40 @@ def test_a_crf_student_needs_a_crf_teacher(sample_dir, sample_softmax_model_dir,
     with pytest.raises(ConfigError, match="CRF teacher"):
         train(sample_dir, tmp_path / "out", overrides={**SMALL_MODEL, "distill_from": str(sample_softmax_model_dir)},
               progress=False, log=lambda m: None)
+
+
+def test_the_student_embeddings_start_from_the_teachers_contextual_vectors(small_corpus, contextual_model_dir,
+                                                                            sample_model_dir, tmp_path):
+    """distill_embeddings: each vocabulary word starts from the transformer teacher's word vectors, averaged
+    over its occurrences and projected on their principal directions (uncorrelated columns, decreasing
+    variance, unit overall std); the model built from the data carries exactly those rows."""
+    import numpy as np
+
+    from training.config import TrainConfig
+    from training.distillation import teacher_word_vectors
+    from training.prepare import TrainingData
+
+    config = TrainConfig.from_dict({**SMALL_MODEL, "distill_from": str(contextual_model_dir),
+                                    "distill_embeddings": True, "epochs": 1})
+    data = TrainingData(small_corpus, config, log=lambda m: None)
+    vectors, found = data.teacher_vectors
+    words = data.featurizer.words.itos
+    assert vectors.shape == (len(words), config.model.word_dim)
+    assert found.sum() == len(words) - 2  # every word of the training data; not <pad> and <unk>
+    kept = vectors[found].astype(np.float64)
+    assert kept.std() == pytest.approx(1.0, rel=1e-3)
+    covariance = kept.T @ kept
+    off_diagonal = covariance - np.diag(np.diag(covariance))
+    assert np.abs(off_diagonal).max() < 1e-3 * np.abs(np.diag(covariance)).max()
+    assert all(np.diff(np.diag(covariance)) <= 1e-6)
+    model = data.build_model()
+    assert np.array_equal(model.word_embedding.weight.detach().numpy()[found], vectors[found])
+    # The same computation as a function of the teacher and the sentences, deterministic.
+    again, _ = teacher_word_vectors(str(contextual_model_dir), [list(e.tokens) for e in data.train_examples], words,
+                                    data.train_norms, config.model.word_dim)
+    assert np.allclose(np.abs(again), np.abs(vectors), atol=1e-5)
+    with pytest.raises(ConfigError, match="no transformer front-end"):
+        TrainingData(small_corpus, TrainConfig.from_dict({**SMALL_MODEL, "distill_from": str(sample_model_dir),
+                                                          "distill_embeddings": True}), log=lambda m: None)
+    with pytest.raises(ConfigError, match="distill_embeddings: needs a teacher"):
+        TrainConfig.from_dict({"distill_embeddings": True}).validate()

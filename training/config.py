@@ -40,6 +40,9 @@ class TrainConfig:
     distill_from: str | None = None
     distill_weight: float = 0.5
     distill_temperature: float = 1.0
+    # the student's word embeddings start from the (transformer) teacher's contextual word vectors, averaged
+    # over each word's occurrences in the training data and projected to word_dim (training/distillation.py)
+    distill_embeddings: bool = False
     # data
     repair: bool = False
     min_freq: int = 1
@@ -100,6 +103,10 @@ class TrainConfig:
             fail("distill_weight", f"must be in [0, 1], got {self.distill_weight}")
         if not self.distill_temperature > 0:
             fail("distill_temperature", f"must be > 0, got {self.distill_temperature}")
+        if self.distill_embeddings and not self.distill_from:
+            fail("distill_embeddings", "needs a teacher (--set distill_from=DIR)")
+        if self.distill_embeddings and self.word_vectors:
+            fail("distill_embeddings", "and word_vectors both initialise the word embeddings; choose one")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able settings: ``{"model": {architecture}, training settings...}``."""

@@ -83,6 +83,49 @@ def load_teacher(path: str, token_lists: list[list[str]], labels: list[str], int
                    temperature=temperature)
 
 
+@torch.no_grad()
+def teacher_word_vectors(path: str, token_lists: list[list[str]], words: list[str], norms: list[list[str]],
+                         dim: int, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The contextual word vectors of a teacher with a transformer front-end, for a student's vocabulary.
+
+    The teacher reads ``token_lists`` (the training sentences) and mixes its transformer's layers as it
+    learned to; each vocabulary word (``words``, the student's, matched through the student's
+    normalisation ``norms``, position for position) gets the mean of its vectors over its occurrences.
+    The means are centred and projected on their ``dim`` principal directions, then scaled to unit standard
+    deviation like a fresh embedding. Returns the vectors (len(words), dim) and which rows were found.
+    """
+    teacher: LoadedModel = LoadedModel.from_pretrained(path)
+    embedder = teacher.model.contextual
+    if embedder is None:
+        raise ConfigError(f"distill_embeddings: the teacher {path} has no transformer front-end to take word "
+                          "vectors from")
+    teacher_norms = [[normalize_token(token, teacher.tokenizer) or token for token in tokens]
+                     for tokens in token_lists]
+    index = {word: i for i, word in enumerate(words)}
+    sums = np.zeros((len(words), embedder.encoder.config.hidden_size))
+    counts = np.zeros(len(words))
+    order = sorted(range(len(teacher_norms)), key=lambda i: len(teacher_norms[i]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        pieces = teacher.aligner.encode([teacher_norms[i] for i in rows]).tensors()
+        vectors = embedder(**pieces).double().numpy()  # (B, T, E)
+        for j, i in enumerate(rows):
+            for t, word in enumerate(norms[i]):
+                k = index.get(word)
+                if k is not None:
+                    sums[k] += vectors[j, t]
+                    counts[k] += 1
+    found = counts > 0
+    means = sums[found] / counts[found, None]
+    means -= means.mean(axis=0)
+    _, _, directions = np.linalg.svd(means, full_matrices=False)
+    projected = means @ directions[:dim].T
+    projected /= projected.std() or 1.0
+    out = np.zeros((len(words), dim), dtype=np.float32)
+    out[found, : projected.shape[1]] = projected
+    return out, found
+
+
 def teacher_statistics(emissions: torch.Tensor, mask: torch.Tensor,
                        potentials: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, temperature: float):
     """The teacher's expected sufficient statistics for a batch.

@@ -140,6 +140,16 @@ class TrainingData:
                                         self.intents, cfg.model.decoder, cfg.distill_temperature)
             self.log(f"distilling from {cfg.distill_from} (weight {cfg.distill_weight}, temperature "
                      f"{cfg.distill_temperature})")
+        self.teacher_vectors = None
+        if cfg.distill_embeddings:
+            from .distillation import teacher_word_vectors
+
+            started = time.perf_counter()
+            self.teacher_vectors = teacher_word_vectors(cfg.distill_from, [list(e.tokens) for e in train],
+                                                        self.featurizer.words.itos, self.train_norms[: len(train)],
+                                                        cfg.model.word_dim)
+            self.log(f"word embeddings from the teacher's contextual vectors: {int(self.teacher_vectors[1].sum())}"
+                     f"/{len(self.featurizer.words)} words, {time.perf_counter() - started:.0f}s")
 
     def _load_encoder(self) -> None:
         """Load the pretrained encoder's tokenizer, config and weights (the model takes them in build_model)."""
@@ -191,6 +201,11 @@ class TrainingData:
         if source is not None:
             model.contextual.encoder.load_state_dict(source["weights"], strict=True)
             model.contextual.encoder.requires_grad_(cfg.contextual_finetune)
+        if self.teacher_vectors is not None and model.word_embedding is not None:
+            vectors, found = self.teacher_vectors
+            with torch.no_grad():
+                rows = torch.from_numpy(np.flatnonzero(found))
+                model.word_embedding.weight[rows] = torch.from_numpy(vectors[found])
         if cfg.word_vectors and model.word_embedding is not None:
             found = load_word_vectors(cfg.word_vectors, self.featurizer, cfg.model.word_dim, model.word_embedding)
             self.log(f"word vectors: {found}/{len(self.featurizer.words)} vocabulary words initialised")
