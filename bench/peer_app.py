@@ -82,7 +82,9 @@ def build_flair(args: argparse.Namespace) -> tuple[Callable[[str], dict[str, Any
     from flair.datasets import FlairDatapointDataset
 
     sys.path.insert(0, str(BENCH))
-    from flair_runner import LABEL_TYPE, build_tagger, read_split, to_sentence, train_epochs
+    from flair_runner import LABEL_TYPE, build_tagger, read_split, to_sentence, train_epochs  # puts the checkout on the path
+
+    from slotfill.schemes import tags_from_spans
 
     logging.getLogger("flair").setLevel(logging.WARNING)
     flair.device = torch.device("cpu")
@@ -105,11 +107,9 @@ def build_flair(args: argparse.Namespace) -> tuple[Callable[[str], dict[str, Any
         sentence = Sentence(text)  # flair's default tokenizer
         with lock:
             tagger.predict(sentence, mini_batch_size=1)
-        labels = ["O"] * len(sentence)
-        for span in sentence.get_spans(LABEL_TYPE):
-            value = span.get_label(LABEL_TYPE).value
-            for position, token in enumerate(span.tokens):
-                labels[token.idx - 1] = ("B-" if position == 0 else "I-") + value
+        spans = [(span.get_label(LABEL_TYPE).value, span.tokens[0].idx - 1, span.tokens[-1].idx)
+                 for span in sentence.get_spans(LABEL_TYPE)]
+        labels = tags_from_spans(len(sentence), spans, "IOB2")
         return {"tokens": [token.text for token in sentence], "labels": labels, "model": model}
 
     info = {"peer": "flair", "flair": flair.__version__, "torch": torch.__version__,

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from slotfill.data.example import Example
+from slotfill.schemes import tags_from_spans
 
 SLOTS = ("cuisine", "party_size", "date", "time", "location", "restaurant_name", "price_range")
 INTENTS = (
@@ -342,7 +343,7 @@ def fill(template: str, values: dict[str, str], intent: str | None = None, sourc
         value_words = value_text.split()
         slot = _PLACEHOLDERS[name]
         tokens += prep_words + value_words
-        tags += ["O"] * len(prep_words) + [f"B-{slot}"] + [f"I-{slot}"] * (len(value_words) - 1)
+        tags += ["O"] * len(prep_words) + tags_from_spans(len(value_words), [(slot, 0, len(value_words))], "IOB2")
     literal = template[position:].split()
     tokens += literal
     tags += ["O"] * len(literal)
