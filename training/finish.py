@@ -106,7 +106,8 @@ class Finisher:
             atomic_write_json(self.state_dir / "dev_report.json", dev_report)
             self.save_artifact(model, report, temperatures, best_epoch=state.best_epoch,
                                train_seconds=state.train_seconds)
-            plot_training_curves(self.state_dir / "metrics.jsonl", self.out_dir / "training_curves.png")
+            plot_training_curves(self.state_dir / "metrics.jsonl", self.out_dir / "training_curves.png",
+                                 best_epoch=state.best_epoch)
             if "calibration" in report:
                 self.plot_calibration(report["calibration"])
             self.export_onnx(model)
