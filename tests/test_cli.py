@@ -180,3 +180,56 @@ def test_the_command_line_imports_no_torch_until_a_command_needs_it():
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_train_on_one_jsonl_file_when_piped_says_what_comes_before_the_first_epoch(sample_dir, tmp_path):
+    """--data may name one JSONL file (the training data; a tenth is held out for early stopping). With its
+    output piped, train still logs, line by line: first what it is about to do, then each epoch with the time
+    left."""
+    from slotfill.data import load_corpus, write_jsonl
+
+    write_jsonl(load_corpus(sample_dir).train[:400], tmp_path / "train.jsonl")
+    result = slotfill("train", "--data", str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "out"), "--set",
+                      "epochs=2", "hidden_size=16", "word_dim=16", "char_dim=8", "char_channels=8", "threads=1",
+                      "export_onnx=false")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"no validation split in {tmp_path / 'train.jsonl'}; holding out 40 training sentences"
+    plan = next(i for i, line in enumerate(lines) if line.startswith("starting at most 2 epochs, 12 batches"))
+    epochs = [i for i, line in enumerate(lines) if line.startswith("epoch ")]
+    assert len(epochs) == 2 and plan < epochs[0]
+    assert lines[epochs[0]].endswith("left (1 epoch)]") and lines[epochs[1]].endswith("[that was the last epoch]")
+    assert result.stdout.startswith("valid slot F1 ")
+
+
+def test_a_missing_data_folder_says_what_data_is_expected(tmp_path, capsys):
+    from training.cli import main
+
+    assert main(["train", "--data", str(tmp_path / "nosuch"), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"slotfill train: error: {tmp_path / 'nosuch'}: no such data folder or file; expected a "
+                          "data folder holding train, and optionally valid (or dev) and test")
+    assert len(err.splitlines()) == 1
+
+
+def test_split_dev_is_the_valid_split_for_evaluate_and_export(sample_model_dir, sample_dir, tmp_path, capsys):
+    """A data folder may name its valid split dev/ (the readers find it so); --split dev means that split."""
+    import shutil
+
+    from training.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir / "train", data / "train")
+    shutil.copytree(sample_dir / "valid", data / "dev")
+    assert main(["evaluate", "--model", str(sample_model_dir), "--data", str(data), "--split", "dev"]) == 0
+    dev = capsys.readouterr().out
+    assert main(["evaluate", "--model", str(sample_model_dir), "--data", str(data), "--split", "valid"]) == 0
+    valid = capsys.readouterr().out
+    assert "Evaluated on" in dev and "300 sentences" in dev
+    assert dev.splitlines()[3:] == valid.splitlines()[3:]  # the same scores; only the title names the split
+    assert main(["evaluate", "--model", str(sample_model_dir), "--data", str(data), "--split", "test"]) == 2
+    assert "no 'test' split found" in capsys.readouterr().err
+    model = tmp_path / "model"
+    shutil.copytree(sample_model_dir, model)
+    assert main(["export", "--model", str(model), "--format", "onnx", "--data", str(data), "--split", "dev"]) == 0
+    assert f"checked on {300 + 256} sentences" in capsys.readouterr().out  # dev, and the synthetic ones
