@@ -72,13 +72,13 @@ def test_unknown_setting_is_named(tmp_path):
 
 def test_tag_text_and_jsonl(sample_model_dir, tmp_path):
     source = tmp_path / "in.txt"
-    source.write_text("book a table for four at an italian place tomorrow at 7pm\n\n"
+    source.write_text("book a table for four at an italian place tomorrow at 7pm\n"
                       '{"tokens": ["find", "a", "cheap", "thai", "restaurant"]}\n')
     out = tmp_path / "out.jsonl"
     result = slotfill("tag", "--model", str(sample_model_dir), "--input", str(source), "--output", str(out))
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["line"] for r in records] == [1, 3]
+    assert [r["line"] for r in records] == [1, 2]
     first = records[0]
     assert len(first["labels"]) == 12
     for slot in first["slots"]:
@@ -233,3 +233,57 @@ def test_split_dev_is_the_valid_split_for_evaluate_and_export(sample_model_dir, 
     shutil.copytree(sample_model_dir, model)
     assert main(["export", "--model", str(model), "--format", "onnx", "--data", str(data), "--split", "dev"]) == 0
     assert f"checked on {300 + 256} sentences" in capsys.readouterr().out  # dev, and the synthetic ones
+
+
+BLANKS = ["", " ", "\t ", "\u00a0\u2003\u3000"]  # empty, spaces, a tab, Unicode spaces
+
+
+@pytest.mark.parametrize("blank", BLANKS, ids=["empty", "space", "tab", "unicode spaces"])
+def test_an_empty_text_is_refused_by_tag_as_by_the_api(sample_model_dir, tmp_path, capsys, blank):
+    """One meaning of empty input: a text that is empty or only whitespace is not an utterance. The API
+    answers 422 empty_text (for a batch item too, refusing the batch); tag refuses the input, naming the line,
+    and writes nothing."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+    from service.state import load_predictor
+    from training.cli import main
+
+    good = '{"text": "a table for two"}'
+    out = tmp_path / "out.jsonl"
+    for kind, lines in (("jsonl", [good, json.dumps({"text": blank})]), ("text", ["a table for two", blank])):
+        source = tmp_path / f"in.{kind}"
+        source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        assert main(["tag", "--model", str(sample_model_dir), "--input", str(source), "--output", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"slotfill tag: error: {source}:2: empty_text: the text is empty or only "
+                              "whitespace"), (kind, err)
+        assert len(err.splitlines()) == 1 and not out.exists()
+    with TestClient(create_app(Settings(), predictor=load_predictor(sample_model_dir))) as http:
+        answer = http.post("/v1/tag/batch", json={"items": [{"text": "a table for two"}, {"text": blank}]})
+        assert answer.status_code == 422
+        assert answer.json()["error"]["code"] == "empty_text" and answer.json()["error"]["field"] == "items.1.text"
+        assert http.post("/v1/tag", json={"text": blank}).json()["error"]["code"] == "empty_text"
+
+
+def test_jsonl_input_skips_blank_lines_and_punctuation_only_text_has_no_tokens(sample_model_dir, tmp_path):
+    """A blank line of JSONL holds no record (skipped, as the data readers skip it); a text of punctuation
+    alone is not empty: it is tagged, with no tokens and no intent, as the API answers it."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+    from service.state import load_predictor
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "a table for two"}\n\n   \n{"text": "?!"}\n')
+    result = slotfill("tag", "--model", str(sample_model_dir), "--input", str(source), "--format", "jsonl")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["line"] for r in records] == [1, 4]
+    assert records[1]["tokens"] == [] and records[1]["slots"] == [] and records[1]["intent"] is None
+    with TestClient(create_app(Settings(), predictor=load_predictor(sample_model_dir))) as http:
+        answer = http.post("/v1/tag", json={"text": "?!"})
+        assert answer.status_code == 200
+        assert answer.json()["tokens"] == [] and answer.json()["intent"] is None
