@@ -42,7 +42,9 @@ def config_file(value: str) -> Path:
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and ``--set KEY=VALUE ...``: the training settings (read by :func:`train_config`)."""
-    parser.add_argument("--config", type=Path, help="JSON file of training settings (see training/config.py)")
+    parser.add_argument("--config", type=config_file,
+                        help="JSON file of training settings (see training/config.py); 'sample' is the recipe "
+                             "suited to the bundled sample data (slotfill/resources/sample/recipe.json)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", nargs="+",
                         help="override one setting, e.g. --set cell=gru epochs=20 (repeatable)")
 
