@@ -345,3 +345,30 @@ def test_durations_read_as_a_person_reads_them():
     assert time_left([10.0, 20.0], 3) == 45.0 and time_left([5.0], 0) == 0.0
     with pytest.raises(ValueError):
         time_left([], 3)
+
+
+def test_the_sample_recipe_is_what_the_quickstart_trains_with():
+    from training.cli import build_parser
+    from training.cli._options import train_config
+
+    args = build_parser().parse_args(["train", "--data", "sample", "--config", "sample", "--out", "unused"])
+    config = train_config(args)
+    assert (config.epochs, config.patience, config.threads) == (15, 3, 1)
+    assert config.model == TaggerConfig()  # the default architecture
+    assert "--config sample" in (REPO / "scripts" / "quickstart.sh").read_text()
+
+
+@pytest.mark.slow
+def test_the_sample_recipe_trains_a_good_model_quickly_without_worse_calibration(sample_dir, tmp_path):
+    """What the quickstart promises: on the sample, test slot F1 >= 0.9 in well under 2 minutes of training,
+    and calibration that leaves the test span ECE no worse than it was, or declines with its reason."""
+    from slotfill.data.sample import sample_recipe
+
+    config = TrainConfig.from_file(sample_recipe())
+    started = time.perf_counter()
+    result = train(sample_dir, tmp_path / "out", config=config, progress=False, log=quiet)
+    assert time.perf_counter() - started < 120
+    assert result.report["split"] == "test" and result.report["slot_f1"] >= 0.9
+    calibration = result.report["calibration"]
+    fit = calibration["fits"]["slot"]
+    assert calibration["span_ece_after"] <= calibration["span_ece_before"] or (not fit["applied"] and fit["note"])
