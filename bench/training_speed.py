@@ -5,8 +5,9 @@ Runs in the slotfill virtual environment. In one invocation, one after the other
 1. slotfill: ``Trainer`` with the default ``TrainConfig`` (``--set key=value`` overrides it) for ``--epochs``
    epochs; train sentences/s is ``TrainResult.sentences_per_second`` (only the training steps are timed: no data
    loading, no per-epoch dev evaluation, no export). Tagging: the exported artifact is loaded with
-   ``Predictor.load`` and timed with ``training.compare.tagging_speed`` over the whole test split (warm-up on 8
-   sentences, then one sentence per call, then batches of 64), starting from token lists.
+   ``Predictor.load`` and timed with ``training.compare.tagging_speed`` over the whole test split (both modes
+   warmed up, then the best of 3 interleaved passes of one sentence per call and of batches of 64), starting
+   from token lists.
 2. flair: ``bench/flair_runner.py`` in flair's own virtual environment (``--flair-python``), with the same data,
    epochs, limit, seed and threads, and the slotfill settings that have a flair counterpart (hidden size, layers,
    cell, direction, CRF, word embedding size, vocabulary min frequency, batch size).

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-venv.sh
 model_dir="artifacts/sample"
-.venv/bin/slotfill train --data sample --out "$model_dir" --overwrite
+# The sample's own recipe (slotfill/resources/sample/recipe.json): the default model, fewer epochs, one thread.
+.venv/bin/slotfill train --data sample --config sample --out "$model_dir" --overwrite
 port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 .venv/bin/slotfill serve --model "$model_dir" --port "$port" > artifacts/serve.log 2>&1 &
 server=$!

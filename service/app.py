@@ -16,14 +16,15 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Mount, Route
 
 from slotfill import __version__
 from slotfill.errors import ConfigError
 
 from . import gc_tuning
 from .batching import MicroBatcher, model_runner
+from .docs import install_docs
 from .errors import install_error_handlers
 from .logs import configure_logging
 from .memory import limit_malloc_arenas
@@ -82,6 +83,8 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
         version=__version__,
         summary="Slot filling (and intent detection) for dialogue systems.",
         lifespan=lifespan,
+        docs_url=None,  # service/docs.py serves /docs from the package's own files
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.model = state
@@ -92,8 +95,10 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
     routers = (tag.router, model.router, health.router, admin.router, metrics.router)
     for router in routers:
         app.include_router(router)
-    route_patterns = [(route.path_regex, route.path) for router in routers for route in router.routes
-                      if isinstance(route, APIRoute)]
+    install_docs(app)
+    # Every route's template, for the metrics of requests that routing did not label (answered before
+    # routing, e.g. a 413, or by a plain Starlette route such as /openapi.json or the docs assets mount).
+    route_patterns = [(route.path_regex, route.path) for route in app.routes if isinstance(route, (Route, Mount))]
 
     # add_middleware prepends: the last one added is the outermost.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, metrics=app_metrics)

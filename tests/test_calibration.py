@@ -123,3 +123,70 @@ def test_calibrate_needs_a_dev_split(sample_model_dir, tmp_path, capsys):
     (data / "seq.out").write_text("O O O\n")
     assert cli_main(["calibrate", "--model", str(sample_model_dir), "--data", str(tmp_path / "data")]) == 2
     assert "calibration needs a valid (dev) split" in capsys.readouterr().err
+
+
+def test_a_temperature_that_lowers_the_dev_log_loss_is_applied():
+    from slotfill.scoring.calibration import _fit_one
+
+    fit = _fit_one("slot", lambda log_t: (log_t - 0.3) ** 2, (math.log(0.25), math.log(20.0)), 500, 40,
+                   iterations=40)
+    assert fit.applied and fit.note is None and fit.warning is None
+    assert fit.temperature == fit.fitted == pytest.approx(math.exp(0.3), rel=1e-4)
+    assert fit.log_loss_fitted < fit.log_loss_at_1 == pytest.approx(0.09)
+    assert fit.describe().startswith(f"slot temperature {math.exp(0.3):.3f} (dev log loss 0.0900 at 1 -> 0.0000")
+
+
+def test_a_temperature_that_does_not_lower_the_dev_log_loss_is_not_applied():
+    """A search that lands on a worse point than temperature 1 (here: the objective's best value is at 1
+    exactly, out of the search's sight) keeps temperature 1 and says why."""
+    from slotfill.scoring.calibration import _fit_one
+
+    def objective(log_t: float) -> float:
+        return 0.05 if log_t == 0.0 else 0.1 + (log_t - 1.0) ** 2
+
+    fit = _fit_one("intent", objective, (math.log(0.05), math.log(20.0)), 300, 25, iterations=40)
+    assert fit.temperature == 1.0 and not fit.applied
+    assert fit.fitted == pytest.approx(math.e, rel=1e-4)
+    assert fit.note == (f"not applied: the fitted temperature {math.e:.3f} does not lower the dev log loss "
+                        "(0.1000 against 0.0500 at temperature 1)")
+    assert fit.describe() == f"intent temperature 1 ({fit.note})"
+    assert fit.to_dict()["applied"] is False and fit.to_dict()["note"] == fit.note
+
+
+def test_a_temperature_on_a_bound_of_the_search_range_is_flagged():
+    from slotfill.scoring.calibration import _fit_one
+
+    low, high = math.log(0.25), math.log(20.0)
+    fit = _fit_one("slot", lambda log_t: log_t, (low, high), 500, 40, iterations=40)  # best: as low as allowed
+    assert fit.applied and fit.temperature == pytest.approx(0.25, rel=1e-4)
+    assert fit.warning == ("the fitted slot temperature 0.250 is on the lower bound of its search range "
+                           "[0.25, 20]: the best temperature may lie beyond it")
+    fit = _fit_one("slot", lambda log_t: -log_t, (low, high), 500, 40, iterations=40)
+    assert "on the upper bound" in fit.warning and fit.temperature == pytest.approx(20.0, rel=1e-4)
+
+
+@pytest.mark.parametrize(("predictions", "wrong"), [(500, 9), (15, 6), (2000, 1995), (0, 0)])
+def test_too_few_wrong_or_right_dev_predictions_skip_the_fit(predictions, wrong):
+    from slotfill.scoring.calibration import MIN_RIGHT, MIN_WRONG, _fit_one
+
+    called = []
+    fit = _fit_one("slot", lambda log_t: called.append(log_t) or log_t ** 2, (-1.0, 1.0), predictions, wrong,
+                   iterations=10)
+    assert not called, "no search without enough data"
+    assert fit.temperature == 1.0 and fit.fitted is None and not fit.applied
+    assert fit.note == (f"not fitted: the dev split has {wrong} wrong and {predictions - wrong} right predicted "
+                        f"spans; a fit needs at least {MIN_WRONG} wrong and {MIN_RIGHT} right ones")
+
+
+def test_calibration_summary_for_the_report():
+    from slotfill.scoring.calibration import Calibration, TemperatureFit
+
+    slot = TemperatureFit("slot", 1.0, 700, 4, note="not fitted: too few")
+    intent = TemperatureFit("intent", 0.05, 300, 12, fitted=0.05, log_loss_at_1=0.2, log_loss_fitted=0.1,
+                            warning="on the lower bound")
+    summary = Calibration(slot, intent).summary()
+    assert Calibration(slot, intent).temperatures == {"slot_temperature": 1.0, "intent_temperature": 0.05}
+    assert summary["notes"] == ["slot temperature not fitted: too few"]
+    assert summary["warnings"] == ["on the lower bound"]
+    assert summary["fits"]["slot"]["applied"] is False and summary["fits"]["intent"]["applied"] is True
+    assert summary["fits"]["intent"]["dev_wrong"] == 12

@@ -72,13 +72,13 @@ def test_unknown_setting_is_named(tmp_path):
 
 def test_tag_text_and_jsonl(sample_model_dir, tmp_path):
     source = tmp_path / "in.txt"
-    source.write_text("book a table for four at an italian place tomorrow at 7pm\n\n"
+    source.write_text("book a table for four at an italian place tomorrow at 7pm\n"
                       '{"tokens": ["find", "a", "cheap", "thai", "restaurant"]}\n')
     out = tmp_path / "out.jsonl"
     result = slotfill("tag", "--model", str(sample_model_dir), "--input", str(source), "--output", str(out))
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["line"] for r in records] == [1, 3]
+    assert [r["line"] for r in records] == [1, 2]
     first = records[0]
     assert len(first["labels"]) == 12
     for slot in first["slots"]:
@@ -180,3 +180,110 @@ def test_the_command_line_imports_no_torch_until_a_command_needs_it():
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_train_on_one_jsonl_file_when_piped_says_what_comes_before_the_first_epoch(sample_dir, tmp_path):
+    """--data may name one JSONL file (the training data; a tenth is held out for early stopping). With its
+    output piped, train still logs, line by line: first what it is about to do, then each epoch with the time
+    left."""
+    from slotfill.data import load_corpus, write_jsonl
+
+    write_jsonl(load_corpus(sample_dir).train[:400], tmp_path / "train.jsonl")
+    result = slotfill("train", "--data", str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "out"), "--set",
+                      "epochs=2", "hidden_size=16", "word_dim=16", "char_dim=8", "char_channels=8", "threads=1",
+                      "export_onnx=false")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"no validation split in {tmp_path / 'train.jsonl'}; holding out 40 training sentences"
+    plan = next(i for i, line in enumerate(lines) if line.startswith("starting at most 2 epochs, 12 batches"))
+    epochs = [i for i, line in enumerate(lines) if line.startswith("epoch ")]
+    assert len(epochs) == 2 and plan < epochs[0]
+    assert lines[epochs[0]].endswith("left (1 epoch)]") and lines[epochs[1]].endswith("[that was the last epoch]")
+    assert result.stdout.startswith("valid slot F1 ")
+
+
+def test_a_missing_data_folder_says_what_data_is_expected(tmp_path, capsys):
+    from training.cli import main
+
+    assert main(["train", "--data", str(tmp_path / "nosuch"), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"slotfill train: error: {tmp_path / 'nosuch'}: no such data folder or file; expected a "
+                          "data folder holding train, and optionally valid (or dev) and test")
+    assert len(err.splitlines()) == 1
+
+
+def test_split_dev_is_the_valid_split_for_evaluate_and_export(sample_model_dir, sample_dir, tmp_path, capsys):
+    """A data folder may name its valid split dev/ (the readers find it so); --split dev means that split."""
+    import shutil
+
+    from training.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir / "train", data / "train")
+    shutil.copytree(sample_dir / "valid", data / "dev")
+    assert main(["evaluate", "--model", str(sample_model_dir), "--data", str(data), "--split", "dev"]) == 0
+    dev = capsys.readouterr().out
+    assert main(["evaluate", "--model", str(sample_model_dir), "--data", str(data), "--split", "valid"]) == 0
+    valid = capsys.readouterr().out
+    assert "Evaluated on" in dev and "300 sentences" in dev
+    assert dev.splitlines()[3:] == valid.splitlines()[3:]  # the same scores; only the title names the split
+    assert main(["evaluate", "--model", str(sample_model_dir), "--data", str(data), "--split", "test"]) == 2
+    assert "no 'test' split found" in capsys.readouterr().err
+    model = tmp_path / "model"
+    shutil.copytree(sample_model_dir, model)
+    assert main(["export", "--model", str(model), "--format", "onnx", "--data", str(data), "--split", "dev"]) == 0
+    assert f"checked on {300 + 256} sentences" in capsys.readouterr().out  # dev, and the synthetic ones
+
+
+BLANKS = ["", " ", "\t ", "\u00a0\u2003\u3000"]  # empty, spaces, a tab, Unicode spaces
+
+
+@pytest.mark.parametrize("blank", BLANKS, ids=["empty", "space", "tab", "unicode spaces"])
+def test_an_empty_text_is_refused_by_tag_as_by_the_api(sample_model_dir, tmp_path, capsys, blank):
+    """One meaning of empty input: a text that is empty or only whitespace is not an utterance. The API
+    answers 422 empty_text (for a batch item too, refusing the batch); tag refuses the input, naming the line,
+    and writes nothing."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+    from service.state import load_predictor
+    from training.cli import main
+
+    good = '{"text": "a table for two"}'
+    out = tmp_path / "out.jsonl"
+    for kind, lines in (("jsonl", [good, json.dumps({"text": blank})]), ("text", ["a table for two", blank])):
+        source = tmp_path / f"in.{kind}"
+        source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        assert main(["tag", "--model", str(sample_model_dir), "--input", str(source), "--output", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"slotfill tag: error: {source}:2: empty_text: the text is empty or only "
+                              "whitespace"), (kind, err)
+        assert len(err.splitlines()) == 1 and not out.exists()
+    with TestClient(create_app(Settings(), predictor=load_predictor(sample_model_dir))) as http:
+        answer = http.post("/v1/tag/batch", json={"items": [{"text": "a table for two"}, {"text": blank}]})
+        assert answer.status_code == 422
+        assert answer.json()["error"]["code"] == "empty_text" and answer.json()["error"]["field"] == "items.1.text"
+        assert http.post("/v1/tag", json={"text": blank}).json()["error"]["code"] == "empty_text"
+
+
+def test_jsonl_input_skips_blank_lines_and_punctuation_only_text_has_no_tokens(sample_model_dir, tmp_path):
+    """A blank line of JSONL holds no record (skipped, as the data readers skip it); a text of punctuation
+    alone is not empty: it is tagged, with no tokens and no intent, as the API answers it."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+    from service.state import load_predictor
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "a table for two"}\n\n   \n{"text": "?!"}\n')
+    result = slotfill("tag", "--model", str(sample_model_dir), "--input", str(source), "--format", "jsonl")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["line"] for r in records] == [1, 4]
+    assert records[1]["tokens"] == [] and records[1]["slots"] == [] and records[1]["intent"] is None
+    with TestClient(create_app(Settings(), predictor=load_predictor(sample_model_dir))) as http:
+        answer = http.post("/v1/tag", json={"text": "?!"})
+        assert answer.status_code == 200
+        assert answer.json()["tokens"] == [] and answer.json()["intent"] is None

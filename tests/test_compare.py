@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
+import time
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +19,16 @@ from .conftest import SMALL_MODEL
 
 def test_compare_table_over_configs_and_seeds(sample_dir, tmp_path):
     base = TrainConfig.from_dict({**SMALL_MODEL, "epochs": 2, "hidden_size": 32})
-    table = run_comparison(sample_dir, tmp_path, base, configs=["gru", "bilstm-crf"], seeds=2, log=lambda m: None)
+    messages: list[str] = []
+    table = run_comparison(sample_dir, tmp_path, base, configs=["gru", "bilstm-crf"], seeds=2, log=messages.append)
+    # A line as each run starts and one as it ends: configuration, seed, slot F1, duration, time left.
+    assert [m.split(": ", 2)[1] for m in messages] == [
+        "run 1/4", "run 1/4", "run 2/4", "run 2/4", "run 3/4", "run 3/4", "run 4/4", "run 4/4"]
+    assert messages[0] == "compare: run 1/4: gru seed 0 ..."
+    finished = messages[1::2]
+    assert re.fullmatch(r"compare: run 1/4: gru seed 0: slot F1 \d+\.\d\d, \d+s \(training \d+s\); "
+                        r"about \d+(m\d\ds|s) left", finished[0]), finished[0]
+    assert finished[3].startswith("compare: run 4/4: bilstm-crf seed 1: slot F1 ") and finished[3].endswith("; done")
     lines = table.splitlines()
     assert lines[0] == f"Data: `{sample_dir}` (test split), 2 seed(s) per configuration, mean ± std."
 
@@ -90,3 +102,64 @@ def test_a_distilled_row_takes_a_teacher_per_seed_from_the_settings(small_corpus
                           .read_text())
         assert card["training"]["distill_from"] == str(tmp_path / "teachers" / f"seed{seed}")
         assert card["training"]["augment"] == 1 and card["augmented_sentences"] > 0
+
+
+def test_compare_logs_to_stderr_by_default(sample_dir, tmp_path, capsys):
+    """The progress lines go to standard error (the table is what standard output is for), flushed as
+    they come, so they show while `slotfill compare ... | tee` runs."""
+    import inspect
+
+    from training.compare import _log_to_stderr
+
+    assert inspect.signature(run_comparison).parameters["log"].default is _log_to_stderr
+    _log_to_stderr("compare: run 1/2: gru seed 0 ...")
+    captured = capsys.readouterr()
+    assert captured.err == "compare: run 1/2: gru seed 0 ...\n" and captured.out == ""
+
+
+class _Disturbed:
+    """A predictor whose every call costs 1 ms per sentence plus 0.2 ms, except one call of 64 that is
+    held up for 0.3 s (another process on the core, a collection), as a single timed pass would record."""
+
+    def __init__(self) -> None:
+        self.singles = 0
+        self.disturbed = False
+
+    def predict_tokens(self, token_lists):
+        self.singles += len(token_lists) == 1
+        # The first call of 64 after the sentences were tagged one at a time: inside the first timed pass.
+        if len(token_lists) == 64 and self.singles > 8 and not self.disturbed:
+            self.disturbed = True
+            time.sleep(0.3)
+        time.sleep(0.0002 + 0.00001 * len(token_lists))
+        return [None] * len(token_lists)
+
+
+def test_tagging_speed_is_not_thrown_off_by_one_disturbed_pass():
+    from training.compare import tagging_speed
+
+    sentences = [["a", "b"]] * 128
+    single, batched = tagging_speed(_Disturbed(), sentences, passes=3)
+    # Undisturbed, calls of 64 take ~1 ms each: well over 20,000 sentences/s; the held-up pass alone gives
+    # under 500. One at a time, ~0.21 ms a call: under 5,000 sentences/s.
+    assert batched > 5000 > single, (single, batched)
+    # A single pass measures the disturbance.
+    _, once = tagging_speed(_Disturbed(), sentences, passes=1)
+    assert once < 500
+
+
+def test_a_table_row_slower_in_batches_than_one_at_a_time_is_flagged():
+    from training.compare import comparison_table
+
+    def run(single: float, batched: float) -> dict:
+        return {"seed": 0, "slot_f1": 0.9, "intent_accuracy": None, "split": "test", "train_seconds": 10.0,
+                "epochs": 3, "train_sentences_per_second": 100.0, "parameters": 1000,
+                "tag_single_per_second": single, "tag_batch64_per_second": batched}
+
+    table = comparison_table({"bigru": [run(1400, 3600)], "bigru-crf": [run(1057, 24)]}, Path("data"), 1)
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| bigru")}
+    assert rows["bigru-crf"].rstrip(" |").endswith("24 †") and "†" not in rows["bigru"]
+    assert table.rstrip().splitlines()[-1].startswith("† Implausible: bigru-crf tagged fewer sentences per second "
+                                                      "in calls of 64 than one at a time")
+    plain = comparison_table({"bigru": [run(1400, 3600)]}, Path("data"), 1)
+    assert "†" not in plain

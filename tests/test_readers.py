@@ -65,7 +65,8 @@ def test_read_folder_without_label():
         ("count_mismatch", "seq.out", 2, "2 tags for 3 tokens"),
         ("line_mismatch", "seq.out", 3, "has 2 lines but seq.in has 3"),
         ("label_mismatch", "label", 3, "has 3 lines but seq.in has 2"),
-        ("bad_tag", "seq.out", 2, r"token 5 'new': 'I-city' follows 'O'.*repair=True"),
+        ("bad_tag", "seq.out", 2, r"token 5 'new': 'I-city' follows 'O'.*; to read it as conlleval does, train "
+                                  r"with --set repair=true \(repair=True in Python\)$"),
         ("unknown_prefix", "seq.out", 1, "unknown prefix 'X'"),
         ("bad_utf8", "seq.in", 2, "not valid UTF-8"),
         ("empty_utterance", "seq.in", 2, "empty utterance"),
@@ -210,11 +211,19 @@ def test_load_corpus_files(tmp_path):
 
 
 def test_load_corpus_errors(tmp_path):
-    with raises_at(tmp_path / "missing", None, "data folder not found"):
+    layout = ("expected a data folder holding train, and optionally valid (or dev) and test, each a folder of "
+              "seq.in/seq.out[/label], a .jsonl file or a CoNLL file (.conll, .txt, .bio, .iob), or one such file "
+              "or folder alone, read as the training data")
+    with raises_at(tmp_path / "missing", None, "no such data folder or file") as info:
         load_corpus(tmp_path / "missing")
+    assert str(info.value) == f"{tmp_path / 'missing'}: no such data folder or file; {layout}"
     (tmp_path / "valid.jsonl").write_text("")
-    with raises_at(tmp_path, None, r"no training data: looked for train/seq.in, train.jsonl, train.conll"):
+    with raises_at(tmp_path, None, r"no training data: looked for train/seq.in, train.jsonl, train.conll") as info:
         load_corpus(tmp_path)
+    assert str(info.value).endswith(f"; {layout}")
+    (tmp_path / "notes.md").write_text("# not data\n")
+    with raises_at(tmp_path / "notes.md", None, r"unknown data format '.md'"):
+        load_corpus(tmp_path / "notes.md")
     (tmp_path / "train.jsonl").write_text("\n")
     with raises_at(tmp_path / "train.jsonl", None, "training data holds no examples"):
         load_corpus(tmp_path)
@@ -222,6 +231,15 @@ def test_load_corpus_errors(tmp_path):
     shutil.copy(CONLL / "good.conll", tmp_path / "train.conll")
     with raises_at(tmp_path, None, "ambiguous train data: train.jsonl, train.conll"):
         load_corpus(tmp_path)
+
+
+@pytest.mark.parametrize("source", [JSONL / "good.jsonl", CONLL / "good.conll", FOLDER / "good"],
+                         ids=["jsonl file", "conll file", "split folder"])
+def test_one_file_or_split_folder_is_read_as_the_training_data(source):
+    """--data some/train.jsonl (or a CoNLL file, or a folder of seq.in/seq.out): the training data alone."""
+    corpus = load_corpus(source)
+    assert corpus.train == load_split(source) and len(corpus.train) >= 2
+    assert corpus.valid == [] and corpus.test == []
 
 
 def test_load_corpus_propagates_repair(tmp_path):

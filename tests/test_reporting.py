@@ -271,3 +271,71 @@ def test_mean_std():
         mean_std([])
     with pytest.raises(ValueError):
         mean_std([1.0, float("nan")])
+
+
+# --------------------------------------------------------------------------- what the plots show
+
+
+def test_kept_epoch_is_the_last_one_marked_best():
+    from slotfill.scoring.reporting import kept_epoch
+
+    records = [{"epoch": 1, "best": True, "selection_score": 0.5}, {"epoch": 2, "best": True, "selection_score": 0.7},
+               {"epoch": 3, "selection_score": 0.6}, {"epoch": 4, "selection_score": 0.7}]
+    assert kept_epoch(records) == 2
+    # Without marks: the first epoch of the best score (a later tie does not replace it, as in training).
+    assert kept_epoch([{k: v for k, v in r.items() if k != "best"} for r in records]) == 2
+    assert kept_epoch([{"epoch": 1, "train_loss": 1.0}]) is None
+
+
+def test_training_curves_mark_the_epoch_kept():
+    from matplotlib.lines import Line2D
+
+    from slotfill.scoring.reporting import training_curves_figure
+
+    records = [{"epoch": e, "train_loss": 1 / e, "dev_slot_f1": f, "selection_score": f, **({"best": True} if b else {})}
+               for e, f, b in ((1, 0.5, True), (2, 0.8, True), (3, 0.7, False), (4, 0.75, False))]
+    for given, shown in ((None, 2), (3, 3)):  # from the records' marks, or as the caller says
+        loss_ax, dev_ax = training_curves_figure(records, given).axes[:2]
+        for ax in (loss_ax, dev_ax):
+            verticals = [line for line in ax.get_lines() if list(line.get_xdata()) == [shown, shown]]
+            assert len(verticals) == 1, ax.get_title()
+        assert [text.get_text() for text in dev_ax.get_legend().get_texts()][0] == f"epoch kept ({shown})"
+        f1 = next(line for line in dev_ax.get_lines() if line.get_label() == "dev_slot_f1")
+        ring = [line for line in dev_ax.get_lines() if isinstance(line, Line2D) and line.get_marker() == "o"
+                and list(line.get_xdata()) == [shown]]
+        assert len(ring) == 1 and list(ring[0].get_ydata()) == [records[shown - 1]["dev_slot_f1"]]
+        assert ring[0].get_color() == f1.get_color()
+
+
+def test_reliability_gap_looks_the_same_in_the_legend_as_over_the_bars():
+    """The gap's hatching is drawn in one opaque colour: the legend's key and the gap over an accuracy bar
+    (an under-confident bin) show that red, and no translucent blend of red over the bar's blue."""
+    import numpy as np
+    from matplotlib.colors import to_rgb
+
+    from slotfill.scoring.reporting import GAP_COLOR, _draw_reliability, _new_figure
+
+    # One under-confident bin (confidence 0.35, accuracy 0.9) and one over-confident bin.
+    bins = reliability_bins([0.35] * 10 + [0.95] * 10, [True] * 9 + [False] + [True] * 5 + [False] * 5, n_bins=10)
+    fig = _new_figure((5.5, 5.0))
+    ax = fig.subplots()
+    _draw_reliability(ax, bins, "check")
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[:, :, :3].astype(int)
+    height = pixels.shape[0]
+
+    def region(artist) -> np.ndarray:
+        box = artist.get_window_extent()
+        rows = slice(int(height - box.y1) + 2, int(height - box.y0) - 2)
+        return pixels[rows, int(box.x0) + 2:int(box.x1) - 2].reshape(-1, 3)
+
+    red = np.array([round(255 * c) for c in to_rgb(GAP_COLOR)])
+    blend = 0.7 * np.array([round(255 * c) for c in to_rgb("tab:blue")]) + 0.3 * red
+    key = ax.get_legend().legend_handles[2]
+    assert ax.get_legend().get_texts()[2].get_text() == "gap to confidence"
+    under = next(patch for patch in ax.patches if patch.get_height() < 0)  # the gap drawn down into the bar
+    for name, area in (("legend key", region(key)), ("gap over the bar", region(under))):
+        near_red = np.abs(area - red).max(axis=1) < 40
+        assert near_red.mean() > 0.05, f"{name}: too little of the gap colour"
+        # (a translucent fill would colour most of it; anti-aliased edges of the hatch lines are a few pixels)
+        assert (np.abs(area - blend).max(axis=1) < 25).mean() < 0.1, f"{name}: a blend of the gap over the bar"

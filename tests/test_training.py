@@ -286,3 +286,89 @@ def test_folder_without_valid_split_holds_out_part_of_train(tmp_path, sample_dir
     result = train(data, tmp_path / "out", overrides=TINY, progress=False, log=messages.append)
     assert any("holding out" in m for m in messages)
     assert result.report["split"] == "valid"
+
+
+def test_the_log_says_what_comes_and_how_long_is_left(sample_dir, tmp_path):
+    """Before the first epoch: how many epochs at most and when early stopping ends the run; after each epoch:
+    an estimate of the time left; at the end: both temperatures. --resume on an empty --out says it starts
+    from scratch."""
+    messages: list[str] = []
+    train(sample_dir, tmp_path / "out", overrides={**TINY, "epochs": 3, "patience": 1}, resume=True, progress=False,
+          log=messages.append)
+    assert messages[0] == (f"--resume: no checkpoint to resume from ({tmp_path / 'out' / 'training' / 'last.safetensors'}"
+                           " does not exist); training from scratch")
+    plan = ("starting at most 3 epochs, 63 batches of up to 32 sentences each; stopping early after 2 epochs in a row "
+            "without a better dev selection score (patience 1)")
+    epochs = [m for m in messages if m.startswith("epoch ")]
+    assert messages.index(plan) < messages.index(epochs[0])
+    records = [json.loads(line) for line in (tmp_path / "out" / "training" / "metrics.jsonl").read_text().splitlines()]
+    assert len(epochs) == len(records) >= 2
+    first = epochs[0]
+    assert first.startswith("epoch 1: ") and "/epoch; at most " in first and first.endswith("left (2 epochs)]")
+    last = epochs[-1]
+    assert last.endswith("[that was the last epoch]") or last.endswith(
+        "[stopping early: 2 epochs in a row without a better dev selection score]")
+    calibration = [m for m in messages if m.startswith("confidence calibration: ")]
+    assert [m.split(": ", 1)[1].split(" temperature ")[0] for m in calibration] == ["slot", "intent"]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())["calibration"]
+    stored = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    for line, kind in zip(calibration, ("slot", "intent")):
+        fit = report["fits"][kind]
+        assert fit["temperature"] == stored[f"{kind}_temperature"]
+        shown = f"{fit['temperature']:.3f}" if fit["applied"] else f"1 ({fit['note']})"
+        assert line.startswith(f"confidence calibration: {kind} temperature {shown}")
+
+
+def test_the_time_left_counts_down_to_the_maximum_or_to_early_stopping():
+    from training.loop import LoopState, TrainingLoop
+
+    def left(epochs: int, patience: int, epoch: int, bad: int, seconds: list[float]) -> str:
+        loop = TrainingLoop(TrainConfig.from_dict({"epochs": epochs, "patience": patience}), None, Path("."),
+                            resume=False, dist=None, progress=False, log=quiet)
+        return loop._time_left(LoopState(epoch=epoch, bad_epochs=bad), seconds)
+
+    # 36 epochs left at 10 s each; with patience 8 and 2 bad epochs, 7 more bad ones end the run.
+    assert left(40, 8, 4, 2, [8.0, 12.0]) == "10s/epoch; at most 6m00s left (36 epochs), 1m10s if no better epoch comes (7 more)"
+    assert left(40, 8, 38, 0, [10.0]) == "10s/epoch; at most 20s left (2 epochs)"  # the maximum comes first
+    assert left(40, 0, 4, 30, [10.0]) == "10s/epoch; at most 6m00s left (36 epochs)"  # no early stopping
+    assert left(40, 8, 40, 0, [10.0]) == "that was the last epoch"
+    # Patience 8 stops after the 9th epoch in a row without a better score (documented, kept as it is).
+    assert left(40, 8, 20, 8, [10.0]).endswith("10s if no better epoch comes (1 more)")
+    assert left(40, 8, 21, 9, [10.0]) == "stopping early: 9 epochs in a row without a better dev selection score"
+
+
+def test_durations_read_as_a_person_reads_them():
+    from training.timing import format_duration, time_left
+
+    assert [format_duration(s) for s in (0.4, 42, 59.6, 185, 3599, 3600, 7620)] == [
+        "0s", "42s", "1m00s", "3m05s", "59m59s", "1h00m", "2h07m"]
+    assert time_left([10.0, 20.0], 3) == 45.0 and time_left([5.0], 0) == 0.0
+    with pytest.raises(ValueError):
+        time_left([], 3)
+
+
+def test_the_sample_recipe_is_what_the_quickstart_trains_with():
+    from training.cli import build_parser
+    from training.cli._options import train_config
+
+    args = build_parser().parse_args(["train", "--data", "sample", "--config", "sample", "--out", "unused"])
+    config = train_config(args)
+    assert (config.epochs, config.patience, config.threads) == (15, 3, 1)
+    assert config.model == TaggerConfig()  # the default architecture
+    assert "--config sample" in (REPO / "scripts" / "quickstart.sh").read_text()
+
+
+@pytest.mark.slow
+def test_the_sample_recipe_trains_a_good_model_quickly_without_worse_calibration(sample_dir, tmp_path):
+    """What the quickstart promises: on the sample, test slot F1 >= 0.9 in well under 2 minutes of training,
+    and calibration that leaves the test span ECE no worse than it was, or declines with its reason."""
+    from slotfill.data.sample import sample_recipe
+
+    config = TrainConfig.from_file(sample_recipe())
+    started = time.perf_counter()
+    result = train(sample_dir, tmp_path / "out", config=config, progress=False, log=quiet)
+    assert time.perf_counter() - started < 120
+    assert result.report["split"] == "test" and result.report["slot_f1"] >= 0.9
+    calibration = result.report["calibration"]
+    fit = calibration["fits"]["slot"]
+    assert calibration["span_ece_after"] <= calibration["span_ece_before"] or (not fit["applied"] and fit["note"])

@@ -106,7 +106,8 @@ class Finisher:
             atomic_write_json(self.state_dir / "dev_report.json", dev_report)
             self.save_artifact(model, report, temperatures, best_epoch=state.best_epoch,
                                train_seconds=state.train_seconds)
-            plot_training_curves(self.state_dir / "metrics.jsonl", self.out_dir / "training_curves.png")
+            plot_training_curves(self.state_dir / "metrics.jsonl", self.out_dir / "training_curves.png",
+                                 best_epoch=state.best_epoch)
             if "calibration" in report:
                 self.plot_calibration(report["calibration"])
             self.export_onnx(model)
@@ -127,24 +128,33 @@ class Finisher:
             self.out_dir, report_title=f"{self.config.name} on {self.data.data_dir} ({report['split']})")
 
     def calibrate(self, model: SlotTagger, report: dict[str, Any]) -> dict[str, float] | None:
-        """Fit confidence temperatures on dev; add ECE before/after on the report's split to ``report``."""
+        """Fit confidence temperatures on dev; add ECE before/after on the report's split, each fit and
+        its notes and warnings to ``report``; log what was applied and why."""
         data = self.data
         if not self.config.calibrate or not data.valid_examples:
             return None
-        from slotfill.scoring.calibration import calibration_report, fit_temperatures
+        from slotfill.scoring.calibration import calibration_report, fit_calibration
 
         def split(examples: list[Example]):
             intents = [e.intent for e in examples] if data.intents else None
             return normalise_examples(examples, data.tokenizer), [list(e.tags) for e in examples], intents
 
         model_predictor = predictor(model, data)
-        temperatures = fit_temperatures(model_predictor, *split(data.valid_examples))
+        calibration = fit_calibration(model_predictor, *split(data.valid_examples))
+        temperatures = calibration.temperatures
         evaluated = data.test_examples or data.valid_examples
         report["calibration"] = calibration_report(model_predictor, *split(evaluated), temperatures)
-        calibration = report["calibration"]
-        if "span_ece_before" in calibration:
-            self.log(f"confidence calibration: slot temperature {temperatures['slot_temperature']:.3f}, span ECE "
-                     f"{calibration['span_ece_before']:.4f} -> {calibration['span_ece_after']:.4f}")
+        report["calibration"].update(calibration.summary())
+        result, where = report["calibration"], report["split"]
+        for fit, ece in ((calibration.slot, "span"), (calibration.intent, "intent")):
+            if fit is None:
+                continue
+            change = ""
+            if f"{ece}_ece_before" in result:
+                change = f"; {ece} ECE on {where} {result[f'{ece}_ece_before']:.4f} -> {result[f'{ece}_ece_after']:.4f}"
+            self.log(f"confidence calibration: {fit.describe()}{change}")
+            if fit.warning:
+                self.log(f"warning: confidence calibration: {fit.warning}")
         return temperatures
 
     def plot_calibration(self, calibration: dict[str, Any]) -> None:

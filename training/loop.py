@@ -26,6 +26,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .finish import evaluate
 from .prepare import TrainingData
+from .timing import format_duration, time_left
 
 SELECTION_SCORE = "dev slot F1 + 0.001 x dev intent accuracy"
 
@@ -194,6 +195,8 @@ class TrainingLoop:
             if ctx.is_main:
                 history = _restore_metrics(metrics_path, restored.history)
         else:
+            if self.resume:
+                self.log(f"--resume: no checkpoint to resume from ({last_path} does not exist); training from scratch")
             if ctx.is_main:
                 atomic_write_json(self.state_dir / "run.json", run_info)
                 metrics_path.unlink(missing_ok=True)
@@ -208,7 +211,9 @@ class TrainingLoop:
         self.log(f"training {arch.cell} ({'bi' if arch.bidirectional else 'uni'}directional, {arch.decoder}) on "
                  f"{len(data.encoded)} sentences{where}, {len(data.labels)} labels, {len(data.intents)} intents, "
                  f"{model.num_parameters():,} parameters")
+        self.log(self._plan(state, steps_per_epoch))
 
+        epoch_seconds: list[float] = []  # wall time of each epoch run by this process, its dev check included
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
             if ctx.broadcast_flag(state.bad_epochs > cfg.patience > 0):
                 break
@@ -220,7 +225,8 @@ class TrainingLoop:
             else:
                 gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
             model.train()
-            started, total_loss, seen = time.perf_counter(), 0.0, 0
+            epoch_started = started = time.perf_counter()
+            total_loss, seen = 0.0, 0
             batches = self._batches(epoch)
             shards = distributed.shard_batches(batches, ctx.rank, ctx.world_size)
             bar = tqdm(shards, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", disable=not self.progress,
@@ -290,10 +296,45 @@ class TrainingLoop:
             history.append(record)
             save_checkpoint(last_path, model, optimizer, scheduler, dataclasses.asdict(state), best=best,
                             history=history)
+            epoch_seconds.append(time.perf_counter() - epoch_started)
             intent = "" if dev["intent_accuracy"] is None else f"  intent acc {100 * dev['intent_accuracy']:.2f}"
             self.log(f"epoch {epoch}: loss {record['train_loss']:.4f}  dev slot F1 {100 * dev['slot_f1']:.2f}{intent}"
-                     f"  ({seen / elapsed:.0f} sentences/s){'  *' if record.get('best') else ''}")
+                     f"  ({seen / elapsed:.0f} sentences/s){'  *' if record.get('best') else ''}"
+                     f"  [{self._time_left(state, epoch_seconds)}]")
         return LoopOutcome(state=state, history=history, best=best)
+
+    def _plan(self, state: LoopState, steps_per_epoch: int) -> str:
+        """The line logged before the first epoch: how many epochs at most, of how many batches, and when
+        early stopping ends the run."""
+        cfg = self.config
+        first = state.epoch + 1
+        if first > cfg.epochs:
+            return f"all {cfg.epochs} epochs are done; finishing"
+        epochs = (f"epoch {first} of at most {cfg.epochs}" if first > 1
+                  else f"at most {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}")
+        stopping = ("no early stopping (patience 0)" if cfg.patience == 0 else
+                    f"stopping early after {cfg.patience + 1} epochs in a row without a better dev selection score "
+                    f"(patience {cfg.patience})")
+        return (f"starting {epochs}, {steps_per_epoch} batches of up to {cfg.batch_size} sentences each; "
+                f"{stopping}")
+
+    def _time_left(self, state: LoopState, epoch_seconds: list[float]) -> str:
+        """An estimate of the time left, from the mean epoch time: up to the maximum epochs, and until early
+        stopping would end the run if no better epoch came."""
+        cfg = self.config
+        left = cfg.epochs - state.epoch
+        if left <= 0:
+            return "that was the last epoch"
+        if cfg.patience and state.bad_epochs > cfg.patience:
+            return f"stopping early: {state.bad_epochs} epochs in a row without a better dev selection score"
+        mean = format_duration(time_left(epoch_seconds, 1))
+        text = f"{mean}/epoch; at most {format_duration(time_left(epoch_seconds, left))} left ({left} epoch{'s' if left != 1 else ''})"
+        if cfg.patience:
+            until_stop = cfg.patience + 1 - state.bad_epochs
+            if until_stop < left:
+                text += (f", {format_duration(time_left(epoch_seconds, until_stop))} if no better epoch comes "
+                         f"({until_stop} more)")
+        return text
 
 
 def _seed(*parts: int) -> int:

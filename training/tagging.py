@@ -1,4 +1,12 @@
-"""``slotfill tag``: text lines or JSONL requests in, JSONL predictions out."""
+"""``slotfill tag``: text lines or JSONL requests in, JSONL predictions out.
+
+Empty input means what it means to the HTTP API: a text that is empty or only whitespace is not an
+utterance, and asking to tag one is refused (the API answers 422 ``empty_text``; here the input is
+refused, naming its line, before anything is written, as a batch with such an item is refused whole).
+In text input every line is an utterance, so a blank line is refused too; with ``--format jsonl`` a
+blank line is no record at all and is skipped, as the data readers skip it. A text with characters
+but no tokens (only punctuation) is tagged: no tokens, no slots, intent null, as over HTTP.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +21,22 @@ from slotfill.errors import DataError
 from slotfill.inference.predictor import Predictor
 
 
+EMPTY_TEXT = "empty_text: the text is empty or only whitespace, so there is nothing to tag"
+
+
 def _requests(source: BinaryIO, input_format: str, name: str) -> Iterator[tuple[int, str, object]]:
-    """Yield (line number, kind, payload) with kind 'text' or 'tokens'; blank lines are skipped."""
+    """Yield (line number, kind, payload) with kind 'text' or 'tokens'. A blank line is refused as an empty
+    text, except in JSONL input (``input_format='jsonl'``), where it holds no record and is skipped."""
     for line_no, raw in enumerate(source, 1):
         try:
             line = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
             raise DataError(f"not valid UTF-8 (byte {exc.start})", name, line_no) from None
         if not line.strip():
-            continue
+            if input_format == "jsonl":
+                continue
+            raise DataError(f"{EMPTY_TEXT} (every line of text input is an utterance; remove blank lines)",
+                            name, line_no)
         as_json = input_format == "jsonl" or (input_format == "auto" and line.lstrip().startswith("{"))
         if not as_json:
             yield line_no, "text", line
@@ -37,6 +52,8 @@ def _requests(source: BinaryIO, input_format: str, name: str) -> Iterator[tuple[
         if "text" in obj:
             if not isinstance(obj["text"], str):
                 raise DataError("'text' must be a string", name, line_no)
+            if not obj["text"].strip():
+                raise DataError(EMPTY_TEXT, name, line_no)
             yield line_no, "text", obj["text"]
         else:
             tokens = obj["tokens"]

@@ -16,7 +16,8 @@ Formats:
 ``scheme`` names the scheme the tags in a file are written in (folder, CoNLL)
 or the scheme to produce (JSONL); tags are returned in that scheme (use
 :func:`slotfill.schemes.convert` to change it). An invalid tag sequence is an
-error unless ``repair=True``, which applies :func:`slotfill.schemes.repair`.
+error unless ``repair=True`` (``--set repair=true`` on the command line), which applies
+:func:`slotfill.schemes.repair`.
 Files are read as bytes and decoded line by line, so an encoding error names
 its line.
 """
@@ -41,6 +42,9 @@ SPLITS = ("train", "valid", "test")
 SPLIT_ALIASES = {"train": ("train",), "valid": ("valid", "dev"), "test": ("test",)}
 CONLL_SUFFIXES = (".conll", ".txt", ".bio", ".iob")
 FOLDER_FILES = ("seq.in", "seq.out", "label")
+DATA_LAYOUT = ("expected a data folder holding train, and optionally valid (or dev) and test, each a folder of "
+               "seq.in/seq.out[/label], a .jsonl file or a CoNLL file (.conll, .txt, .bio, .iob), "
+               "or one such file or folder alone, read as the training data")
 
 # "# key = value" comment before a sentence (CoNLL-U style); only "intent" is used.
 _COMMENT = re.compile(r"#\s*([A-Za-z_][\w.-]*)\s*=\s*(.*?)\s*")
@@ -107,7 +111,8 @@ def _checked_tags(
         return schemes.repair(tags, scheme)
     index, reason = (malformed or problems)[0]
     more = f" ({len(problems) - 1} more problem(s) in this utterance)" if len(problems) > 1 else ""
-    hint = "" if malformed or repair else "; pass repair=True to apply the conlleval fix"
+    hint = ("" if malformed or repair else
+            "; to read it as conlleval does, train with --set repair=true (repair=True in Python)")
     raise DataError(f"token {index + 1} {tokens[index]!r}: {reason}{more}{hint}", path, lines[index])
 
 
@@ -330,10 +335,19 @@ def load_corpus(
     repair: bool = False,
     tokenizer_config: TokenizerConfig | None = None,
 ) -> Corpus:
-    """Load ``train`` (required), ``valid``/``dev`` and ``test`` from ``data_dir``."""
+    """Load ``train`` (required), ``valid``/``dev`` and ``test`` from ``data_dir``.
+
+    ``data_dir`` may also be one split alone, read as the training data: a ``.jsonl`` or CoNLL file, or a
+    folder holding ``seq.in``/``seq.out`` (such a corpus has no valid or test split).
+    """
     data_dir = Path(data_dir)
+    if data_dir.is_file() or (data_dir / "seq.in").is_file():
+        train = load_split(data_dir, scheme, repair, tokenizer_config)
+        if not train:
+            raise DataError("training data holds no examples", data_dir)
+        return Corpus(train=train)
     if not data_dir.is_dir():
-        raise DataError("data folder not found", data_dir)
+        raise DataError(f"no such data folder or file; {DATA_LAYOUT}", data_dir)
     splits: dict[str, list[Example]] = {}
     for split in SPLITS:
         location = find_split(data_dir, split)
@@ -342,7 +356,7 @@ def load_corpus(
                 looked_for = ", ".join(
                     p.name + ("/seq.in" if not p.suffix else "") for p in _split_candidates(data_dir, split)
                 )
-                raise DataError(f"no training data: looked for {looked_for}", data_dir)
+                raise DataError(f"no training data: looked for {looked_for}; {DATA_LAYOUT}", data_dir)
             splits[split] = []
         else:
             splits[split] = load_split(location, scheme, repair, tokenizer_config)

@@ -6,12 +6,26 @@ only how sure the model says it is. The slot temperature is chosen to minimise t
 the reported *span* confidences against whether each predicted span is exactly right, since
 that is the number a dialogue system thresholds on; the intent temperature minimises the usual
 negative log-likelihood of the gold intent (Guo et al., 2017).
+
+A fitted temperature is applied only when the fit can be trusted (:func:`fit_calibration`):
+
+* the dev split must hold at least :data:`MIN_WRONG` wrong and :data:`MIN_RIGHT` right predictions
+  (spans for the slot temperature, top intents for the intent one), otherwise the fit is skipped. The
+  log loss of a right prediction always falls as the temperature falls, so the wrong ones alone hold
+  the temperature up: with none, the "best" temperature is the lower end of the search range, and with
+  a handful it rests on those few. Ten of the rarer outcome per fitted parameter is the usual minimum
+  for a logistic fit (Peduzzi et al., 1996), and temperature scaling is a one-parameter logistic
+  recalibration.
+* the fitted temperature must lower the dev log loss below its value at temperature 1; otherwise
+  temperature 1 is kept.
+* a temperature on a bound of its search range is applied but flagged: the best one may lie beyond.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +41,11 @@ LOG_T_RANGE = (math.log(0.05), math.log(20.0))
 # (its per-step sums underflow); no trained tagger here has needed less than 0.5.
 SLOT_LOG_T_RANGE = (math.log(0.25), math.log(20.0))
 EPS = 1e-6
+# Least wrong and right dev predictions a temperature is fitted on (see the module docstring).
+MIN_WRONG = 10
+MIN_RIGHT = 10
+# A fitted log-temperature closer than this to an end of its range is "on the bound".
+BOUND_TOLERANCE = 1e-3
 
 
 def golden_section(objective: Callable[[float], float], lo: float, hi: float, iterations: int = 40) -> float:
@@ -92,27 +111,137 @@ def intent_pairs(probs: np.ndarray, intents: list[str], gold: Sequence[str | Non
     return np.asarray(top), np.asarray(right, dtype=bool), np.asarray(gold_p)
 
 
-def fit_temperatures(predictor: "Predictor", norms: list[list[str]], gold_tags: Sequence[Sequence[str]],
-                     gold_intents: Sequence[str | None] | None) -> dict[str, float]:
-    """Temperatures that calibrate ``predictor``'s confidences on this (dev) split."""
+@dataclass
+class TemperatureFit:
+    """How one temperature (``kind`` "slot" or "intent") was chosen on the dev split.
+
+    ``temperature`` is the one applied (1.0 when the fit was skipped or declined); ``fitted`` the
+    minimiser found (None when skipped); ``note`` says why ``temperature`` is not ``fitted``;
+    ``warning`` flags a fitted temperature on a bound of the search range.
+    """
+
+    kind: str
+    temperature: float
+    predictions: int  # dev spans (slot) or dev sentences with a gold intent (intent)
+    wrong: int
+    fitted: float | None = None
+    log_loss_at_1: float | None = None
+    log_loss_fitted: float | None = None
+    note: str | None = None
+    warning: str | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.note is None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"temperature": self.temperature, "applied": self.applied, "dev_predictions": self.predictions,
+                "dev_wrong": self.wrong, "fitted_temperature": self.fitted,
+                "dev_log_loss_at_1": self.log_loss_at_1, "dev_log_loss_fitted": self.log_loss_fitted}
+        if self.note:
+            data["note"] = self.note
+        if self.warning:
+            data["warning"] = self.warning
+        return data
+
+    def describe(self) -> str:
+        """One line for a log: the temperature applied, and why when it is not the fitted one."""
+        if self.note:
+            return f"{self.kind} temperature 1 ({self.note})"
+        return (f"{self.kind} temperature {self.temperature:.3f} (dev log loss {self.log_loss_at_1:.4f} at 1 -> "
+                f"{self.log_loss_fitted:.4f}, on {self.predictions} dev {self._unit()})")
+
+    def _unit(self) -> str:
+        return "spans" if self.kind == "slot" else "intents"
+
+
+def _fit_one(kind: str, objective: Callable[[float], float], log_range: tuple[float, float], predictions: int,
+             wrong: int, iterations: int) -> TemperatureFit:
+    """Fit one temperature by golden-section search of ``objective`` (of log T) and decide whether to apply it."""
+    unit = "spans" if kind == "slot" else "intents"
+    right = predictions - wrong
+    if wrong < MIN_WRONG or right < MIN_RIGHT:
+        return TemperatureFit(kind, 1.0, predictions, wrong, note=(
+            f"not fitted: the dev split has {wrong} wrong and {right} right predicted {unit}; a fit needs at "
+            f"least {MIN_WRONG} wrong and {MIN_RIGHT} right ones"))
+    lo, hi = log_range
+    log_t = golden_section(objective, lo, hi, iterations=iterations)
+    fitted = round(math.exp(log_t), 6)
+    at_1, at_fit = objective(0.0), objective(math.log(fitted))
+    fit = TemperatureFit(kind, fitted, predictions, wrong, fitted=fitted, log_loss_at_1=round(at_1, 6),
+                         log_loss_fitted=round(at_fit, 6) if math.isfinite(at_fit) else None)
+    if log_t - lo < BOUND_TOLERANCE or hi - log_t < BOUND_TOLERANCE:
+        end = "lower" if log_t - lo < BOUND_TOLERANCE else "upper"
+        fit.warning = (f"the fitted {kind} temperature {fitted:.3f} is on the {end} bound of its search range "
+                       f"[{math.exp(lo):.3g}, {math.exp(hi):.3g}]: the best temperature may lie beyond it")
+    if not at_fit < at_1:
+        fit.temperature = 1.0
+        fit.note = (f"not applied: the fitted temperature {fitted:.3f} does not lower the dev log loss "
+                    f"({at_fit:.4f} against {at_1:.4f} at temperature 1)")
+    return fit
+
+
+@dataclass
+class Calibration:
+    """The outcome of :func:`fit_calibration`: one :class:`TemperatureFit` per kind of confidence."""
+
+    slot: TemperatureFit
+    intent: TemperatureFit | None  # None for a model or data without intents
+
+    @property
+    def temperatures(self) -> dict[str, float]:
+        """What ``calibration.json`` stores and the predictor applies."""
+        return {"slot_temperature": self.slot.temperature,
+                "intent_temperature": self.intent.temperature if self.intent is not None else 1.0}
+
+    def fits(self) -> list[TemperatureFit]:
+        return [fit for fit in (self.slot, self.intent) if fit is not None]
+
+    def summary(self) -> dict[str, Any]:
+        """For report.json's ``calibration`` entry: each fit, and its notes and warnings as sentences."""
+        data: dict[str, Any] = {"fits": {fit.kind: fit.to_dict() for fit in self.fits()}}
+        notes = [f"{fit.kind} temperature {fit.note}" for fit in self.fits() if fit.note]
+        warnings = [fit.warning for fit in self.fits() if fit.warning]
+        if notes:
+            data["notes"] = notes
+        if warnings:
+            data["warnings"] = warnings
+        return data
+
+
+def fit_calibration(predictor: "Predictor", norms: list[list[str]], gold_tags: Sequence[Sequence[str]],
+                    gold_intents: Sequence[str | None] | None) -> Calibration:
+    """Fit the slot and intent temperatures on this (dev) split, and decide which to apply (see the module
+    docstring)."""
     scores = Scores(predictor, norms)
+    scheme = predictor.config.scheme
 
     def slot_objective(log_t: float) -> float:
         with np.errstate(all="ignore"):  # an underflowing temperature scores as infinitely bad, not as a warning
-            confidences, correct = span_confidence_pairs(gold_tags, scores.spans(math.exp(log_t)),
-                                                         predictor.config.scheme)
+            confidences, correct = span_confidence_pairs(gold_tags, scores.spans(math.exp(log_t)), scheme)
             loss = _log_loss(confidences, correct) if confidences.size else 0.0
         return loss if math.isfinite(loss) else math.inf
 
-    slot_t = math.exp(golden_section(slot_objective, *SLOT_LOG_T_RANGE, iterations=25))
-    intent_t = 1.0
+    _, correct = span_confidence_pairs(gold_tags, scores.spans(1.0), scheme)
+    slot = _fit_one("slot", slot_objective, SLOT_LOG_T_RANGE, int(correct.size), int((~correct).sum()),
+                    iterations=25)
+    intent = None
     if gold_intents is not None and predictor.intents and any(g is not None for g in gold_intents):
         def intent_objective(log_t: float) -> float:
             _, _, gold_p = intent_pairs(scores.intent_probs(math.exp(log_t)), predictor.intents, gold_intents)
             return float(-np.mean(np.log(np.clip(gold_p, 1e-12, 1.0)))) if gold_p.size else 0.0
 
-        intent_t = math.exp(golden_section(intent_objective, *LOG_T_RANGE))
-    return {"slot_temperature": round(slot_t, 6), "intent_temperature": round(intent_t, 6)}
+        _, right, _ = intent_pairs(scores.intent_probs(1.0), predictor.intents, gold_intents)
+        intent = _fit_one("intent", intent_objective, LOG_T_RANGE, int(right.size), int((~right).sum()),
+                          iterations=40)
+    return Calibration(slot, intent)
+
+
+def fit_temperatures(predictor: "Predictor", norms: list[list[str]], gold_tags: Sequence[Sequence[str]],
+                     gold_intents: Sequence[str | None] | None) -> dict[str, float]:
+    """Temperatures that calibrate ``predictor``'s confidences on this (dev) split (1.0 where a fit was
+    skipped or declined: see :func:`fit_calibration`)."""
+    return fit_calibration(predictor, norms, gold_tags, gold_intents).temperatures
 
 
 def calibration_report(predictor: "Predictor", norms: list[list[str]], gold_tags: Sequence[Sequence[str]],
@@ -140,7 +269,8 @@ def calibration_report(predictor: "Predictor", norms: list[list[str]], gold_tags
 def calibrate_artifact(model_dir, data_dir, backend: str = "auto") -> dict[str, Any]:
     """Fit temperatures on ``data_dir``'s dev split, evaluate on its test split (dev when there is
     none), and write them into the artifact (``calibration.json``, listed in a rewritten manifest;
-    the report gains a ``calibration`` entry). Returns that entry."""
+    the report gains a ``calibration`` entry, with each fit and any notes and warnings). Returns that
+    entry."""
     from pathlib import Path
 
     from slotfill.artifact.artifact import CALIBRATION_FILE, extend_manifest
@@ -161,8 +291,10 @@ def calibrate_artifact(model_dir, data_dir, backend: str = "auto") -> dict[str, 
         intents = [e.intent for e in examples] if predictor.intents else None
         return norms, [list(e.tags) for e in examples], intents
 
-    temperatures = fit_temperatures(predictor, *split(corpus.valid))
+    calibration = fit_calibration(predictor, *split(corpus.valid))
+    temperatures = calibration.temperatures
     result = calibration_report(predictor, *split(corpus.test or corpus.valid), temperatures)
+    result.update(calibration.summary())
     result["split"] = "test" if corpus.test else "valid"
     artifact = predictor.loaded
     atomic_write_json(model_dir / CALIBRATION_FILE, temperatures)

@@ -16,9 +16,14 @@ def evaluate_artifact(model_dir: str | Path, data_dir: str | Path, split: str = 
                       batch_size: int = 256, backend: str = "auto") -> dict[str, Any]:
     predictor = Predictor.load(model_dir, backend=backend)
     corpus = load_corpus(data_dir, scheme=predictor.config.scheme, tokenizer_config=predictor.tokenizer_config)
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"split must be train, valid or test, got {split!r}")
     examples = getattr(corpus, split)
     if not examples:
-        raise DataError(f"no '{split}' split found", data_dir)
+        where = ("a single file or split folder is read as the training data alone"
+                 if Path(data_dir).is_file() or (Path(data_dir) / "seq.in").is_file()
+                 else "a data folder holds it as test, valid (or dev), or train")
+        raise DataError(f"no '{split}' split found ({where})", data_dir)
     norms = [[normalize_token(t, predictor.tokenizer_config) or t for t in e.tokens] for e in examples]
     pred_tags, pred_intents = predictor.predict_labels(norms, batch_size=batch_size)
     has_intents = predictor.intents is not None and any(e.intent is not None for e in examples)

@@ -210,8 +210,23 @@ def _keys(records: list[dict], predicate) -> list[str]:
     return seen
 
 
-def plot_training_curves(metrics_jsonl: Path, png_path: Path) -> None:
+def kept_epoch(records: list[dict]) -> float | None:
+    """The epoch whose weights a run kept: the last record marked ``"best": true`` (each one beat every
+    epoch before it); without such marks, the first epoch of the highest ``selection_score``; else None."""
+    marked = [record["epoch"] for record in records if record.get("best") is True]
+    if marked:
+        return marked[-1]
+    scored = [record for record in records if _is_number(record.get("selection_score"))]
+    if not scored:
+        return None
+    return max(scored, key=lambda record: (record["selection_score"], -record["epoch"]))["epoch"]
+
+
+def plot_training_curves(metrics_jsonl: Path, png_path: Path, best_epoch: float | None = None) -> None:
     """Plot losses (top) and dev metrics (bottom) against epoch, saving a PNG atomically.
+
+    The epoch whose weights were kept (``best_epoch``, or else :func:`kept_epoch` of the records) is
+    marked on both panels by a vertical line, named in the legend, with its dev scores ringed.
 
     ``metrics_jsonl`` holds one JSON object per line. Lines with an ``epoch`` number and no
     ``event`` key are epoch records; others (``{"event": ...}``) and blank lines are skipped;
@@ -227,9 +242,18 @@ def plot_training_curves(metrics_jsonl: Path, png_path: Path) -> None:
     records = _read_epochs(path)
     if not records:
         raise DataError("no per-epoch records to plot", path)
+    _save_png(training_curves_figure(records, best_epoch), png_path)
 
+
+def training_curves_figure(records: list[dict], best_epoch: float | None = None):
+    """The figure :func:`plot_training_curves` saves, from epoch records (as ``_read_epochs`` gives them)."""
     fig = _new_figure((8.0, 7.0))
     loss_ax, dev_ax = fig.subplots(2, 1, sharex=True)
+    kept = best_epoch if best_epoch is not None else kept_epoch(records)
+    kept_label = None if kept is None else f"epoch kept ({kept:g})"
+    for ax in (loss_ax, dev_ax) if kept is not None else ():
+        ax.axvline(kept, color="black", linestyle=":", linewidth=1.5, zorder=0,
+                   label=kept_label if ax is dev_ax else None)
 
     loss_keys = _keys(records, _is_loss)
     for key in loss_keys:
@@ -255,17 +279,20 @@ def plot_training_curves(metrics_jsonl: Path, png_path: Path) -> None:
     dev_keys = _keys(records, _is_dev_metric)
     for key in dev_keys:
         xs, ys = _series(records, key)
-        dev_ax.plot(xs, ys, marker="o", markersize=3, label=key)
+        (line,) = dev_ax.plot(xs, ys, marker="o", markersize=3, label=key)
+        if kept in xs and math.isfinite(ys[xs.index(kept)]):
+            dev_ax.plot([kept], [ys[xs.index(kept)]], marker="o", markersize=9, markerfacecolor="none",
+                        color=line.get_color(), linestyle="none")  # its own colour: the cycle moves on
     dev_ax.set_xlabel("epoch")
     dev_ax.set_ylabel("score")
     dev_ax.set_title("Dev metrics")
-    if dev_keys:
+    if dev_keys or kept is not None:
         dev_ax.legend(loc="lower right")
     else:
         dev_ax.text(0.5, 0.5, "no dev metrics recorded", ha="center", va="center", transform=dev_ax.transAxes)
     for ax in (loss_ax, dev_ax):
         ax.grid(True, alpha=0.3)
-    _save_png(fig, png_path)
+    return fig
 
 
 def _bins_ece(bins: Sequence[Mapping]) -> float | None:
@@ -279,25 +306,36 @@ def _bins_ece(bins: Sequence[Mapping]) -> float | None:
     )
 
 
+ACCURACY_COLOR = "tab:blue"
+GAP_COLOR = "tab:red"
+
+
+def _gap_style() -> dict:
+    """The gap to confidence: red hatching and outline, no fill. A translucent fill would blend with the
+    accuracy bar under it where a bin is under-confident (a colour the legend never shows); hatching
+    drawn in one opaque colour looks the same over white, over a bar and in the legend."""
+    from matplotlib.patches import Patch
+
+    style = {"facecolor": "none", "edgecolor": GAP_COLOR, "hatch": "///", "linewidth": 1.0}
+    if hasattr(Patch, "set_hatchcolor"):  # matplotlib >= 3.10; before it the hatch takes the edge colour
+        style["hatchcolor"] = GAP_COLOR
+    return style
+
+
 def _draw_reliability(ax, bins: Sequence[Mapping], subtitle: str) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     filled = [b for b in bins if b["count"]]
     widths = [float(b["hi"]) - float(b["lo"]) for b in filled]
     lefts = [float(b["lo"]) for b in filled]
     accs = [float(b["accuracy"]) for b in filled]
     confs = [float(b["mean_confidence"]) for b in filled]
-    ax.bar(lefts, accs, width=widths, align="edge", color="tab:blue", edgecolor="black", label="accuracy")
-    ax.bar(
-        lefts,
-        [c - a for c, a in zip(confs, accs)],
-        bottom=accs,
-        width=widths,
-        align="edge",
-        color="tab:red",
-        alpha=0.3,
-        hatch="//",
-        label="gap to confidence",
-    )
-    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+    ax.bar(lefts, accs, width=widths, align="edge", color=ACCURACY_COLOR, edgecolor="black")
+    # Drawn over the accuracy bars: an under-confident bin's gap lies inside its bar.
+    ax.bar(lefts, [c - a for c, a in zip(confs, accs)], bottom=accs, width=widths, align="edge", zorder=3,
+           **_gap_style())
+    ax.plot([0, 1], [0, 1], linestyle="--", color="gray")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence")
@@ -306,7 +344,10 @@ def _draw_reliability(ax, bins: Sequence[Mapping], subtitle: str) -> None:
     n = sum(int(b["count"]) for b in bins)
     ece_text = "n/a" if ece is None else f"{100 * ece:.2f}%"
     ax.set_title(f"{subtitle} (ECE {ece_text}, n={n})")
-    ax.legend(loc="upper left")
+    # The legend's keys are patches of exactly the bars' styles (not copies the legend makes of the bars).
+    ax.legend(handles=[Line2D([], [], linestyle="--", color="gray", label="perfect calibration"),
+                       Patch(facecolor=ACCURACY_COLOR, edgecolor="black", label="accuracy"),
+                       Patch(label="gap to confidence", **_gap_style())], loc="upper left")
 
 
 def plot_reliability(

@@ -80,9 +80,11 @@ def test_compose_commands_parse(compose: dict, cli_parser) -> None:
 
 
 def test_compose_trains_on_the_bundled_sample(compose: dict, cli_parser) -> None:
-    data = parse_cli(cli_parser, compose["services"]["train"]["command"]).data
-    # "sample" names the data set bundled inside the installed package.
+    args = parse_cli(cli_parser, compose["services"]["train"]["command"])
+    data = args.data
+    # "sample" names the data set bundled inside the installed package, and the recipe shipped with it.
     assert data == "sample"
+    assert args.config == REPO / "slotfill" / "resources" / "sample" / "recipe.json" and args.config.is_file()
     from training.cli._options import data_dir
 
     assert data_dir(data) == REPO / "slotfill" / "resources" / "sample"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from slotfill.errors import SlotfillError
 
-from ._options import data_dir
+from ._options import add_split_option, data_dir, split_name
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -15,7 +15,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, type=Path, help="artifact directory (written in place)")
     parser.add_argument("--format", required=True, choices=("onnx",))
     parser.add_argument("--data", help="also check on this data directory's --split (e.g. the test set), or 'sample'")
-    parser.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    add_split_option(parser, "the split of --data to check on: train, valid (or dev) or test (default)")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest allowed difference of emissions and intent logits on --data (default 1e-4; "
                              "the seeded synthetic sentences are held to 1e-3)")
@@ -37,7 +37,7 @@ def _sentences(args: argparse.Namespace) -> tuple[list[list[str]] | None, list[l
 
     artifact = Artifact.from_pretrained(args.model)
     corpus = load_corpus(data_dir(args.data), scheme=artifact.config.scheme, tokenizer_config=artifact.tokenizer)
-    examples = getattr(corpus, args.split)
+    examples = getattr(corpus, split_name(args.split))
     if not examples:
         raise SlotfillError(f"--data {args.data}: has no {args.split} split")
     sentences = [[normalize_token(t, artifact.tokenizer) or t for t in e.tokens] for e in examples]

@@ -12,7 +12,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--input", type=Path, help="input file (default: standard input)")
     parser.add_argument("--output", type=Path, help="output file (default: standard output)")
     parser.add_argument("--format", choices=("auto", "text", "jsonl"), default="auto",
-                        help="input format: one utterance per line, or JSON objects with 'text' or 'tokens'")
+                        help="input format: one utterance per line, or JSON objects with 'text' or 'tokens' "
+                             "(auto: a line starting with '{' is JSON). An empty or whitespace-only text is "
+                             "refused (empty_text), as the HTTP API refuses it: in text input that is a blank "
+                             "line; JSONL input skips blank lines")
     parser.add_argument("--batch-size", type=int, default=64)
     return parser
 
