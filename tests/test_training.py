@@ -293,12 +293,12 @@ def test_the_log_says_what_comes_and_how_long_is_left(sample_dir, tmp_path):
     an estimate of the time left; at the end: both temperatures. --resume on an empty --out says it starts
     from scratch."""
     messages: list[str] = []
-    train(sample_dir, tmp_path / "out", overrides={**TINY, "epochs": 3, "patience": 1}, resume=True, progress=False,
+    train(sample_dir, tmp_path / "out", overrides={**TINY, "epochs": 3, "patience": 2}, resume=True, progress=False,
           log=messages.append)
     assert messages[0] == (f"--resume: no checkpoint to resume from ({tmp_path / 'out' / 'training' / 'last.safetensors'}"
                            " does not exist); training from scratch")
     plan = ("starting at most 3 epochs, 63 batches of up to 32 sentences each; stopping early after 2 epochs in a row "
-            "without a better dev selection score (patience 1)")
+            "without a better dev selection score (patience 2)")
     epochs = [m for m in messages if m.startswith("epoch ")]
     assert messages.index(plan) < messages.index(epochs[0])
     records = [json.loads(line) for line in (tmp_path / "out" / "training" / "metrics.jsonl").read_text().splitlines()]
@@ -319,6 +319,16 @@ def test_the_log_says_what_comes_and_how_long_is_left(sample_dir, tmp_path):
         assert line.startswith(f"confidence calibration: {kind} temperature {shown}")
 
 
+def test_patience_p_stops_after_p_epochs_without_a_better_score(sample_dir, tmp_path):
+    """With a learning rate too small to change any prediction, no epoch after the first beats it: patience 2
+    ends the run after epochs 2 and 3, and the best weights are epoch 1's."""
+    result = train(sample_dir, tmp_path / "out", overrides={**TINY, "epochs": 10, "patience": 2, "lr": 1e-12},
+                   progress=False, log=quiet)
+    records = [json.loads(line) for line in (tmp_path / "out" / "training" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if "epoch" in r and "selection_score" in r] == [1, 2, 3]
+    assert result.report["best_epoch"] == 1
+
+
 def test_the_time_left_counts_down_to_the_maximum_or_to_early_stopping():
     from training.loop import LoopState, TrainingLoop
 
@@ -327,14 +337,15 @@ def test_the_time_left_counts_down_to_the_maximum_or_to_early_stopping():
                             resume=False, dist=None, progress=False, log=quiet)
         return loop._time_left(LoopState(epoch=epoch, bad_epochs=bad), seconds)
 
-    # 36 epochs left at 10 s each; with patience 8 and 2 bad epochs, 7 more bad ones end the run.
-    assert left(40, 8, 4, 2, [8.0, 12.0]) == "10s/epoch; at most 6m00s left (36 epochs), 1m10s if no better epoch comes (7 more)"
-    assert left(40, 8, 38, 0, [10.0]) == "10s/epoch; at most 20s left (2 epochs)"  # the maximum comes first
+    # 36 epochs left at 10 s each; with patience 9 and 2 bad epochs, 7 more bad ones end the run.
+    assert left(40, 9, 4, 2, [8.0, 12.0]) == "10s/epoch; at most 6m00s left (36 epochs), 1m10s if no better epoch comes (7 more)"
+    assert left(40, 9, 38, 0, [10.0]) == "10s/epoch; at most 20s left (2 epochs)"  # the maximum comes first
     assert left(40, 0, 4, 30, [10.0]) == "10s/epoch; at most 6m00s left (36 epochs)"  # no early stopping
-    assert left(40, 8, 40, 0, [10.0]) == "that was the last epoch"
-    # Patience 8 stops after the 9th epoch in a row without a better score (documented, kept as it is).
-    assert left(40, 8, 20, 8, [10.0]).endswith("10s if no better epoch comes (1 more)")
-    assert left(40, 8, 21, 9, [10.0]) == "stopping early: 9 epochs in a row without a better dev selection score"
+    assert left(40, 9, 40, 0, [10.0]) == "that was the last epoch"
+    # Patience 9 stops after the 9th epoch in a row without a better score.
+    assert left(40, 9, 20, 8, [10.0]).endswith("10s if no better epoch comes (1 more)")
+    assert left(40, 9, 21, 9, [10.0]) == "stopping early: 9 epochs in a row without a better dev selection score"
+    assert left(40, 1, 5, 1, [10.0]) == "stopping early: 1 epoch in a row without a better dev selection score"
 
 
 def test_durations_read_as_a_person_reads_them():
@@ -353,7 +364,7 @@ def test_the_sample_recipe_is_what_the_quickstart_trains_with():
 
     args = build_parser().parse_args(["train", "--data", "sample", "--config", "sample", "--out", "unused"])
     config = train_config(args)
-    assert (config.epochs, config.patience, config.threads) == (15, 3, 1)
+    assert (config.epochs, config.patience, config.threads) == (15, 4, 1)
     assert config.model == TaggerConfig()  # the default architecture
     assert "--config sample" in (REPO / "scripts" / "quickstart.sh").read_text()
 

@@ -33,7 +33,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     # JointBERT-style: the transformer fine-tuned with a token classifier and an intent head on top.
     "minilm-tokencls": {"contextual": "minilm", "contextual_finetune": True, "contextual_layers": "last",
                         "word_dim": 0, "char_dim": 0, "num_layers": 0, "decoder": "softmax", "dropout": 0.1,
-                        "epochs": 10, "patience": 3, "export_onnx": False},
+                        "epochs": 10, "patience": 4, "export_onnx": False},
     # The default BiLSTM-CRF distilled from the same seed's minilm-bilstm-crf (listed before it).
     "bilstm-crf-distilled": {"cell": "lstm", "bidirectional": True, "decoder": "crf",
                              "distill_from": "@minilm-bilstm-crf"},
@@ -41,7 +41,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "mpnet-bilstm-crf": {"cell": "lstm", "bidirectional": True, "decoder": "crf", "contextual": "mpnet"},
     "mpnet-tokencls": {"contextual": "mpnet", "contextual_finetune": True, "contextual_layers": "last",
                        "word_dim": 0, "char_dim": 0, "num_layers": 0, "decoder": "softmax", "dropout": 0.1,
-                       "epochs": 10, "patience": 3, "export_onnx": False},
+                       "epochs": 10, "patience": 4, "export_onnx": False},
     # The encoder-free default recipe distilled from mpnet-bilstm-crf (listed before it; or give the teacher
     # with --set distill_from=DIR, where "{seed}" stands for the run's seed), over one slot-substituted copy of
     # each sentence.

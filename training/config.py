@@ -60,9 +60,9 @@ class TrainConfig:
     warmup_ratio: float = 0.02
     batch_size: int = 32  # global: under torchrun each of N processes takes about batch_size / N of every batch
     epochs: int = 40  # at most
-    # Early stopping: training stops once `patience + 1` epochs in a row have not beaten the best dev
-    # selection score (so patience 8 stops after the 9th such epoch); 0 turns early stopping off.
-    patience: int = 8
+    # Early stopping: training stops once `patience` epochs in a row have not beaten the best dev selection
+    # score; 0 turns early stopping off.
+    patience: int = 9
     clip_norm: float = 5.0
     intent_loss_weight: float = 1.0
     eval_batch_size: int = 256

@@ -215,7 +215,7 @@ class TrainingLoop:
 
         epoch_seconds: list[float] = []  # wall time of each epoch run by this process, its dev check included
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
-            if ctx.broadcast_flag(state.bad_epochs > cfg.patience > 0):
+            if ctx.broadcast_flag(state.bad_epochs >= cfg.patience > 0):
                 break
             if ctx.enabled:
                 # Each rank draws differently, and every draw follows from (seed, epoch, rank) alone: the
@@ -313,7 +313,7 @@ class TrainingLoop:
         epochs = (f"epoch {first} of at most {cfg.epochs}" if first > 1
                   else f"at most {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}")
         stopping = ("no early stopping (patience 0)" if cfg.patience == 0 else
-                    f"stopping early after {cfg.patience + 1} epochs in a row without a better dev selection score "
+                    f"stopping early after {cfg.patience} epoch{'s' if cfg.patience != 1 else ''} in a row without a better dev selection score "
                     f"(patience {cfg.patience})")
         return (f"starting {epochs}, {steps_per_epoch} batches of up to {cfg.batch_size} sentences each; "
                 f"{stopping}")
@@ -325,12 +325,13 @@ class TrainingLoop:
         left = cfg.epochs - state.epoch
         if left <= 0:
             return "that was the last epoch"
-        if cfg.patience and state.bad_epochs > cfg.patience:
-            return f"stopping early: {state.bad_epochs} epochs in a row without a better dev selection score"
+        if cfg.patience and state.bad_epochs >= cfg.patience:
+            return (f"stopping early: {state.bad_epochs} epoch{'s' if state.bad_epochs != 1 else ''} in a row without a "
+                    "better dev selection score")
         mean = format_duration(time_left(epoch_seconds, 1))
         text = f"{mean}/epoch; at most {format_duration(time_left(epoch_seconds, left))} left ({left} epoch{'s' if left != 1 else ''})"
         if cfg.patience:
-            until_stop = cfg.patience + 1 - state.bad_epochs
+            until_stop = cfg.patience - state.bad_epochs
             if until_stop < left:
                 text += (f", {format_duration(time_left(epoch_seconds, until_stop))} if no better epoch comes "
                          f"({until_stop} more)")

@@ -12,9 +12,9 @@ from ._options import add_config_options, data_dir, train_config
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train", help="train a tagger and export its artifact",
-        epilog="Early stopping: with --set patience=P (default 8), training stops once P+1 epochs in a row have "
-               "not beaten the best dev selection score (dev slot F1 + 0.001 x dev intent accuracy), so the "
-               "default stops after the 9th such epoch; patience=0 trains all the epochs (--set epochs=N, "
+        epilog="Early stopping: with --set patience=P (default 9), training stops once P epochs in a row have "
+               "not beaten the best dev selection score (dev slot F1 + 0.001 x dev intent accuracy); "
+               "patience=0 trains all the epochs (--set epochs=N, "
                "default 40). The best epoch's weights are kept.")
     parser.add_argument("--data", default="sample",
                         help="data directory (folder, CoNLL or JSONL format), or 'sample' for the bundled data")
