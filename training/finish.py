@@ -67,7 +67,8 @@ def evaluate(model: SlotTagger, data: TrainingData, examples: list[Example], *,
 
 
 def evaluate_with_errors(model: SlotTagger, data: TrainingData, examples: list[Example], *,
-                         frozen_states: bool = False, errors: bool = True) -> tuple[dict[str, Any], ErrorAnalysis | None]:
+                         frozen_states: bool = False, errors: bool = True
+                         ) -> tuple[dict[str, Any], ErrorAnalysis | None]:
     """:func:`evaluate`'s report and, with ``errors``, the error analysis of the same predictions (the final
     report's errors.jsonl and report.html)."""
     if next(model.parameters()).device.type != "cpu":

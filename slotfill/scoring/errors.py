@@ -204,14 +204,15 @@ def analyse_errors(tokens: Sequence[Sequence[str]], gold_tags: Sequence[Sequence
     analysis = ErrorAnalysis(n_sentences=n)
     kinds: Counter[str] = Counter({kind: 0 for kind in ERROR_KINDS})
     confusion: dict[str, Counter[str]] = {}
-    for index, (words, gold, pred, g_intent, p_intent) in enumerate(zip(tokens, gold_tags, pred_tags, golds_i, preds_i)):
+    sentences = zip(tokens, gold_tags, pred_tags, golds_i, preds_i)
+    for index, (words, gold, pred, g_intent, p_intent) in enumerate(sentences):
         gold_spans, pred_spans = read_spans(gold, scheme), read_spans(pred, scheme)
         for g_type, p_type in zip(token_types(len(gold), gold_spans), token_types(len(pred), pred_spans)):
             confusion.setdefault(g_type, Counter())[p_type] += 1
         if sentence_matches(gold, pred, g_intent, p_intent):
             continue
-        sentence = SentenceErrors(index, list(words), gold_spans, pred_spans, classify_span_errors(gold_spans, pred_spans),
-                                  g_intent, p_intent)
+        sentence = SentenceErrors(index, list(words), gold_spans, pred_spans,
+                                  classify_span_errors(gold_spans, pred_spans), g_intent, p_intent)
         kinds.update(error.kind for error in sentence.errors)
         analysis.intent_errors += sentence.intent_correct is False
         analysis.sentences.append(sentence)

@@ -97,7 +97,8 @@ def html_table(headers: Sequence, rows: Iterable[Sequence], *, table_id: str | N
     for index, row in enumerate(rows):
         if len(row) != len(headers):
             raise ValueError(f"row {index} has {len(row)} cells, expected {len(headers)}")
-        attrs = "".join(f' {k}="{escape(str(v))}"' for k, v in (row_attributes[index] if row_attributes else {}).items())
+        extra = row_attributes[index] if row_attributes else {}
+        attrs = "".join(f' {k}="{escape(str(v))}"' for k, v in extra.items())
         out.append(f"<tr{attrs}>" + "".join(_cell(value) for value in row) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
@@ -123,10 +124,12 @@ def _per_slot(report: Mapping) -> str:
     slots = sorted_slots(report.get("per_slot") or {})
     if not slots:
         return "<p>No slot spans in the gold or the predictions.</p>"
+    def support(row: Mapping) -> tuple[int, dict]:
+        value = int(row.get("support", 0))
+        return value, {"class": "num", "data-key": "support", "data-value": value}
+
     rows = [[name, _score(row.get("precision"), "precision"), _score(row.get("recall"), "recall"),
-             _score(row.get("f1"), "f1"),
-             (int(row.get("support", 0)), {"class": "num", "data-key": "support", "data-value": int(row.get("support", 0))})]
-            for name, row in slots]
+             _score(row.get("f1"), "f1"), support(row)] for name, row in slots]
     return html_table(["slot", "precision", "recall", "f1", "support"], rows, table_id="per-slot",
                       caption="Per slot type, by support (gold spans); precision, recall and F1 in percent.",
                       row_attributes=[{"data-slot": name} for name, _ in slots])
@@ -199,8 +202,9 @@ def _worst(analysis: ErrorAnalysis, limit: int) -> str:
              f"{len(analysis.sentences)} that are not exact matches. Marks: {legend}</p>"]
     for sentence in worst:
         errors = "; ".join(
-            f"{error.kind}: "
-            + " → ".join(f"{escape(span[0])} [{span[1]}, {span[2]})" for span in (error.gold, error.predicted) if span)
+            f"{error.kind}: " + " → ".join(f"{side} {escape(span[0])} [{span[1]}, {span[2]})"
+                                           for side, span in (("gold", error.gold), ("predicted", error.predicted))
+                                           if span)
             for error in sentence.errors) or "no span errors"
         parts.append(f'<div class="sentence" data-index="{sentence.index}">'
                      f'<div>#{sentence.index}: {len(sentence.errors)} span error(s): {errors}</div>'
