@@ -135,7 +135,8 @@ def test_evaluate_writes_report(sample_model_dir, sample_dir, tmp_path):
     shown = f"{100 * expected['slot_f1']:.2f}"
     assert slot_f1_shown(result.stdout) == shown
     assert slot_f1_shown((out / "report.txt").read_text()) == shown
-    assert sorted(path.name for path in out.iterdir()) == ["report.json", "report.txt"]  # no temporary files left
+    # no temporary files left (tests/test_error_analysis.py checks errors.jsonl and report.html)
+    assert sorted(path.name for path in out.iterdir()) == ["errors.jsonl", "report.html", "report.json", "report.txt"]
 
 
 def test_evaluate_out_that_is_a_file(sample_model_dir, sample_dir, tmp_path):

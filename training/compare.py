@@ -1,4 +1,4 @@
-"""``slotfill compare``: several configurations x several seeds -> a Markdown table."""
+"""``slotfill compare``: several configurations x several seeds -> a Markdown table (compare.md, and compare.html)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 from slotfill.artifact.files import atomic_write_json, atomic_write_text
 from slotfill.errors import ConfigError
 from slotfill.inference.predictor import Predictor
+from slotfill.scoring.html_report import comparison_html
 from slotfill.scoring.reporting import markdown_table, mean_std
 
 from .config import TrainConfig
@@ -149,7 +150,7 @@ def run_comparison(data_dir: Path, out_dir: Path, base: TrainConfig, *, configs:
 def comparison_table(results: dict[str, list[dict[str, Any]]], data_dir: Path, seeds: int,
                      out_dir: Path | None = None) -> str:
     """The Markdown table of ``compare.json``'s results (one row per configuration); written to
-    ``out_dir/compare.md`` when given."""
+    ``out_dir/compare.md`` when given, and the same table to ``out_dir/compare.html``."""
     headers = ["configuration", "slot F1", "intent acc.", "train time (s)", "parameters", "tag/s (1)", "tag/s (64)"]
     rows = []
     implausible = []
@@ -175,12 +176,15 @@ def comparison_table(results: dict[str, list[dict[str, Any]]], data_dir: Path, s
             f"{batched:,.0f}{mark}",
         ])
     split = next(iter(results.values()))[0]["split"]
-    table = (f"Data: `{data_dir}` ({split} split), {seeds} seed(s) per configuration, mean ± std.\n\n"
-             + markdown_table(headers, rows))
+    intro = f"Data: `{data_dir}` ({split} split), {seeds} seed(s) per configuration, mean ± std."
+    notes = ""
     if implausible:
-        table += (f"\n† Implausible: {', '.join(implausible)} tagged fewer sentences per second in calls of 64 than "
-                  "one at a time, which only a disturbed measurement gives (another process on the cores, a pause); "
-                  "measure again on an idle machine, e.g. with bench/tagging_speed.py.\n")
+        notes = (f"† Implausible: {', '.join(implausible)} tagged fewer sentences per second in calls of 64 than "
+                 "one at a time, which only a disturbed measurement gives (another process on the cores, a pause); "
+                 "measure again on an idle machine, e.g. with bench/tagging_speed.py.")
+    table = f"{intro}\n\n" + markdown_table(headers, rows) + (f"\n{notes}\n" if notes else "")
     if out_dir is not None:
         atomic_write_text(out_dir / "compare.md", table + "\n")
+        # The same cells as a page that opens anywhere (no Markdown renderer needed).
+        atomic_write_text(out_dir / "compare.html", comparison_html(intro, headers, rows, notes))
     return table

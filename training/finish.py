@@ -17,6 +17,7 @@ from slotfill.errors import ArtifactError
 from slotfill.inference.engines import TorchEngine
 from slotfill.inference.predictor import Predictor
 from slotfill.models.tagger import SlotTagger
+from slotfill.scoring.errors import ErrorAnalysis, analyse_errors
 from slotfill.scoring.metrics import evaluate as evaluate_tags
 from slotfill.scoring.reporting import plot_training_curves
 
@@ -62,6 +63,14 @@ def evaluate(model: SlotTagger, data: TrainingData, examples: list[Example], *,
     """Slot and intent metrics of ``model`` on ``examples`` (the dev split every epoch, then dev and test).
     ``frozen_states``: read a frozen transformer's cached dev states (the epochs' checks) instead of running
     it (the final reports, as the artifact will)."""
+    return evaluate_with_errors(model, data, examples, frozen_states=frozen_states, errors=False)[0]
+
+
+def evaluate_with_errors(model: SlotTagger, data: TrainingData, examples: list[Example], *,
+                         frozen_states: bool = False, errors: bool = True
+                         ) -> tuple[dict[str, Any], ErrorAnalysis | None]:
+    """:func:`evaluate`'s report and, with ``errors``, the error analysis of the same predictions (the final
+    report's errors.jsonl and report.html)."""
     if next(model.parameters()).device.type != "cpu":
         # The Predictor decodes with NumPy: evaluate a CPU copy of a model trained on a GPU.
         model = copy.deepcopy(model).cpu()
@@ -72,9 +81,12 @@ def evaluate(model: SlotTagger, data: TrainingData, examples: list[Example], *,
         norms, batch_size=data.config.eval_batch_size)
     model.train(was_training)
     has_intents = bool(data.intents) and any(e.intent is not None for e in examples)
-    return evaluate_tags([list(e.tags) for e in examples], pred_tags,
-                         [e.intent for e in examples] if has_intents else None,
-                         pred_intents if has_intents else None, scheme=data.config.model.scheme)
+    scored = ([list(e.tags) for e in examples], pred_tags, [e.intent for e in examples] if has_intents else None,
+              pred_intents if has_intents else None)
+    report = evaluate_tags(*scored, scheme=data.config.model.scheme)
+    analysis = analyse_errors([list(e.tokens) for e in examples], *scored, scheme=data.config.model.scheme) \
+        if errors else None
+    return report, analysis
 
 
 class Finisher:
@@ -95,21 +107,22 @@ class Finisher:
             model = model.cpu()
             model.load_state_dict(outcome.best)
             model.eval()
-            dev_report = evaluate(model, self.data, self.data.valid_examples)
+            dev_report, errors = evaluate_with_errors(model, self.data, self.data.valid_examples)
             dev_report["split"] = "valid"
             report = dev_report
             if self.data.test_examples:
-                report = evaluate(model, self.data, self.data.test_examples)
+                report, errors = evaluate_with_errors(model, self.data, self.data.test_examples)
                 report["split"] = "test"
             report["best_epoch"] = state.best_epoch
             temperatures = self.calibrate(model, report)
             atomic_write_json(self.state_dir / "dev_report.json", dev_report)
-            self.save_artifact(model, report, temperatures, best_epoch=state.best_epoch,
-                               train_seconds=state.train_seconds)
+            # The plots first: report.html, written with the artifact, embeds them.
             plot_training_curves(self.state_dir / "metrics.jsonl", self.out_dir / "training_curves.png",
                                  best_epoch=state.best_epoch)
             if "calibration" in report:
                 self.plot_calibration(report["calibration"])
+            self.save_artifact(model, report, temperatures, best_epoch=state.best_epoch,
+                               train_seconds=state.train_seconds, errors=errors)
             self.export_onnx(model)
             summary = {"report": report, "dev_report": dev_report, "history": outcome.history}
         summary = self.dist.broadcast_json(summary)
@@ -119,13 +132,15 @@ class Finisher:
                            parameters=model.num_parameters(), history=summary["history"])
 
     def save_artifact(self, model: SlotTagger, report: dict[str, Any], temperatures: dict[str, float] | None, *,
-                      best_epoch: int, train_seconds: float) -> None:
-        """Write the artifact (weights, vocabularies, config, card, report) into ``out_dir``."""
+                      best_epoch: int, train_seconds: float, errors: ErrorAnalysis | None = None) -> None:
+        """Write the artifact (weights, vocabularies, config, card, report and, with ``errors``, its error
+        analysis: errors.jsonl and report.html) into ``out_dir``."""
         card = model_card(self.data)
         card.update(best_epoch=best_epoch, train_seconds=round(train_seconds, 2), parameters=model.num_parameters())
         LoadedModel(model=model, featurizer=self.data.featurizer, tokenizer=self.data.tokenizer, card=card,
                     report=report, calibration=temperatures, aligner=self.data.aligner).save_pretrained(
-            self.out_dir, report_title=f"{self.config.name} on {self.data.data_dir} ({report['split']})")
+            self.out_dir, report_title=f"{self.config.name} on {self.data.data_dir} ({report['split']})",
+            report_errors=errors)
 
     def calibrate(self, model: SlotTagger, report: dict[str, Any]) -> dict[str, float] | None:
         """Fit confidence temperatures on dev; add ECE before/after on the report's split, each fit and

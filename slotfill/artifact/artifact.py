@@ -11,6 +11,9 @@ An artifact directory holds::
     intents.txt             intents, one per line, in id order (empty for slot-only models)
     model_card.json         name, version, creation time, training settings, library version
     report.json, .txt       evaluation report (when the model was evaluated; scoring.reporting.write_report)
+    errors.jsonl            the sentences of that evaluation that are not exact matches, span errors classed
+    report.html             the report as a self-contained page (confusion, worst sentences, plots); with
+                            errors.jsonl when the evaluation's predictions were at hand (training writes both)
     calibration.json        confidence temperatures (when calibrated; scoring.calibration)
     encoder_tokenizer.json  the transformer front-end's tokenizer (contextual models only)
     model.onnx              ONNX graph of the network (`slotfill export --format onnx`; training writes it
@@ -51,6 +54,7 @@ if TYPE_CHECKING:  # torch is needed to save or load into a module, not to read 
     import torch
 
     from slotfill.models.tagger import SlotTagger
+    from slotfill.scoring.errors import ErrorAnalysis
     from slotfill.text.subwords import SubwordAligner
 
 MANIFEST = "manifest.json"
@@ -243,7 +247,7 @@ def verify_manifest(directory: str | Path) -> tuple[dict[str, Any], str]:
 
 
 # ----------------------------------------------------------------------------- the artifact
-REPORT_FILES = ("report.json", "report.txt")
+REPORT_FILES = ("report.json", "report.txt", "errors.jsonl", "report.html")  # write_report's, at most
 OPTIONAL_FILES = (*REPORT_FILES, CALIBRATION_FILE, ENCODER_TOKENIZER, ONNX_FILE, ONNX_INT8_FILE, QUANTIZATION_FILE)
 
 
@@ -358,12 +362,15 @@ class LoadedModel(Artifact):
                                                              "quantization")}
         return cls(**fields, model=model)
 
-    def save_pretrained(self, directory: str | Path, report_title: str | None = None) -> dict[str, Any]:
+    def save_pretrained(self, directory: str | Path, report_title: str | None = None,
+                        report_errors: "ErrorAnalysis | None" = None) -> dict[str, Any]:
         """Write every file of the artifact atomically, the manifest last; returns the manifest. A reader that
         finds a manifest whose hashes match knows the whole artifact is complete.
 
         The network's config.json and weights come from :meth:`SlotTagger.save_pretrained`, the report's
-        files from :func:`slotfill.scoring.reporting.write_report` (``report_title`` heads report.txt).
+        files from :func:`slotfill.scoring.reporting.write_report` (``report_title`` heads report.txt;
+        ``report_errors``, the error analysis of the report's predictions, adds errors.jsonl and report.html,
+        which embeds the plots already in ``directory``).
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -394,8 +401,9 @@ class LoadedModel(Artifact):
         if self.report is not None:
             from slotfill.scoring.reporting import write_report
 
-            write_report(self.report, directory, title=report_title)
-            names.extend(REPORT_FILES)
+            written = write_report(self.report, directory, title=report_title, errors=report_errors,
+                                   figures_from=(directory,))
+            names.extend(path.name for path in written)
         return write_manifest(directory, names, extra={"name": self.card.get("name"),
                                                        "version": self.card.get("version")})
 

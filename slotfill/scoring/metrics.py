@@ -34,6 +34,7 @@ from slotfill.schemes import DEFAULT_SCHEME, Span, check_scheme, read_spans, tag
 __all__ = [
     "evaluate",
     "intent_matches",
+    "sentence_matches",
     "expected_calibration_error",
     "reliability_bins",
     "span_confidence_pairs",
@@ -66,6 +67,13 @@ def intent_matches(predicted: str | None, gold: str) -> bool:
     if predicted == gold:
         return True
     return predicted in (part for part in gold.split("#") if part)
+
+
+def sentence_matches(gold_tags: Sequence[str], pred_tags: Sequence[str], gold_intent: str | None,
+                     pred_intent: str | None) -> bool:
+    """Whether a sentence is an exact match (``exact_match`` counts these; errors.jsonl lists the rest): every
+    tag right and, where the sentence has a gold intent, the intent right under :func:`intent_matches`."""
+    return list(gold_tags) == list(pred_tags) and (gold_intent is None or intent_matches(pred_intent, gold_intent))
 
 
 # --------------------------------------------------------------------------- validation
@@ -211,20 +219,15 @@ def evaluate(
 
     # ---- intents and sentence accuracy
     intent_accuracy: float | None = None
-    intent_ok = [True] * n
     if golds_i is not None:
         assert preds_i is not None
-        labelled = 0
-        right = 0
-        for index, (g, p) in enumerate(zip(golds_i, preds_i)):
-            if g is None:
-                continue
-            labelled += 1
-            intent_ok[index] = intent_matches(p, g)
-            right += intent_ok[index]
-        intent_accuracy = right / labelled
+        judged = [(g, p) for g, p in zip(golds_i, preds_i) if g is not None]
+        intent_accuracy = sum(intent_matches(p, g) for g, p in judged) / len(judged)
 
-    exact = sum(1 for g, p, ok in zip(gold, pred, intent_ok) if ok and g == p)
+    # Without gold intents every sentence is judged on its tags alone, as in intent_accuracy.
+    gold_for_exact = golds_i if golds_i is not None else [None] * n
+    pred_for_exact = preds_i if preds_i is not None else [None] * n
+    exact = sum(map(sentence_matches, gold, pred, gold_for_exact, pred_for_exact))
 
     return {
         "slot_precision": slot_precision,

@@ -14,9 +14,13 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from slotfill.artifact.files import atomic_write_bytes
 from slotfill.errors import DataError
+
+if TYPE_CHECKING:
+    from slotfill.scoring.errors import ErrorAnalysis
 
 __all__ = [
     "format_report",
@@ -27,7 +31,8 @@ __all__ = [
     "mean_std",
 ]
 
-_HEADLINE = (
+# The report's headline scores, in the order report.txt and report.html show them.
+HEADLINE = (
     ("slot_precision", "Slot precision"),
     ("slot_recall", "Slot recall"),
     ("slot_f1", "Slot F1"),
@@ -51,14 +56,20 @@ def _json_default(value):
 # --------------------------------------------------------------------------- text report
 
 
-def _pct(value) -> str:
+def pct(value) -> str:
     if value is None:
         return "n/a"
     return f"{100.0 * float(value):.2f}"
 
 
-def _sorted_slots(per_slot: Mapping[str, Mapping]) -> list[tuple[str, Mapping]]:
+def sorted_slots(per_slot: Mapping[str, Mapping]) -> list[tuple[str, Mapping]]:
     return sorted(per_slot.items(), key=lambda item: (-int(item[1].get("support", 0)), item[0]))
+
+
+def headline_labels(report: Mapping) -> list[tuple[str, str]]:
+    """:data:`HEADLINE` with the strict F1 naming the report's scheme (``Slot F1 (strict IOB2)``)."""
+    return [(key, f"{label[:-1]} {report['scheme']})" if key == "slot_f1_strict" and "scheme" in report else label)
+            for key, label in HEADLINE]
 
 
 def format_report(report: Mapping, title: str | None = None) -> str:
@@ -73,11 +84,10 @@ def format_report(report: Mapping, title: str | None = None) -> str:
     if title:
         lines += [title, "=" * len(title), ""]
 
-    headline = [(key, f"{label[:-1]} {report['scheme']})" if key == "slot_f1_strict" and "scheme" in report else label)
-                for key, label in _HEADLINE]
+    headline = headline_labels(report)
     label_width = max(len(label) for _, label in headline)
     for key, label in headline:
-        lines.append(f"{label:<{label_width}}  {_pct(report.get(key)):>7}")
+        lines.append(f"{label:<{label_width}}  {pct(report.get(key)):>7}")
     counts = []
     if "n_sentences" in report:
         counts.append(f"{report['n_sentences']} sentences")
@@ -88,7 +98,7 @@ def format_report(report: Mapping, title: str | None = None) -> str:
     lines.append("")
 
     per_slot = report.get("per_slot") or {}
-    rows = _sorted_slots(per_slot)
+    rows = sorted_slots(per_slot)
     name_width = max([len("slot"), len("macro avg")] + [len(name) for name, _ in rows])
     header = f"{'slot':<{name_width}}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>7}"
     lines += [header, "-" * len(header)]
@@ -96,8 +106,8 @@ def format_report(report: Mapping, title: str | None = None) -> str:
         lines.append("(no slot spans in gold or predictions)")
     for name, row in rows:
         lines.append(
-            f"{name:<{name_width}}  {_pct(row.get('precision')):>9}  {_pct(row.get('recall')):>9}"
-            f"  {_pct(row.get('f1')):>9}  {int(row.get('support', 0)):>7}"
+            f"{name:<{name_width}}  {pct(row.get('precision')):>9}  {pct(row.get('recall')):>9}"
+            f"  {pct(row.get('f1')):>9}  {int(row.get('support', 0)):>7}"
         )
     lines.append("-" * len(header))
     if rows:
@@ -107,31 +117,49 @@ def format_report(report: Mapping, title: str | None = None) -> str:
         ]
         support = sum(int(row.get("support", 0)) for _, row in rows)
         lines.append(
-            f"{'macro avg':<{name_width}}  {_pct(means[0]):>9}  {_pct(means[1]):>9}"
-            f"  {_pct(means[2]):>9}  {support:>7}"
+            f"{'macro avg':<{name_width}}  {pct(means[0]):>9}  {pct(means[1]):>9}"
+            f"  {pct(means[2]):>9}  {support:>7}"
         )
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: Mapping, out_dir: str | Path, name: str = "report", title: str | None = None
-                 ) -> tuple[Path, Path]:
+ERRORS_FILE = "errors.jsonl"
+
+
+def write_report(report: Mapping, out_dir: str | Path, name: str = "report", title: str | None = None, *,
+                 errors: ErrorAnalysis | None = None, figures_from: Sequence[str | Path] = ()) -> tuple[Path, ...]:
     """Write ``<name>.json`` (indent 2, sorted keys) and ``<name>.txt`` (:func:`format_report`, headed by
     ``title``) into ``out_dir``; the one way a report is written (evaluation, training, the artifact).
 
-    Both files are written atomically (temporary file in ``out_dir`` + ``os.replace``), so
+    With ``errors`` (the :class:`slotfill.scoring.errors.ErrorAnalysis` of the same predictions) it also
+    writes ``errors.jsonl`` (one line per sentence that is not an exact match) and ``<name>.html``
+    (:func:`slotfill.scoring.html_report.report_html`: the same scores, read from ``report``, with the
+    confusion table, the error counts, the worst sentences and the figures found in ``figures_from``).
+
+    Every file is written atomically (temporary file in ``out_dir`` + ``os.replace``), so
     a reader never sees a half-written report. ``out_dir`` is created if needed. NaN or
     infinite values are rejected (``ValueError``) rather than written as invalid JSON.
-    Returns ``(json_path, txt_path)``.
+    Returns the paths written: ``(json_path, txt_path)``, then errors.jsonl and the page when written.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False,
                       default=_json_default) + "\n"
-    json_path = out / f"{name}.json"
-    txt_path = out / f"{name}.txt"
-    atomic_write_bytes(json_path, text.encode("utf-8"))
-    atomic_write_bytes(txt_path, format_report(report, title=title).encode("utf-8"))
-    return json_path, txt_path
+    if errors is not None and len(errors.sentences) != round((1.0 - report["exact_match"]) * errors.n_sentences):
+        # The page and errors.jsonl claim to list exactly the sentences exact_match did not count.
+        raise ValueError(f"the error analysis lists {len(errors.sentences)} sentences, but exact_match "
+                         f"{report['exact_match']} of {errors.n_sentences} leaves a different number")
+    paths = [out / f"{name}.json", out / f"{name}.txt"]
+    atomic_write_bytes(paths[0], text.encode("utf-8"))
+    atomic_write_bytes(paths[1], format_report(report, title=title).encode("utf-8"))
+    if errors is not None:
+        from slotfill.scoring.html_report import find_figures, report_html
+
+        paths += [out / ERRORS_FILE, out / f"{name}.html"]
+        atomic_write_bytes(paths[2], errors.jsonl().encode("utf-8"))
+        page = report_html(report, errors, title=title, figures=find_figures(figures_from))
+        atomic_write_bytes(paths[3], page.encode("utf-8"))
+    return tuple(paths)
 
 
 # --------------------------------------------------------------------------- plotting

@@ -1,4 +1,4 @@
-"""``slotfill compare``: train several configurations over seeds and write a Markdown table."""
+"""``slotfill compare``: train several configurations over seeds and write a Markdown table (and the same as HTML)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from ._options import add_config_options, data_dir, train_config
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("compare", help="train several configurations over seeds; write a Markdown table")
+    parser = subparsers.add_parser("compare", help="train several configurations over seeds; write a Markdown "
+                                   "table (compare.md, and compare.html)")
     parser.add_argument("--data", default="sample")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--configs", nargs="+", default=None,
