@@ -390,7 +390,8 @@ def requested_outputs(body: V2InferenceRequest) -> list[tuple[str, bool]]:
                            f"outputs.{index}.parameters.classification")
         binary = parameters.get("binary_data", default_binary)
         if not isinstance(binary, bool):
-            raise APIError(400, "wrong_type", "binary_data must be a boolean", f"outputs.{index}.parameters.binary_data")
+            raise APIError(400, "wrong_type", "binary_data must be a boolean",
+                           f"outputs.{index}.parameters.binary_data")
         chosen.append((output.name, binary))
     return chosen
 

@@ -14,8 +14,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from service_testlib import LIMITS, Server
+from fastapi.testclient import TestClient
+from service_testlib import LIMITS, Server, ThreadServer
 from test_service_api import metric_value
+
+from service.admission import Admission
+from service.app import create_app
+from service.settings import Settings
 
 tritonclient_http = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -184,7 +189,7 @@ def test_client_errors_come_back_as_exceptions(triton: Any, model: dict[str, Any
     assert caught.value.status() == "404"
 
 
-# ----------------------------------------------------------------------------- raw requests, as the protocol writes them
+# ----------------------------------------------------------------------------- raw requests, as the protocol has them
 def test_documented_request_and_response(client: httpx.Client, model: dict[str, Any]) -> None:
     """The protocol document's inference example (id "42", one input, one output asked for), with our input."""
     body = {"id": "42",
@@ -338,7 +343,8 @@ def test_bad_bodies_are_400(client: httpx.Client, model: dict[str, Any]) -> None
     for tail, code in ((struct.pack("<I", 10) + b"abcd", "invalid_binary_data"),  # announces more than it has
                        (struct.pack("<I", 4) + b"\xff\xfe\xfd\xfc", "invalid_utf8"),
                        (struct.pack("<I", 4) + b"abcdEXTRA", "invalid_binary_data")):  # bytes past the inputs
-        response = client.post(path, content=header + tail, headers={"Inference-Header-Content-Length": str(len(header))})
+        response = client.post(path, content=header + tail,
+                               headers={"Inference-Header-Content-Length": str(len(header))})
         assert_v2_error(response, 400, code)
     response = client.post(path, content=header, headers={"Inference-Header-Content-Length": "99999"})
     assert_v2_error(response, 400, "invalid_header")
@@ -369,3 +375,30 @@ def test_routes_in_openapi_and_metrics_by_template(client: httpx.Client, model: 
     assert delta("slotfill_errors_total", code="model_not_found") == 1
     assert delta("slotfill_utterances_tagged_total") == 1
     assert 'route="/v2/models/nope/infer"' not in after
+
+
+# ----------------------------------------------------------------------------- not ready, over capacity
+def test_not_ready_without_a_lifespan(predictor: Any) -> None:
+    client = TestClient(create_app(Settings(), predictor=predictor))  # lifespan not run: nothing loaded
+    assert client.get("/v2/health/live").status_code == 200
+    for response in (client.get("/v2/health/ready"), client.get(f"/v2/models/{predictor.name}/ready"),
+                     client.get(f"/v2/models/{predictor.name}"),
+                     client.post(f"/v2/models/{predictor.name}/infer", json=infer_body(["book a table"]))):
+        assert_v2_error(response, 503, "not_ready")
+        assert response.headers["retry-after"] == "1"
+
+
+def test_over_capacity_is_503_in_the_protocols_shape(predictor: Any) -> None:
+    """Infer shares /v1/tag's admission limit (service/admission.py): at the limit, 503 with Retry-After."""
+    app = create_app(Settings(), predictor=predictor)
+    gate = app.state.admission = Admission(2, retry_after_s=7)
+    with ThreadServer(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as http:
+        path = f"/v2/models/{predictor.name}/infer"
+        assert http.post(path, json=infer_body(["book a table"])).status_code == 200
+        gate.pending = 2  # two requests in flight
+        response = http.post(path, json=infer_body(["book a table"]))
+        assert_v2_error(response, 503, "overloaded")
+        assert response.headers["retry-after"] == "7"
+        gate.pending = 0
+        assert http.post(path, json=infer_body(["book a table"])).status_code == 200
+        assert gate.pending == 0, "every answer leaves the count"
