@@ -30,7 +30,7 @@ from .logs import configure_logging
 from .memory import limit_malloc_arenas
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware
-from .routers import admin, health, metrics, model, tag
+from .routers import admin, health, metrics, model, tag, v2
 from .settings import Settings, load_settings
 from .state import Loader, ModelState, PredictorLike, settings_loader
 
@@ -92,7 +92,8 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
     app.state.gc_freeze = False  # process-wide: create_app_from_env (a serving process) turns it on
 
     install_error_handlers(app)
-    routers = (tag.router, model.router, health.router, admin.router, metrics.router)
+    routers = (tag.router, model.router, health.router, admin.router, metrics.router,
+               v2.router)  # the Open Inference Protocol (KServe V2) beside /v1
     for router in routers:
         app.include_router(router)
     install_docs(app)

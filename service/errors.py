@@ -172,6 +172,16 @@ def _validation_message(error: dict[str, Any], field: str | None) -> str:
     return message[:1].lower() + message[1:] if message else "invalid value"
 
 
+def describe_validation_error(error: dict[str, Any]) -> tuple[str, str, str | None]:
+    """``(code, message, field)`` of one pydantic error, worded as this API words it (for other error
+    shapes, e.g. the Open Inference Protocol's in ``routers/v2.py``)."""
+    field = field_path(error.get("loc", ()))
+    code = _validation_code(error)
+    if code == "missing_field" and field is None:
+        code = "missing_body"
+    return code, _validation_message(error, field), field
+
+
 def validation_error_response(request: Request, errors: Sequence[dict[str, Any]]) -> Response:
     """Report the first error (its field names the place; fixing it reveals the next one)."""
     if not errors:

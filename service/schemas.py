@@ -217,3 +217,94 @@ class ErrorDetail(StrictModel):
 
 class ErrorResponse(StrictModel):
     error: ErrorDetail
+
+
+# ----------------------------------------------------------------------------- Open Inference Protocol (KServe V2)
+# The bodies of /v2 (service/routers/v2.py), field for field as the protocol names them. They forbid
+# unknown fields like the rest of the API: a misspelt "ouputs" is an error, not "all outputs".
+V2Parameter = str | int | float | bool
+V2Parameters = dict[str, V2Parameter]
+
+
+class V2RequestInput(StrictModel):
+    name: str = Field(description="The input tensor's name: `text`.", examples=["text"])
+    shape: list[Annotated[int, Field(ge=0)]] = Field(
+        description="`[n]` for n texts (also `[n, 1]` or `[1, n]`); the outputs take this shape.", examples=[[2]])
+    datatype: str = Field(description="`BYTES`: each element is one UTF-8 text.", examples=["BYTES"])
+    parameters: V2Parameters | None = Field(
+        None, description="`binary_data_size`: the tensor is sent after the JSON object (binary tensor data "
+                          "extension); other parameters are ignored.")
+    data: list[Any] | None = Field(
+        None, description="The texts, flat (`[\"a\", \"b\"]`) or in the shape's nesting (`[[\"a\"], [\"b\"]]` for "
+                          "`[2, 1]`). Absent when the tensor is sent as binary data.",
+        examples=[["book a table for 4 at chez pierre", "cancel my booking"]])
+
+
+class V2RequestOutput(StrictModel):
+    name: str = Field(description="`labels`, `slots`, `intent` or `intent_confidence`.", examples=["slots"])
+    parameters: V2Parameters | None = Field(
+        None, description="`binary_data`: true to receive this output as binary data after the JSON object.")
+
+
+class V2InferenceRequest(StrictModel):
+    id: str | None = Field(None, description="Echoed in the response.")
+    parameters: V2Parameters | None = Field(
+        None, description="`binary_data_output`: true to receive every output as binary data (unless an output "
+                          "says otherwise); other parameters are ignored.")
+    inputs: list[V2RequestInput] = Field(description="Exactly one input, `text`.")
+    outputs: list[V2RequestOutput] | None = Field(None, description="The outputs to return; default: all four.")
+
+
+class V2ResponseOutput(StrictModel):
+    name: str
+    shape: list[int]
+    datatype: str = Field(description="`BYTES` (one JSON text per element) or `FP32`.")
+    parameters: V2Parameters | None = Field(None, description="`binary_data_size` when sent as binary data.")
+    data: list[Any] | None = Field(None, description="Flat, row-major; absent when sent as binary data. "
+                                                     "`intent_confidence` is null where there is no intent.")
+
+
+class V2InferenceResponse(StrictModel):
+    model_name: str
+    model_version: str
+    id: str | None = Field(None, description="The request's `id`, when it gave one.")
+    outputs: list[V2ResponseOutput]
+
+
+class V2TensorMetadata(StrictModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1: any size.")
+
+
+class V2ModelMetadata(StrictModel):
+    name: str
+    versions: list[str]
+    platform: str = Field(description="`slotfill_<backend>`: slotfill_onnx, slotfill_onnx-int8 or slotfill_torch.")
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
+
+
+class V2ServerMetadata(StrictModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2ServerLive(StrictModel):
+    live: bool
+
+
+class V2ServerReady(StrictModel):
+    ready: bool
+
+
+class V2ModelReady(StrictModel):
+    name: str
+    ready: bool
+
+
+class V2ErrorResponse(StrictModel):
+    error: str = Field(description="What is wrong, starting with the dotted path of the field at fault "
+                                   "(`inputs.0.data.3: ...`) when there is one, and ending with the error code "
+                                   "in brackets (`[empty_text]`).")
