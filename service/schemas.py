@@ -47,6 +47,24 @@ def _describe(char: str) -> str:
     return f"U+{ord(char):04X}"
 
 
+def _kind(char: str) -> str:
+    """How a refused character is named: a lone surrogate (a \\udxxx escape with no partner) is not a
+    control character but no Unicode character at all, and the message says so."""
+    return "a lone surrogate" if 0xD800 <= ord(char) <= 0xDFFF else "a control character"
+
+
+def _invalid_characters(what: str, char: str, index: int | None = None) -> PydanticCustomError:
+    message = f"{what} contains {_kind(char)} {{char}}"
+    if index is not None:
+        message += " at index {index}"
+    if _kind(char) == "a lone surrogate":
+        message += " (not valid Unicode)"
+    context: dict[str, object] = {"char": _describe(char)}
+    if index is not None:
+        context["index"] = index
+    return PydanticCustomError("invalid_characters", message, context)
+
+
 # ----------------------------------------------------------------------------- requests
 def _check_token(token: str) -> str:
     """One pre-split token (errors land on ``tokens.<index>``)."""
@@ -56,8 +74,7 @@ def _check_token(token: str) -> str:
         raise PydanticCustomError("invalid_token", "token contains whitespace")
     bad = bad_character(token, frozenset())
     if bad is not None:
-        raise PydanticCustomError("invalid_characters", "token contains a control character {char}",
-                                  {"char": _describe(bad[1])})
+        raise _invalid_characters("token", bad[1])
     return token
 
 
@@ -86,9 +103,7 @@ class TagRequest(StrictModel):
         bad = bad_character(text)
         if bad is not None:
             index, char = bad
-            raise PydanticCustomError("invalid_characters",
-                                      "text contains a control character {char} at index {index}",
-                                      {"char": _describe(char), "index": index})
+            raise _invalid_characters("text", char, index)
         return text
 
     @field_validator("tokens")
