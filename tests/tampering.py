@@ -92,6 +92,20 @@ def graph_with_one_label_less(d: Path) -> None:
     rehash(d, "model.onnx")
 
 
+def graph_computing_one_label_less(d: Path) -> None:
+    """Declares the right outputs but computes 14 label scores: only running it shows the difference."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(d / "model.onnx"))
+    for tensor in model.graph.initializer:
+        if tensor.name in ("emissions_weight", "emissions_bias"):
+            array = numpy_helper.to_array(tensor)[..., :-1]
+            tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), tensor.name))
+    onnx.save(model, str(d / "model.onnx"))
+    rehash(d, "model.onnx")
+
+
 def graph_with_external_weights(d: Path) -> None:
     import onnx
 

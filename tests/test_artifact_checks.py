@@ -19,7 +19,7 @@ from slotfill.models.config import TaggerConfig
 from slotfill.models.tagger import SlotTagger
 
 from .conftest import REPO
-from .tampering import CASES, big_recurrent_layer
+from .tampering import CASES, big_recurrent_layer, graph_computing_one_label_less
 
 
 @pytest.fixture()
@@ -63,6 +63,16 @@ def test_slotfill_evaluate_refuses_a_bad_artifact_in_one_line(copy_of: Path) -> 
     corrupt(copy_of)
     result = slotfill("evaluate", "--model", str(copy_of), "--data", "sample", "--backend", "torch")
     assert_one_line_refusal(result, r"^slotfill evaluate: error: .*" + message)
+
+
+def test_a_graph_that_computes_other_widths_than_it_declares_is_stopped_by_name(copy_of: Path) -> None:
+    graph_computing_one_label_less(copy_of)
+    predictor = Predictor.load(copy_of, backend="onnx")  # its declarations agree with the config
+    message = r"model\.onnx: output 'emissions' has shape \[1, 3, 14\], the model has 15 slot labels"
+    with pytest.raises(ArtifactError, match=message):
+        predictor.predict_texts(["book a table"])
+    result = slotfill("tag", "--model", str(copy_of), stdin="book a table\n")  # auto: the onnx backend
+    assert_one_line_refusal(result, r"^slotfill tag: error: .*" + message)
 
 
 def test_a_big_config_is_refused_before_anything_is_allocated(copy_of: Path) -> None:

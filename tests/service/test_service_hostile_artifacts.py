@@ -20,7 +20,7 @@ from service.settings import Settings
 from slotfill.artifact.artifact import MANIFEST
 from slotfill.errors import ArtifactError
 from tests.tampering import CASES as TAMPERED
-from tests.tampering import rehash
+from tests.tampering import graph_computing_one_label_less, rehash
 
 
 def truncate_weights(d: Path) -> None:
@@ -131,6 +131,16 @@ def test_app_refuses_at_startup_a_tampered_artifact(case: str, copy_of: Path) ->
     corrupt(copy_of)
     app = create_app(Settings(model_dir=copy_of))
     with pytest.raises(ArtifactError, match=message):
+        with TestClient(app):
+            pytest.fail("the app became ready")
+    assert app.state.model.predictor is None
+
+
+def test_a_graph_that_computes_other_widths_is_refused_at_warm_up(copy_of: Path) -> None:
+    """It loads (its declarations fit the config), so only the warm-up sentence can keep it out of service."""
+    graph_computing_one_label_less(copy_of)
+    app = create_app(Settings(model_dir=copy_of, backend="onnx"))
+    with pytest.raises(ArtifactError, match=r"model\.onnx: output 'emissions' has shape \[\d+, \d+, 14\]"):
         with TestClient(app):
             pytest.fail("the app became ready")
     assert app.state.model.predictor is None
