@@ -47,18 +47,12 @@ def _describe(char: str) -> str:
     return f"U+{ord(char):04X}"
 
 
-def _kind(char: str) -> str:
-    """How a refused character is named: a lone surrogate (a \\udxxx escape with no partner) is not a
-    control character but no Unicode character at all, and the message says so."""
-    return "a lone surrogate" if 0xD800 <= ord(char) <= 0xDFFF else "a control character"
-
-
 def _invalid_characters(what: str, char: str, index: int | None = None) -> PydanticCustomError:
-    message = f"{what} contains {_kind(char)} {{char}}"
-    if index is not None:
-        message += " at index {index}"
-    if _kind(char) == "a lone surrogate":
-        message += " (not valid Unicode)"
+    """The error for a refused character. A lone surrogate (a \\udxxx escape with no partner) is no Unicode
+    character at all rather than a control character, and its message says so."""
+    surrogate = 0xD800 <= ord(char) <= 0xDFFF
+    message = (f"{what} contains {'a lone surrogate' if surrogate else 'a control character'} {{char}}"
+               + (" at index {index}" if index is not None else "") + (" (not valid Unicode)" if surrogate else ""))
     context: dict[str, object] = {"char": _describe(char)}
     if index is not None:
         context["index"] = index

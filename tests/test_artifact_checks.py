@@ -115,3 +115,12 @@ def _count(shape: tuple[int, ...]) -> int:
     for d in shape:
         count *= d
     return count
+
+
+def test_a_graph_larger_than_its_model_could_need_is_refused_unread(sample_model_dir: Path, monkeypatch) -> None:
+    from slotfill.artifact.onnx_header import read_graph_summary
+
+    graph = sample_model_dir / "model.onnx"
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"read {self}"))
+    with pytest.raises(ArtifactError, match=r"model\.onnx: [\d,]+ bytes, more than the 1,000 a graph of this model"):
+        read_graph_summary(graph, max_bytes=1000)

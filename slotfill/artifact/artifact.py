@@ -266,7 +266,9 @@ def check_graph(path: Path, config: TaggerConfig, parameters: int | None) -> Non
     holds no more of them than the model could need; reads the protobuf only, before onnxruntime sees it."""
     from slotfill.artifact.onnx_header import read_graph_summary
 
-    graph = read_graph_summary(path)
+    # An int8 copy adds scales and zero points to the float weights' count; twice it is more than enough.
+    limit = 2 * (parameters if parameters is not None else MAX_PARAMETERS) + 1_000_000
+    graph = read_graph_summary(path, max_bytes=8 * limit + 64 * 1024 * 1024)  # float64 weights + the nodes
     if graph.external:
         raise ArtifactError(f"{path}: initializer {graph.external[0]!r} keeps its data in another file, which a "
                             f"model directory does not allow")
@@ -281,8 +283,6 @@ def check_graph(path: Path, config: TaggerConfig, parameters: int | None) -> Non
         if not dims or dims[-1] != size:
             found = dims[-1] if dims else "no"
             raise ArtifactError(f"{path}: output {name!r} has {found!r} columns, config.json has {size} {what}")
-    # An int8 copy adds scales and zero points to the float weights' count; twice it is more than enough.
-    limit = 2 * (parameters if parameters is not None else MAX_PARAMETERS) + 1_000_000
     if graph.initializer_elements > limit:
         raise ArtifactError(f"{path}: its initializers hold {graph.initializer_elements:,} numbers, more than "
                             f"the {limit:,} a model of this config could need")
@@ -401,6 +401,7 @@ class Artifact:
         manifest, digest = verify_manifest(directory)
         config = read_config(directory / "config.json", TaggerConfig)
         tokenizer = read_config(directory / "tokenizer.json", TokenizerConfig)
+        check_network(directory, config, manifest)
         words = Vocab.load(directory / "vocab.json")
         chars = Vocab.load(directory / "chars.json")
         if len(words) != config.vocab_size:
@@ -442,7 +443,6 @@ class Artifact:
                 raise ArtifactError(f"{directory / ENCODER_TOKENIZER}: its special tokens do not match "
                                     f"contextual_tokens in config.json")
             aligner = SubwordAligner(encoder_tokenizer, config.contextual_tokens, config.contextual_window)
-        check_network(directory, config, manifest)
         return cls(featurizer=Featurizer(words, chars, config.max_word_chars), tokenizer=tokenizer, card=card,
                    report=report, manifest=manifest, digest=digest, config=config, directory=directory,
                    calibration=calibration, aligner=aligner, quantization=quantization)

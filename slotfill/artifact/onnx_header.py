@@ -45,9 +45,14 @@ class GraphSummary:
         return total
 
 
-def read_graph_summary(path: Path) -> GraphSummary:
-    """Parse ``path`` as an ONNX ModelProto; :class:`ArtifactError` naming the file when it is not one."""
+def read_graph_summary(path: Path, max_bytes: int) -> GraphSummary:
+    """Parse ``path`` as an ONNX ModelProto; :class:`ArtifactError` naming the file when it is not one, or
+    when it is larger than ``max_bytes`` (checked before reading it)."""
     try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ArtifactError(f"{path}: {size:,} bytes, more than the {max_bytes:,} a graph of this model could "
+                                f"need")
         data = memoryview(path.read_bytes())
     except FileNotFoundError:
         raise ArtifactError(f"{path}: missing") from None
