@@ -72,6 +72,12 @@ def weights_in_float64(d: Path) -> None:
     rehash(d, "model.safetensors")
 
 
+def weights_padded(d: Path) -> None:
+    with open(d / "model.safetensors", "ab") as handle:
+        handle.write(bytes(4096))
+    rehash(d, "model.safetensors")
+
+
 def pickle_as_safetensors(d: Path) -> None:
     (d / "model.safetensors").write_bytes(pickle.dumps({"weights": [1.0, 2.0]}))
     rehash(d, "model.safetensors")
@@ -161,6 +167,7 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "safetensors header not JSON": (header_not_json, r"model\.safetensors: not a safetensors file"),
     "a tensor in float64": (weights_in_float64,
                             r"model\.safetensors: tensor 'emissions\.bias' is F64, the model holds F32"),
+    "weights padded with 4096 bytes": (weights_padded, r"model\.safetensors: 4096 bytes after its last tensor"),
     "pickle renamed to .safetensors": (pickle_as_safetensors, r"model\.safetensors: not a safetensors file"),
     "garbage model.onnx": (garbage_graph, r"model\.onnx: not an ONNX model"),
     "graph with one label less": (graph_with_one_label_less,

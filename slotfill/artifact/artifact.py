@@ -127,7 +127,22 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
         if end - begin != _DTYPES[dtype] * _count(shape):
             raise ArtifactError(f"{path}: tensor {name!r} holds {end - begin} bytes, its shape {shape} and dtype "
                                 f"{dtype} need {_DTYPES[dtype] * _count(shape)}")
+    _check_tensors_fill_the_file(path, header, data_len)
     return header
+
+
+def _check_tensors_fill_the_file(path: Path, header: dict[str, Any], data_len: int) -> None:
+    """The tensors lie end to end and fill the file, as the format requires: the loader reads the whole file,
+    so bytes no tensor accounts for would be read for nothing (a few tensors ahead of gigabytes of padding)."""
+    ranges = sorted(tuple(entry["data_offsets"]) for name, entry in header.items() if name != "__metadata__")
+    position = 0
+    for begin, end in ranges:
+        if begin != position:
+            raise ArtifactError(f"{path}: its tensors overlap or leave a gap at byte {min(begin, position)} of the "
+                                f"data")
+        position = end
+    if position != data_len:
+        raise ArtifactError(f"{path}: {data_len - position} bytes after its last tensor")
 
 
 def _count(shape: Iterable[int]) -> int:

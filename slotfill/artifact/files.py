@@ -73,6 +73,8 @@ def read_text(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> str:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ArtifactError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:  # a directory in its place, no permission: still one line naming the file
+        raise ArtifactError(f"{path}: cannot be read ({exc.strerror})") from None
 
 
 def read_json(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
