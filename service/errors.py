@@ -212,6 +212,9 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
         message = f"no route {request.url.path!r}"
     elif exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow")
+        if allowed:  # Starlette joins a set: put it in one order, whatever the hash seed
+            allowed = ", ".join(sorted(method.strip() for method in allowed.split(",")))
+            exc.headers = {**{k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}, "Allow": allowed}
         message = f"method {request.method} not allowed on {request.url.path!r}" + (
             f"; allowed: {allowed}" if allowed else "")
     else:

@@ -47,6 +47,18 @@ def _describe(char: str) -> str:
     return f"U+{ord(char):04X}"
 
 
+def _invalid_characters(what: str, char: str, index: int | None = None) -> PydanticCustomError:
+    """The error for a refused character. A lone surrogate (a \\udxxx escape with no partner) is no Unicode
+    character at all rather than a control character, and its message says so."""
+    surrogate = 0xD800 <= ord(char) <= 0xDFFF
+    message = (f"{what} contains {'a lone surrogate' if surrogate else 'a control character'} {{char}}"
+               + (" at index {index}" if index is not None else "") + (" (not valid Unicode)" if surrogate else ""))
+    context: dict[str, object] = {"char": _describe(char)}
+    if index is not None:
+        context["index"] = index
+    return PydanticCustomError("invalid_characters", message, context)
+
+
 # ----------------------------------------------------------------------------- requests
 def _check_token(token: str) -> str:
     """One pre-split token (errors land on ``tokens.<index>``)."""
@@ -56,8 +68,7 @@ def _check_token(token: str) -> str:
         raise PydanticCustomError("invalid_token", "token contains whitespace")
     bad = bad_character(token, frozenset())
     if bad is not None:
-        raise PydanticCustomError("invalid_characters", "token contains a control character {char}",
-                                  {"char": _describe(bad[1])})
+        raise _invalid_characters("token", bad[1])
     return token
 
 
@@ -86,9 +97,7 @@ class TagRequest(StrictModel):
         bad = bad_character(text)
         if bad is not None:
             index, char = bad
-            raise PydanticCustomError("invalid_characters",
-                                      "text contains a control character {char} at index {index}",
-                                      {"char": _describe(char), "index": index})
+            raise _invalid_characters("text", char, index)
         return text
 
     @field_validator("tokens")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from slotfill.errors import ArtifactError, SlotfillError
 from slotfill.inference.predictions import Prediction
 
 from .batching import MicroBatcher
@@ -65,12 +66,24 @@ def load_predictor(model_dir: Path, backend: str = "auto", onnx_threads: int = 1
         import torch
 
         torch.set_num_threads(torch_threads)
-    predictor.warmup()
+    _warm_up(predictor, model_dir)
     logger.info("model loaded", extra={"model_dir": str(model_dir), "model": predictor.name,
                                        "version": predictor.version, "digest": predictor.digest,
                                        "backend": predictor.backend,
                                        "load_ms": round((time.perf_counter() - started) * 1000, 1)})
     return predictor
+
+
+def _warm_up(predictor: PredictorLike, model_dir: Path) -> None:
+    """Tag a sentence before the model is offered: a model that loads but cannot answer (a graph whose
+    outputs do not fit its labels) is refused here, so neither a start nor a reload puts it in service."""
+    try:
+        predictor.warmup()
+    except SlotfillError:
+        raise
+    except Exception as exc:  # whatever the backend raises, the model is unfit to serve; say why in one line
+        raise ArtifactError(f"{model_dir}: the model fails on a warm-up sentence ({type(exc).__name__}: "
+                            f"{exc})") from None
 
 
 def settings_loader(settings: Any) -> Loader:

@@ -135,6 +135,33 @@ def test_contextual_artifact_holds_the_encoder_and_its_tokenizer(contextual_mode
     assert report["slot_f1"] > 0.8  # six epochs over 600 sentences already tag most spans
 
 
+def test_a_contextual_models_tensors_are_known_without_allocating_them(contextual_model_dir):
+    """The loader compares the weights' header with a module built on the meta device (shapes, no storage)."""
+    from slotfill.artifact.artifact import LoadedModel, expected_tensors
+
+    loaded = LoadedModel.from_pretrained(contextual_model_dir)
+    shapes, dtypes = expected_tensors(loaded.config)
+    state = loaded.model.state_dict()
+    assert shapes == {name: tuple(tensor.shape) for name, tensor in state.items()}
+    assert dtypes == {name: "F32" for name in state}
+
+
+def test_a_contextual_model_with_a_wider_encoder_is_refused_by_its_header(contextual_model_dir, tmp_path):
+    from slotfill.artifact.artifact import LoadedModel, sha256_file
+
+    bad = tmp_path / "model"
+    shutil.copytree(contextual_model_dir, bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["contextual_model"]["intermediate_size"] *= 2
+    (bad / "config.json").write_text(json.dumps(config))
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["files"]["config.json"] = {"sha256": sha256_file(bad / "config.json"),
+                                        "bytes": (bad / "config.json").stat().st_size}
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"model\.safetensors: tensor 'contextual\.encoder\..*' has shape"):
+        LoadedModel.from_pretrained(bad)
+
+
 def test_loaded_contextual_model_predicts_like_the_trained_one(contextual_model_dir, small_corpus):
     from slotfill.inference.predictor import Predictor
 

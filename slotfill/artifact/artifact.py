@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 from safetensors import SafetensorError
 
 from slotfill import __version__
-from slotfill.artifact.files import MAX_JSON_BYTES, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from slotfill.artifact.files import (MAX_JSON_BYTES, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                                     check_strings, read_json, read_text)
 from slotfill.errors import ArtifactError, ConfigError
 from slotfill.models.config import TaggerConfig
 from slotfill.text.features import Featurizer
@@ -68,7 +69,11 @@ QUANTIZATION_FILE = "quantization.json"  # how the int8 copy compared with the f
 CALIBRATION_FILE = "calibration.json"  # optional: confidence temperatures
 ENCODER_TOKENIZER = "encoder_tokenizer.json"  # the transformer front-end's tokenizer (tokenizers JSON)
 MAX_SAFETENSORS_HEADER = 16 * 1024 * 1024
-_DTYPES = ("F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL")
+_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+# The most parameters a config may imply (2 GB of float32). The largest model this library trains is far
+# below it (a BiLSTM-CRF over SNIPS has about 3M, with a MiniLM front-end about 26M); the cap is there so
+# that a config.json asking for billions is refused before a module is built, not by the allocator.
+MAX_PARAMETERS = 500_000_000
 
 
 def sha256_file(path: Path) -> str:
@@ -118,16 +123,43 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
             shape = entry["shape"]
         except (TypeError, KeyError, ValueError):
             raise ArtifactError(f"{path}: malformed entry for tensor {name!r}") from None
-        if dtype not in _DTYPES or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if (dtype not in _DTYPES or not isinstance(shape, list)
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
             raise ArtifactError(f"{path}: tensor {name!r} has unsupported dtype or shape")
-        if not (0 <= begin <= end <= data_len):
+        if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= data_len):
             raise ArtifactError(f"{path}: tensor {name!r} lies outside the file (truncated?)")
+        if end - begin != _DTYPES[dtype] * _count(shape):
+            raise ArtifactError(f"{path}: tensor {name!r} holds {end - begin} bytes, its shape {shape} and dtype "
+                                f"{dtype} need {_DTYPES[dtype] * _count(shape)}")
+    _check_tensors_fill_the_file(path, header, data_len)
     return header
 
 
+def _check_tensors_fill_the_file(path: Path, header: dict[str, Any], data_len: int) -> None:
+    """The tensors lie end to end and fill the file, as the format requires: the loader reads the whole file,
+    so bytes no tensor accounts for would be read for nothing (a few tensors ahead of gigabytes of padding)."""
+    ranges = sorted(tuple(entry["data_offsets"]) for name, entry in header.items() if name != "__metadata__")
+    position = 0
+    for begin, end in ranges:
+        if begin != position:
+            raise ArtifactError(f"{path}: its tensors overlap or leave a gap at byte {min(begin, position)} of the "
+                                f"data")
+        position = end
+    if position != data_len:
+        raise ArtifactError(f"{path}: {data_len - position} bytes after its last tensor")
+
+
+def _count(shape: Iterable[int]) -> int:
+    count = 1
+    for d in shape:
+        count *= d
+    return count
+
+
 def _check_header(path: Path, header: dict[str, Any], expected: dict[str, tuple[int, ...]],
-                  wanted: Iterable[str]) -> None:
-    """The file holds exactly the tensors ``expected`` names, and each ``wanted`` one has the expected shape."""
+                  wanted: Iterable[str], dtypes: dict[str, str] | None = None) -> None:
+    """The file holds exactly the tensors ``expected`` names, and each ``wanted`` one has the expected shape
+    (and, when ``dtypes`` gives them, the expected safetensors dtype)."""
     present = {k for k in header if k != "__metadata__"}
     missing = sorted(set(expected) - present)
     unexpected = sorted(present - set(expected))
@@ -140,6 +172,56 @@ def _check_header(path: Path, header: dict[str, Any], expected: dict[str, tuple[
         if list(header[name]["shape"]) != list(expected[name]):
             raise ArtifactError(f"{path}: tensor {name!r} has shape {header[name]['shape']}, the config implies "
                                 f"{list(expected[name])}")
+        if dtypes is not None and header[name]["dtype"] != dtypes[name]:
+            raise ArtifactError(f"{path}: tensor {name!r} is {header[name]['dtype']}, the model holds {dtypes[name]}")
+
+
+def expected_tensors(config: TaggerConfig) -> tuple[dict[str, tuple[int, ...]], dict[str, str]] | None:
+    """Shapes and safetensors dtypes of every tensor the config implies, without allocating any.
+
+    A recurrent tagger's come from :meth:`TaggerConfig.weight_shapes` (all float32); a transformer
+    front-end's from building the module on torch's ``meta`` device, which has shapes but no storage.
+    None when that needs torch and torch is missing (such a model cannot run here anyway).
+    """
+    if not config.contextual_dim:
+        shapes = config.weight_shapes()
+        return shapes, dict.fromkeys(shapes, "F32")
+    try:
+        import torch
+    except ImportError:
+        return None
+    from slotfill.models.tagger import SlotTagger
+
+    names = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+             torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+             torch.bool: "BOOL"}
+    with torch.device("meta"):
+        state = SlotTagger(config).state_dict()
+    return ({name: tuple(t.shape) for name, t in state.items()},
+            {name: names.get(t.dtype, str(t.dtype)) for name, t in state.items()})
+
+
+def check_parameter_count(path: Path, shapes: dict[str, tuple[int, ...]]) -> int:
+    """The number of parameters ``shapes`` add up to, refused above :data:`MAX_PARAMETERS`."""
+    total = sum(_count(shape) for shape in shapes.values())
+    if total > MAX_PARAMETERS:
+        raise ArtifactError(f"{path}: the model would have {total:,} parameters, more than the limit "
+                            f"{MAX_PARAMETERS:,}")
+    return total
+
+
+def check_weights(directory: Path, config: TaggerConfig) -> int | None:
+    """The parameter count the config implies is under the cap, and ``model.safetensors``' header lists exactly
+    the tensors it implies, with their shapes and dtypes; reads the header only. Returns the count (None when
+    it cannot be known here, see :func:`expected_tensors`)."""
+    expected = expected_tensors(config)
+    if expected is None:
+        return None
+    shapes, dtypes = expected
+    total = check_parameter_count(directory / "config.json", shapes)
+    path = directory / "model.safetensors"
+    _check_header(path, read_safetensors_header(path), shapes, shapes, dtypes)
+    return total
 
 
 def load_weights(model: "torch.nn.Module", path: str | Path) -> None:
@@ -180,6 +262,51 @@ def load_arrays(path: str | Path, expected: dict[str, tuple[int, ...]],
         raise ArtifactError(f"{path}: unreadable safetensors file ({exc})") from None
 
 
+# ----------------------------------------------------------------------------- ONNX graphs
+def graph_inputs(config: TaggerConfig) -> list[str]:
+    """The inputs of the graph ``onnx_graph`` builds for ``config``, in order."""
+    if config.uses_char_cnn:
+        return ["word_ids", "word_chars", "known_chars", "char_index", "lengths"]
+    return ["word_ids", "lengths"]
+
+
+def graph_outputs(config: TaggerConfig) -> dict[str, tuple[int, str]]:
+    """Output name -> (size of its last dimension, what that counts) of the graph ``onnx_graph`` builds."""
+    outputs = {"emissions": (config.num_labels, "slot labels")}
+    if config.num_intents:
+        outputs["intent_logits"] = (config.num_intents, "intents")
+    if config.uses_char_cnn:
+        outputs["word_char_features"] = (config.char_channels, "character channels")
+    return outputs
+
+
+def check_graph(path: Path, config: TaggerConfig, parameters: int | None) -> None:
+    """An ONNX file declares the inputs and outputs the config implies, keeps all its weights inside itself, and
+    holds no more of them than the model could need; reads the protobuf only, before onnxruntime sees it."""
+    from slotfill.artifact.onnx_header import read_graph_summary
+
+    # An int8 copy adds scales and zero points to the float weights' count; twice it is more than enough.
+    limit = 2 * (parameters if parameters is not None else MAX_PARAMETERS) + 1_000_000
+    graph = read_graph_summary(path, max_bytes=8 * limit + 64 * 1024 * 1024)  # float64 weights + the nodes
+    if graph.external:
+        raise ArtifactError(f"{path}: initializer {graph.external[0]!r} keeps its data in another file, which a "
+                            f"model directory does not allow")
+    inputs = [name for name in graph.inputs if name not in graph.initializers]
+    if inputs != graph_inputs(config):
+        raise ArtifactError(f"{path}: inputs {inputs}, config.json implies {graph_inputs(config)}")
+    outputs = graph_outputs(config)
+    if list(graph.outputs) != list(outputs):
+        raise ArtifactError(f"{path}: outputs {list(graph.outputs)}, config.json implies {list(outputs)}")
+    for name, (size, what) in outputs.items():
+        dims = graph.outputs[name]
+        if not dims or dims[-1] != size:
+            found = dims[-1] if dims else "no"
+            raise ArtifactError(f"{path}: output {name!r} has {found!r} columns, config.json has {size} {what}")
+    if graph.initializer_elements > limit:
+        raise ArtifactError(f"{path}: its initializers hold {graph.initializer_elements:,} numbers, more than "
+                            f"the {limit:,} a model of this config could need")
+
+
 # ----------------------------------------------------------------------------- manifest
 def _check_member_name(directory: Path, name: Any) -> Path:
     if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
@@ -216,13 +343,16 @@ def verify_manifest(directory: str | Path) -> tuple[dict[str, Any], str]:
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: no such model directory")
     manifest_path = directory / MANIFEST
+    if manifest_path.is_symlink():  # the file that vouches for the others must be the directory's own
+        raise ArtifactError(f"{manifest_path}: symbolic links are not allowed in a model directory")
     if not manifest_path.is_file():
         raise ArtifactError(f"{directory}: no {MANIFEST}; not a slotfill model, or its export did not finish")
     raw = manifest_path.read_bytes() if manifest_path.stat().st_size <= MAX_JSON_BYTES else b""
     try:
         manifest = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ArtifactError(f"{manifest_path}: not valid JSON") from None
+    check_strings(manifest_path, manifest)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
         raise ArtifactError(f"{manifest_path}: not a slotfill manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -288,11 +418,9 @@ class Artifact:
         """
         directory = Path(directory)
         manifest, digest = verify_manifest(directory)
-        try:
-            config = TaggerConfig.from_dict(read_json(directory / "config.json"))
-            tokenizer = TokenizerConfig.from_dict(read_json(directory / "tokenizer.json"))
-        except ConfigError as exc:
-            raise ArtifactError(f"{directory}: {exc}") from None
+        config = read_config(directory / "config.json", TaggerConfig)
+        tokenizer = read_config(directory / "tokenizer.json", TokenizerConfig)
+        check_network(directory, config, manifest)
         words = Vocab.load(directory / "vocab.json")
         chars = Vocab.load(directory / "chars.json")
         if len(words) != config.vocab_size:
@@ -408,5 +536,29 @@ class LoadedModel(Artifact):
                                                        "version": self.card.get("version")})
 
 
+def check_network(directory: Path, config: TaggerConfig, manifest: dict[str, Any]) -> None:
+    """Everything that describes the network agrees with config.json, before any of it is built or loaded:
+    the parameter count, the weights' header, and each ONNX graph the manifest lists."""
+    parameters = check_weights(directory, config)
+    if config.contextual_dim:  # such a model runs on torch only; no graph is read
+        return
+    for name in (ONNX_FILE, ONNX_INT8_FILE):
+        if name in manifest["files"]:
+            check_graph(directory / name, config, parameters)
+
+
+def read_config(path: Path, kind: type) -> Any:
+    """``kind.from_dict`` of a JSON file, its errors naming the file."""
+    data = read_json(path)
+    try:
+        return kind.from_dict(data)
+    except ConfigError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+        # from_dict names the key for every value it expects to meet; a shape it did not foresee (a number where
+        # a list goes) still names the file, in one line.
+        raise ArtifactError(f"{path}: not a valid {path.name} ({type(exc).__name__}: {exc})") from None
+
+
 def _lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines()
+    return read_text(path).splitlines()

@@ -60,7 +60,8 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def read_json(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
+def read_text(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> str:
+    """A small text file of an artifact, refused in one line when missing, too large or not UTF-8."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -69,6 +70,50 @@ def read_json(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
     if size > max_bytes:
         raise ArtifactError(f"{path}: {size} bytes is too large for a metadata file (limit {max_bytes})")
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:  # a directory in its place, no permission: still one line naming the file
+        raise ArtifactError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def read_json(path: str | Path, *, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """A JSON metadata file; refused when it is not UTF-8 JSON, nests absurdly deep, or holds a string the
+    service could not echo back (a lone surrogate from a ``\\ud800`` escape)."""
+    path = Path(path)
+    text = read_text(path, max_bytes=max_bytes)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
         raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ArtifactError(f"{path}: JSON nested too deeply") from None
+    check_strings(path, data)
+    return data
+
+
+def check_strings(path: str | Path, value: Any, where: str = "") -> None:
+    """Every string in ``value`` (keys too) encodes as UTF-8: JSON escapes can smuggle in lone surrogates,
+    which would fail only later, when an answer that echoes them is encoded. Iterative, so depth is no risk."""
+    pending = [(where, value)]
+    while pending:
+        where, item = pending.pop()
+        if isinstance(item, str):
+            _check_string(path, where, item)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                name = f"{where}.{key}" if where else str(key)
+                if isinstance(key, str):
+                    _check_string(path, f"{name} (the key)", key)
+                pending.append((name, child))
+        elif isinstance(item, (list, tuple)):
+            pending.extend((f"{where}[{i}]", child) for i, child in enumerate(item))
+
+
+def _check_string(path: str | Path, where: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        field = where.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace") or "the document"
+        raise ArtifactError(f"{path}: {field}: lone surrogate U+{ord(text[exc.start]):04X} at character "
+                            f"{exc.start} is not valid Unicode") from None

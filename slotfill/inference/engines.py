@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from slotfill.artifact.artifact import ONNX_FILE, ONNX_INT8_FILE, load_arrays
+from slotfill.artifact.artifact import ONNX_FILE, ONNX_INT8_FILE, graph_inputs, graph_outputs, load_arrays
 from slotfill.decoding.reference import CRFTables, constraint_mask
 from slotfill.errors import ArtifactError, ConfigError
 
@@ -122,16 +122,16 @@ class OnnxEngine:
         except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
             raise ArtifactError(f"{directory / graph_file}: onnxruntime cannot load it ({exc})") from None
         self._chars = config.uses_char_cnn
-        expected_inputs = ["word_ids", "word_chars", "known_chars", "char_index", "lengths"] if self._chars \
-            else ["word_ids", "lengths"]
+        self._where = directory / graph_file
+        expected_inputs = graph_inputs(config)
         inputs = [i.name for i in self.session.get_inputs()]
         if inputs != expected_inputs:
-            raise ArtifactError(f"{directory / graph_file}: inputs {inputs}, expected {expected_inputs}")
+            raise ArtifactError(f"{self._where}: inputs {inputs}, expected {expected_inputs}")
         names = [o.name for o in self.session.get_outputs()]
         self._outputs = ["emissions", "intent_logits"] if config.num_intents else ["emissions"]  # what a call reads
-        expected = self._outputs + (["word_char_features"] if self._chars else [])
-        if names != expected:
-            raise ArtifactError(f"{directory / graph_file}: outputs {names}, expected {expected}")
+        self._widths = graph_outputs(config)
+        if names != list(self._widths):
+            raise ArtifactError(f"{self._where}: outputs {names}, expected {list(self._widths)}")
         self.featurizer = artifact.featurizer
         self._no_known = np.zeros((0, config.char_channels), dtype=np.float32)
         # The character features of the vocabulary's most frequent words, encoded once here (row i is word
@@ -148,6 +148,13 @@ class OnnxEngine:
 
     def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         results = self.session.run(self._outputs, feeds)
+        # The graph's declared shapes were checked at load, but a graph may compute other ones; a wrong width
+        # must stop here, named, rather than index out of range in the decoder (the loader's warm-up meets it).
+        for name, result in zip(self._outputs, results):
+            width, what = self._widths[name]
+            if result.ndim < 2 or result.shape[-1] != width:
+                raise ArtifactError(f"{self._where}: output {name!r} has shape {list(result.shape)}, the model "
+                                    f"has {width} {what}")
         return results[0], (results[1] if len(results) > 1 else None)
 
     # onnxruntime's LSTM runs every row of a batch to the batch's longest length (torch's packed

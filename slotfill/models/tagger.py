@@ -151,15 +151,11 @@ class SlotTagger(nn.Module):
     def from_pretrained(cls, directory: str | Path) -> "SlotTagger":
         """Rebuild a tagger from ``config.json`` and load ``model.safetensors``, every tensor's name and shape
         checked against the config first. Raises :class:`~slotfill.errors.ArtifactError`."""
-        from slotfill.artifact.artifact import load_weights
-        from slotfill.artifact.files import read_json
-        from slotfill.errors import ArtifactError, ConfigError
+        from slotfill.artifact.artifact import check_weights, load_weights, read_config
 
         directory = Path(directory)
-        try:
-            config = TaggerConfig.from_dict(read_json(directory / "config.json"))
-        except ConfigError as exc:
-            raise ArtifactError(f"{directory / 'config.json'}: {exc}") from None
+        config = read_config(directory / "config.json", TaggerConfig)
+        check_weights(directory, config)  # header and parameter count, before the module allocates anything
         model = cls(config)
         load_weights(model, directory / "model.safetensors")
         model.eval()

@@ -7,10 +7,13 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from slotfill.artifact.files import check_strings, read_text
 from slotfill.errors import ArtifactError
 
 PAD = "<pad>"
 UNK = "<unk>"
+# A vocabulary at config.py's limit of 5,000,000 words, at about 50 bytes a word in JSON.
+MAX_VOCAB_BYTES = 256 * 1024 * 1024
 
 
 class Vocab:
@@ -70,8 +73,11 @@ class Vocab:
             items, specials = data["items"], bool(data["specials"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ArtifactError(f"{source}: not a slotfill vocabulary file ({exc})") from None
+        except RecursionError:
+            raise ArtifactError(f"{source}: not a slotfill vocabulary file (JSON nested too deeply)") from None
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             raise ArtifactError(f"{source}: vocabulary items must be a list of strings")
+        check_strings(source, items, "items")
         try:
             return cls(items, specials=specials)
         except ValueError as exc:
@@ -79,4 +85,4 @@ class Vocab:
 
     @classmethod
     def load(cls, path: Path) -> "Vocab":
-        return cls.from_json(path.read_text(encoding="utf-8"), source=str(path))
+        return cls.from_json(read_text(path, max_bytes=MAX_VOCAB_BYTES), source=str(path))

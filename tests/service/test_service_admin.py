@@ -11,12 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from service_testlib import ThreadServer, assert_error
 from test_service_api import metric_value
 
 from service.app import create_app
 from service.settings import Settings
 from service.state import load_predictor
+from tests.tampering import surrogate_in_the_card
 
 
 def auth(token: str) -> dict[str, str]:
@@ -260,3 +262,33 @@ def test_reload_refused_with_several_workers(predictor: Any) -> None:
     app = create_app(Settings(admin_token="t0k", workers=2), predictor=predictor)
     with ThreadServer(app) as base_url, httpx.Client(base_url=base_url) as http:
         assert_error(http.post("/v1/admin/reload", headers=auth("t0k")), 409, "reload_unsupported")
+
+
+def test_reload_refuses_a_model_whose_card_cannot_be_echoed(server, client: httpx.Client, tmp_path: Path) -> None:
+    """A card with "version": "\\ud800" loaded fine and then made /v1/model answer 500; now the reload is refused."""
+    before = client.get("/v1/model").json()
+    bad = tmp_path / "surrogate"
+    shutil.copytree(server.model_dir, bad)
+    surrogate_in_the_card(bad)
+    response = client.post("/v1/admin/reload", headers=auth(server.admin_token), json={"model_dir": str(bad)})
+    error = assert_error(response, 422, "artifact_invalid", "model_dir")
+    assert "model_card.json: version: lone surrogate U+D800" in error["message"], error
+    assert client.get("/v1/model").json() == before
+    assert client.post("/v1/tag", json={"text": "book a table"}).status_code == 200
+
+
+def test_reload_refuses_a_model_that_fails_its_warm_up(model_dir: Path, predictor: Any, monkeypatch) -> None:
+    """A model that loads but cannot tag is refused before the swap, and the old one keeps answering."""
+    from slotfill.inference.predictor import Predictor
+
+    app = create_app(Settings(model_dir=model_dir, admin_token="t0k"), predictor=predictor)
+    with TestClient(app) as client:
+        def fails(self) -> None:
+            raise IndexError("index 15 is out of bounds")
+
+        monkeypatch.setattr(Predictor, "warmup", fails)
+        response = client.post("/v1/admin/reload", headers=auth("t0k"))
+        error = assert_error(response, 422, "artifact_invalid", "model_dir")
+        assert "the model fails on a warm-up sentence (IndexError: index 15 is out of bounds)" in error["message"]
+        assert app.state.model.predictor is predictor
+        assert client.post("/v1/tag", json={"text": "book a table"}).status_code == 200

@@ -177,3 +177,21 @@ def test_bad_requests_leave_the_server_answering_correctly(client: httpx.Client,
         assert client.post("/v1/tag", content=body, headers=headers).status_code == status
     assert client.post("/v1/tag", content=b"x" * (MAX_BODY + 1), headers=JSON).status_code == 413
     assert_answers_correctly(client, predictor)
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready"])
+def test_a_405_on_the_probes_lists_get_and_head(client: httpx.Client, path: str) -> None:
+    response = client.post(path, json={})
+    error = assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "GET, HEAD"
+    assert error["message"].endswith("allowed: GET, HEAD"), error
+
+
+@pytest.mark.parametrize(("body", "field", "message"), [
+    (b'{"text": "a\\ud800b"}', "text", "text contains a lone surrogate U+D800 at index 1 (not valid Unicode)"),
+    (b'{"tokens": ["ok", "\\udfff"]}', "tokens.1", "token contains a lone surrogate U+DFFF (not valid Unicode)"),
+    (b'{"text": "a\\u0007b"}', "text", "text contains a control character U+0007 at index 1"),
+])
+def test_a_lone_surrogate_is_named_as_one(client: httpx.Client, body: bytes, field: str, message: str) -> None:
+    error = assert_error(client.post("/v1/tag", content=body, headers=JSON), 422, "invalid_characters", field)
+    assert error["message"] == message, error

@@ -17,15 +17,10 @@ from service_testlib import REPO, clean_env
 
 from service.app import create_app
 from service.settings import Settings
-from slotfill.artifact.artifact import MANIFEST, sha256_file
+from slotfill.artifact.artifact import MANIFEST
 from slotfill.errors import ArtifactError
-
-
-def rehash(directory: Path, name: str) -> None:
-    """Make the manifest vouch for a changed file, so only the check under test can catch it."""
-    manifest = json.loads((directory / MANIFEST).read_text())
-    manifest["files"][name] = {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size}
-    (directory / MANIFEST).write_text(json.dumps(manifest))
+from tests.tampering import CASES as TAMPERED
+from tests.tampering import graph_computing_one_label_less, rehash
 
 
 def truncate_weights(d: Path) -> None:
@@ -109,3 +104,43 @@ def test_server_process_exits_with_the_reason(case: str, copy_of: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert re.search(message, result.stderr), result.stderr
+
+
+SERVE_COMMANDS = {"python -m service": [sys.executable, "-m", "service"],
+                  "slotfill serve": [sys.executable, "-m", "training.cli", "serve"]}
+PREFIX = {"python -m service": "error: ", "slotfill serve": "slotfill serve: error: "}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERED))
+@pytest.mark.parametrize("command", sorted(SERVE_COMMANDS))
+def test_serve_refuses_a_bad_artifact_in_one_line_before_starting(command: str, case: str, copy_of: Path) -> None:
+    """Checked before uvicorn starts (nothing listens, nothing allocates): exit 2, one line naming the file."""
+    corrupt, message = TAMPERED[case]
+    corrupt(copy_of)
+    result = subprocess.run([*SERVE_COMMANDS[command], "--model", str(copy_of), "--port", "1", "--backend", "torch"],
+                            cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(PREFIX[command]) and re.search(message, lines[0]), result.stderr
+
+
+@pytest.mark.parametrize("case", ["hidden 4096, 2 layers", "graph with one label less", "lone surrogate in the card"])
+def test_app_refuses_at_startup_a_tampered_artifact(case: str, copy_of: Path) -> None:
+    corrupt, message = TAMPERED[case]
+    corrupt(copy_of)
+    app = create_app(Settings(model_dir=copy_of))
+    with pytest.raises(ArtifactError, match=message):
+        with TestClient(app):
+            pytest.fail("the app became ready")
+    assert app.state.model.predictor is None
+
+
+def test_a_graph_that_computes_other_widths_is_refused_at_warm_up(copy_of: Path) -> None:
+    """It loads (its declarations fit the config), so only the warm-up sentence can keep it out of service."""
+    graph_computing_one_label_less(copy_of)
+    app = create_app(Settings(model_dir=copy_of, backend="onnx"))
+    with pytest.raises(ArtifactError, match=r"model\.onnx: output 'emissions' has shape \[\d+, \d+, 14\]"):
+        with TestClient(app):
+            pytest.fail("the app became ready")
+    assert app.state.model.predictor is None
