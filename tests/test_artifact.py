@@ -14,6 +14,8 @@ from slotfill.artifact.artifact import MANIFEST, LoadedModel, sha256_file, verif
 from slotfill.errors import ArtifactError
 from slotfill.inference.predictor import Predictor
 
+from .tampering import rehash
+
 UTTERANCES = ["book a table for four at an italian place tomorrow at 7pm",
               "find me a cheap thai restaurant in san francisco", "cancel my reservation at the golden dragon"]
 
@@ -23,13 +25,6 @@ def artifact(sample_model_dir, tmp_path) -> Path:
     target = tmp_path / "model"
     shutil.copytree(sample_model_dir, target)
     return target
-
-
-def rewrite_manifest(directory: Path, name: str) -> None:
-    """Re-hash one file so only the check under test can catch the change."""
-    manifest = json.loads((directory / MANIFEST).read_text())
-    manifest["files"][name] = {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size}
-    (directory / MANIFEST).write_text(json.dumps(manifest))
 
 
 def test_artifact_layout(sample_model_dir):
@@ -78,7 +73,7 @@ def test_truncated_weights_are_refused(artifact):
 def test_truncated_weights_with_matching_manifest_are_refused(artifact):
     path = artifact / "model.safetensors"
     path.write_bytes(path.read_bytes()[:-64])
-    rewrite_manifest(artifact, "model.safetensors")
+    rehash(artifact, "model.safetensors")
     with pytest.raises(ArtifactError, match="outside the file"):
         Predictor.load(artifact)
 
@@ -86,7 +81,7 @@ def test_truncated_weights_with_matching_manifest_are_refused(artifact):
 def test_pickle_renamed_to_safetensors_is_refused_without_unpickling(artifact, monkeypatch):
     payload = pickle.dumps({"weights": [1, 2, 3]})
     (artifact / "model.safetensors").write_bytes(payload)
-    rewrite_manifest(artifact, "model.safetensors")
+    rehash(artifact, "model.safetensors")
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the loader must never unpickle")
@@ -102,7 +97,7 @@ def test_absurd_config_sizes_are_refused_before_allocation(artifact, key, value)
     config = json.loads((artifact / "config.json").read_text())
     config[key] = value
     (artifact / "config.json").write_text(json.dumps(config))
-    rewrite_manifest(artifact, "config.json")
+    rehash(artifact, "config.json")
     with pytest.raises(ArtifactError, match=f"{key}: {value} exceeds the limit"):
         Predictor.load(artifact)
 
@@ -138,7 +133,7 @@ def test_wrong_manifest_and_missing_manifest(artifact):
 
 def test_labels_file_must_agree_with_config(artifact):
     (artifact / "labels.txt").write_text("O\nB-x\n")
-    rewrite_manifest(artifact, "labels.txt")
+    rehash(artifact, "labels.txt")
     with pytest.raises(ArtifactError, match="labels.txt: does not match"):
         Predictor.load(artifact)
 
