@@ -185,6 +185,11 @@ def test_markup_in_the_text_is_shown_as_text(chromium: Any, server: Server, scre
     assert not chromium.find_elements(By.TAG_NAME, "img")
     assert "<b>book</b>" in tagged.text
     screenshot(chromium, "demo-markup-as-text")
+    # Characters but no tokens: answered with nothing to mark and no intent, and shown so.
+    assert tag_in_page(chromium, "?!") == "done"
+    assert not tagged.find_elements(By.TAG_NAME, "mark") and tagged.text == "?!"
+    assert chromium.find_element(By.ID, "intent").text == "No intent."
+    assert chromium.find_element(By.CSS_SELECTOR, "#slots tbody").text == "no slots"
 
 
 @pytest.mark.browser
