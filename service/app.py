@@ -31,6 +31,7 @@ from .memory import limit_malloc_arenas
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestContextMiddleware
 from .routers import admin, health, metrics, model, tag, v2
+from .routers import demo
 from .settings import Settings, load_settings
 from .state import Loader, ModelState, PredictorLike, settings_loader
 
@@ -96,6 +97,8 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
                v2.router)  # the Open Inference Protocol (KServe V2) beside /v1
     for router in routers:
         app.include_router(router)
+    if settings.demo:
+        app.include_router(demo.router)  # GET /demo; off, the path is a plain 404
     install_docs(app)
     # Every route's template, for the metrics of requests that routing did not label (answered before
     # routing, e.g. a 413, or by a plain Starlette route such as /openapi.json or the docs assets mount).

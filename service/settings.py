@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Allowed CORS origins; empty disables CORS. Comma-separated or a JSON list.")
     admin_token: SecretStr | None = Field(None, description="Bearer token for /v1/admin/*; unset disables them.")
+    demo: bool = Field(True, description="Serve GET /demo, a page that tags what you type through /v1/tag; "
+                                         "false: /demo is 404.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 
