@@ -117,7 +117,8 @@ def _container_health(name: str) -> str:
 
 def test_train_then_serve_over_a_shared_volume_as_compose_does(images, tmp_path):
     """compose's own commands and environment: the train container writes /models/current into a named
-    volume; the API container, started after it with the volume read-only, turns healthy and answers."""
+    volume; the API container, started after it with the volume read-only, turns healthy and answers /v1/tag,
+    /v1/tag/batch and the Open Inference Protocol's /v2 infer."""
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     train, api = compose["services"]["train"], compose["services"]["api"]
     volume = f"slotfill-test-{free_port()}"
@@ -148,6 +149,13 @@ def test_train_then_serve_over_a_shared_volume_as_compose_does(images, tmp_path)
             assert answer["intent"]["name"] in model["intents"]
             batch = client.post("/v1/tag/batch", json={"items": [{"text": text}, {"tokens": ["a", "b"]}]})
             assert batch.status_code == 200 and len(batch.json()["items"]) == 2
+            # The Open Inference Protocol through the container: the same labels and intent as /v1/tag.
+            infer = client.post(f"/v2/models/{model['name']}/infer", json={
+                "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [text]}]})
+            assert infer.status_code == 200, infer.text
+            outputs = {output["name"]: output for output in infer.json()["outputs"]}
+            assert json.loads(outputs["labels"]["data"][0]) == labels
+            assert json.loads(outputs["intent"]["data"][0]) == answer["intent"]["name"]
     finally:
         docker("rm", "-f", name, check=False)
         docker("volume", "rm", "-f", volume, check=False)
