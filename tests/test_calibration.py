@@ -111,7 +111,16 @@ def test_calibrate_command_rewrites_the_artifact(sample_model_dir, tmp_path, cap
     predictor = Predictor.load(target)  # the manifest vouches for the new files
     stored = json.loads((target / "calibration.json").read_text())
     assert predictor.slot_temperature == stored["slot_temperature"]
-    assert json.loads((target / "report.json").read_text())["calibration"]["split"] == "test"
+    report = json.loads((target / "report.json").read_text())
+    assert report["calibration"]["split"] == "test"
+    # written as write_report writes a report (sorted keys, indent 2); the other entries and the text report
+    # are as training left them
+    assert (target / "report.json").read_text() == json.dumps(report, indent=2, sort_keys=True,
+                                                              ensure_ascii=False) + "\n"
+    before = json.loads((sample_model_dir / "report.json").read_text())
+    assert {k: v for k, v in report.items() if k != "calibration"} == {
+        k: v for k, v in before.items() if k != "calibration"}
+    assert (target / "report.txt").read_bytes() == (sample_model_dir / "report.txt").read_bytes()
 
 
 def test_calibrate_needs_a_dev_split(sample_model_dir, tmp_path, capsys):

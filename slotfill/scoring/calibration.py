@@ -278,6 +278,7 @@ def calibrate_artifact(model_dir, data_dir, backend: str = "auto") -> dict[str, 
     from slotfill.data import load_corpus
     from slotfill.errors import DataError
     from slotfill.inference.predictor import Predictor
+    from slotfill.scoring.reporting import add_to_report
     from slotfill.text.tokenizer import normalize_token
 
     model_dir = Path(model_dir)
@@ -299,6 +300,6 @@ def calibrate_artifact(model_dir, data_dir, backend: str = "auto") -> dict[str, 
     artifact = predictor.loaded
     atomic_write_json(model_dir / CALIBRATION_FILE, temperatures)
     if artifact.report is not None and "report.json" in artifact.manifest["files"]:
-        atomic_write_json(model_dir / "report.json", {**artifact.report, "calibration": result})
+        add_to_report(model_dir, {"calibration": result})
     extend_manifest(model_dir, artifact.manifest, [CALIBRATION_FILE])
     return result

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "format_report",
+    "add_to_report",
     "write_report",
     "plot_training_curves",
     "plot_reliability",
@@ -126,10 +127,26 @@ def format_report(report: Mapping, title: str | None = None) -> str:
 ERRORS_FILE = "errors.jsonl"
 
 
+def _report_json(report: Mapping) -> str:
+    return json.dumps(report, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False,
+                      default=_json_default) + "\n"
+
+
+def add_to_report(out_dir: str | Path, entries: Mapping, name: str = "report") -> Path:
+    """Add ``entries`` to the ``<name>.json`` that :func:`write_report` wrote into ``out_dir`` (an entry the
+    text report does not show, such as ``slotfill calibrate``'s ``calibration``), atomically, in the same
+    format; ``<name>.txt`` and the page stay as they are. Returns the path."""
+    path = Path(out_dir) / f"{name}.json"
+    report = json.loads(path.read_text(encoding="utf-8"))
+    atomic_write_bytes(path, _report_json({**report, **entries}).encode("utf-8"))
+    return path
+
+
 def write_report(report: Mapping, out_dir: str | Path, name: str = "report", title: str | None = None, *,
                  errors: ErrorAnalysis | None = None, figures_from: Sequence[str | Path] = ()) -> tuple[Path, ...]:
     """Write ``<name>.json`` (indent 2, sorted keys) and ``<name>.txt`` (:func:`format_report`, headed by
-    ``title``) into ``out_dir``; the one way a report is written (evaluation, training, the artifact).
+    ``title``) into ``out_dir``; the one way a report is written (evaluation, training, the artifact;
+    :func:`add_to_report` adds an entry to one written here).
 
     With ``errors`` (the :class:`slotfill.scoring.errors.ErrorAnalysis` of the same predictions) it also
     writes ``errors.jsonl`` (one line per sentence that is not an exact match) and ``<name>.html``
@@ -143,8 +160,7 @@ def write_report(report: Mapping, out_dir: str | Path, name: str = "report", tit
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False, ensure_ascii=False,
-                      default=_json_default) + "\n"
+    text = _report_json(report)
     if errors is not None and len(errors.sentences) != round((1.0 - report["exact_match"]) * errors.n_sentences):
         # The page and errors.jsonl claim to list exactly the sentences exact_match did not count.
         raise ValueError(f"the error analysis lists {len(errors.sentences)} sentences, but exact_match "
