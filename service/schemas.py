@@ -10,6 +10,8 @@ Input rules checked here (static; the size limits depend on settings and are che
   carriage return (which count as whitespace); no lone surrogates.
 * ``tokens``: at least one; each non-empty, without whitespace or control characters.
 * exactly one of ``text`` and ``tokens``.
+* ``intent_ranking``: an integer >= 1 (its upper bound, the model's number of intents, is checked in
+  ``routers/tag.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 ALLOWED_CONTROLS = frozenset("\t\n\r")
@@ -86,6 +88,11 @@ class TagRequest(StrictModel):
         None, description="Pre-tokenised utterance: non-empty tokens without whitespace or control characters. "
                           "Offsets in the answer index into the tokens joined by single spaces.",
         examples=[["book", "a", "flight", "to", "denver"]])
+    intent_ranking: Annotated[int, WithJsonSchema({"type": "integer", "minimum": 1})] | None = Field(
+        None, description="Optional: answer the k most confident intents too, as `intent.ranking` (k from 1 to the "
+                          "number of intents in /v1/model's `intents`), most confident first, with confidences "
+                          "from the same calibrated softmax as the intent's. Absent or null: the top intent only.",
+        examples=[3])
 
     @field_validator("text")
     @classmethod
@@ -99,6 +106,15 @@ class TagRequest(StrictModel):
             index, char = bad
             raise _invalid_characters("text", char, index)
         return text
+
+    @field_validator("intent_ranking")
+    @classmethod
+    def _check_intent_ranking(cls, k: int | None) -> int | None:
+        if k is not None and k < 1:
+            raise PydanticCustomError("invalid_intent_ranking",
+                                      "intent_ranking must be at least 1 (the number of intents to rank); got {k}",
+                                      {"k": k})
+        return k
 
     @field_validator("tokens")
     @classmethod
@@ -150,9 +166,17 @@ class SlotOut(StrictModel):
     confidence: float
 
 
+class RankedIntentOut(StrictModel):
+    name: str
+    confidence: float
+
+
 class IntentOut(StrictModel):
     name: str
     confidence: float
+    ranking: list[RankedIntentOut] | None = Field(
+        None, description="Only when the request gave `intent_ranking` k (absent otherwise): the k most confident "
+                          "intents, most confident first; the first is this intent with this confidence.")
 
 
 class ModelRef(StrictModel):

@@ -48,8 +48,15 @@ def check_limits(item: TagRequest, predictor: PredictorLike, settings: Settings,
     """Size limits (they depend on settings, so they are not in the schema's validators).
 
     Both are 422s naming the field: the body was fine, one value in it is too big.
-    Characters are Unicode code points; tokens are counted after the model's own tokeniser.
+    Characters are Unicode code points; tokens are counted after the model's own tokeniser. ``intent_ranking``
+    (at least 1 by the schema) is at most the model's number of intents (any k for a model without intents:
+    its ``intent`` is null).
     """
+    if item.intent_ranking is not None:
+        count = len(predictor.intents or ())
+        if count and item.intent_ranking > count:
+            raise APIError(422, "invalid_intent_ranking", f"intent_ranking is {item.intent_ranking}; the model has "
+                                                          f"{count} intents", f"{prefix}intent_ranking")
     if item.text is not None:
         if len(item.text) > settings.max_chars:
             raise APIError(422, "too_long", f"text has {len(item.text)} characters; the limit is "
@@ -71,20 +78,28 @@ def check_limits(item: TagRequest, predictor: PredictorLike, settings: Settings,
                                             f"{settings.max_chars}", f"{prefix}tokens")
 
 
-def to_response(prediction: Prediction, model: dict[str, str]) -> dict[str, Any]:
+def to_response(prediction: Prediction, model: dict[str, str], intent_ranking: int | None = None) -> dict[str, Any]:
     """One ``TagResponse`` as plain dicts (built in the worker thread; serialised by :func:`json_response`).
+    ``intent_ranking`` (the request's): the intent gets ``ranking``, the first k of the prediction's (which may
+    rank more: a batch is predicted with its items' largest k).
 
     Pydantic models for every nested token and slot cost more CPU than the rest of a request;
     the OpenAPI schema still comes from ``response_model=TagResponse`` on the route."""
     tokens = prediction.tokens
+    intent = prediction.intent
+    intent_out = None
+    if intent is not None:
+        intent_out = {"name": intent.name, "confidence": float(intent.confidence)}
+        if intent_ranking is not None and intent.ranking is not None:
+            intent_out["ranking"] = [{"name": name, "confidence": float(confidence)}
+                                     for name, confidence in intent.ranking[:intent_ranking]]
     return {
         "tokens": [{"text": t.text, "start": int(t.start), "end": int(t.end), "label": t.label,
                     "confidence": float(t.confidence)} for t in tokens],
         "labels": [t.label for t in tokens],
         "slots": [{"slot": s.slot, "value": s.value, "start": int(s.start), "end": int(s.end),
                    "confidence": float(s.confidence)} for s in prediction.slots],
-        "intent": ({"name": prediction.intent.name, "confidence": float(prediction.intent.confidence)}
-                   if prediction.intent is not None else None),
+        "intent": intent_out,
         "model": model,
     }
 
@@ -97,21 +112,28 @@ def json_response(content: Any) -> Response:
 
 def predict_items(predictor: PredictorLike, items: Sequence[TagRequest]) -> list[Prediction]:
     """One forward pass for any mix of text and token items (``predict_mixed`` when the predictor
-    has it, else one call per kind), answers in order. Blocking: run it in a worker thread."""
+    has it, else one call per kind), answers in order. Blocking: run it in a worker thread.
+
+    When an item asks for ``intent_ranking``, every call ranks the items' largest k (``intent_top_k``, checked
+    against the model by :func:`check_limits` already); :func:`to_response` keeps each item's own k. Without
+    one, the calls are made as before (no ``intent_top_k``)."""
+    top_k = max((item.intent_ranking or 0 for item in items), default=0)
+    options: dict[str, Any] = {"intent_top_k": top_k} if top_k and predictor.intents else {}
     texts = [item.text for item in items if item.text is not None]
     if len(texts) == len(items):
-        return predictor.predict_texts(texts)  # type: ignore[arg-type]
+        return predictor.predict_texts(texts, **options)  # type: ignore[arg-type]
     if not texts:
-        return predictor.predict_tokens([item.tokens or [] for item in items])
+        return predictor.predict_tokens([item.tokens or [] for item in items], **options)
     mixed = getattr(predictor, "predict_mixed", None)
     if mixed is not None:
-        return mixed([item.text if item.text is not None else item.tokens for item in items])
+        return mixed([item.text if item.text is not None else item.tokens for item in items], **options)
     text_rows = [i for i, item in enumerate(items) if item.text is not None]
     token_rows = [i for i, item in enumerate(items) if item.text is None]
     predictions: list[Prediction | None] = [None] * len(items)
-    for row, prediction in zip(text_rows, predictor.predict_texts(texts)):  # type: ignore[arg-type]
+    for row, prediction in zip(text_rows, predictor.predict_texts(texts, **options)):  # type: ignore[arg-type]
         predictions[row] = prediction
-    for row, prediction in zip(token_rows, predictor.predict_tokens([items[i].tokens or [] for i in token_rows])):
+    for row, prediction in zip(token_rows, predictor.predict_tokens([items[i].tokens or [] for i in token_rows],
+                                                                    **options)):
         predictions[row] = prediction
     return predictions  # type: ignore[return-value]
 
@@ -120,7 +142,8 @@ def respond(predictor: PredictorLike, items: list[TagRequest]) -> list[dict[str,
     """Run the model on validated items and build the responses as plain dicts (the micro-batcher's
     ``run_batch``)."""
     model = {"name": predictor.name, "version": predictor.version}
-    return [to_response(prediction, model) for prediction in predict_items(predictor, items)]
+    return [to_response(prediction, model, item.intent_ranking)
+            for item, prediction in zip(items, predict_items(predictor, items))]
 
 
 def tag_items(items: Sequence[TagRequest], predictor: PredictorLike, settings: Settings,

@@ -7,6 +7,7 @@ and the service's response schemas.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,22 @@ class SlotPrediction:
     confidence: float
 
 
-@dataclass(frozen=True)
-class IntentPrediction:
+class RankedIntent(NamedTuple):
+    """One intent in a ranking: ``(name, confidence)``."""
+
     name: str
     confidence: float
+
+
+@dataclass(frozen=True)
+class IntentPrediction:
+    """The top intent. ``ranking``: the top k intents, most confident first, each ``(name, confidence)``
+    from the same calibrated softmax as ``confidence`` (so ``ranking[0]`` is ``(name, confidence)``);
+    None unless asked for (``intent_top_k`` of the predictor's calls)."""
+
+    name: str
+    confidence: float
+    ranking: tuple[RankedIntent, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,13 @@ class Prediction:
         return [token.label for token in self.tokens]
 
     def to_dict(self) -> dict:
+        """Plain JSON-ready dicts; the intent's ``ranking`` (a list of ``{"name", "confidence"}``) is there
+        only when it was asked for."""
         out = asdict(self)
         out["labels"] = self.labels
+        if self.intent is not None:
+            out["intent"].pop("ranking")
+            if self.intent.ranking is not None:
+                out["intent"]["ranking"] = [{"name": name, "confidence": confidence}
+                                            for name, confidence in self.intent.ranking]
         return out

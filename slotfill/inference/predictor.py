@@ -13,7 +13,13 @@ from slotfill.artifact.artifact import Artifact, LoadedModel
 from slotfill.decoding.decoders import make_decoder
 from slotfill.decoding.reference import softmax
 from slotfill.inference.engines import Engine, OnnxEngine, TorchEngine, resolve_backend
-from slotfill.inference.predictions import IntentPrediction, Prediction, SlotPrediction, TokenPrediction
+from slotfill.inference.predictions import (
+    IntentPrediction,
+    Prediction,
+    RankedIntent,
+    SlotPrediction,
+    TokenPrediction,
+)
 from slotfill.schemes import Span, SpanReader
 from slotfill.text.tokenizer import Token, normalize_token, tokenize
 
@@ -100,25 +106,42 @@ class Predictor:
         self.predict_texts(["warm up the model", "a"])
 
     # ------------------------------------------------------------------ public API
-    def predict_texts(self, texts: Sequence[str]) -> list[Prediction]:
+    # ``intent_top_k`` (every predict call): 0 (the default) answers the top intent only; k from 1 to the
+    # number of intents adds ``intent.ranking``, the k most confident intents with their confidences from
+    # the same calibrated softmax as the top one's. A model without intents answers ``intent`` None whatever k.
+    def predict_texts(self, texts: Sequence[str], *, intent_top_k: int = 0) -> list[Prediction]:
         """Tokenise each raw text as in training; offsets refer to that text."""
+        self.check_intent_top_k(intent_top_k)
         token_lists = [self.tokenize(text) for text in texts]
-        return self._predict(list(texts), token_lists)
+        return self._predict(list(texts), token_lists, intent_top_k)
 
-    def predict_tokens(self, token_lists: Sequence[Sequence[str]]) -> list[Prediction]:
+    def predict_tokens(self, token_lists: Sequence[Sequence[str]], *, intent_top_k: int = 0) -> list[Prediction]:
         """Pre-tokenised input; offsets refer to the tokens joined by single spaces."""
+        self.check_intent_top_k(intent_top_k)
         rows = [self._pretokenized(tokens) for tokens in token_lists]
-        return self._predict([text for text, _ in rows], [row for _, row in rows])
+        return self._predict([text for text, _ in rows], [row for _, row in rows], intent_top_k)
 
-    def predict_mixed(self, items: Sequence[str | Sequence[str]]) -> list[Prediction]:
+    def predict_mixed(self, items: Sequence[str | Sequence[str]], *, intent_top_k: int = 0) -> list[Prediction]:
         """Raw texts (``str``) and pre-split token lists in one padded forward pass, answers in order;
         each answer equals what ``predict_texts`` / ``predict_tokens`` gives for that item."""
+        self.check_intent_top_k(intent_top_k)
         texts, tokenised = [], []
         for item in items:
             text, row = (item, self.tokenize(item)) if isinstance(item, str) else self._pretokenized(item)
             texts.append(text)
             tokenised.append(row)
-        return self._predict(texts, tokenised)
+        return self._predict(texts, tokenised, intent_top_k)
+
+    def check_intent_top_k(self, k: object) -> int:
+        """``k`` as given, or ValueError: an int from 1 to the number of intents, or 0 for no ranking. Any k
+        passes for a model without intents (it answers no intent to rank)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise ValueError(f"intent_top_k must be an integer, not {type(k).__name__}")
+        count = len(self.intents or ())
+        if k < 0 or (count and k > count):
+            raise ValueError(f"intent_top_k must be from 1 to the number of intents ({count}), or 0 for no "
+                             f"ranking; got {k}")
+        return int(k)
 
     def _pretokenized(self, tokens: Sequence[str]) -> tuple[str, list[Token]]:
         offset, row = 0, []
@@ -129,7 +152,7 @@ class Predictor:
         return " ".join(tokens), row
 
     # ------------------------------------------------------------------ internals
-    def _predict(self, texts: list[str], token_lists: list[list[Token]]) -> list[Prediction]:
+    def _predict(self, texts: list[str], token_lists: list[list[Token]], intent_top_k: int = 0) -> list[Prediction]:
         results: list[Prediction | None] = [None] * len(texts)
         nonempty = [i for i, tokens in enumerate(token_lists) if tokens]
         for i, tokens in enumerate(token_lists):
@@ -143,7 +166,8 @@ class Predictor:
             for row, i in enumerate(nonempty):
                 results[i] = self._assemble(texts[i], token_lists[i], decoded.labels[row], decoded.spans[row],
                                             token_probs[row], decoded.span_confidence[row],
-                                            None if decoded.intent_probs is None else decoded.intent_probs[row])
+                                            None if decoded.intent_probs is None else decoded.intent_probs[row],
+                                            intent_top_k)
         return results  # type: ignore[return-value]
 
     def predict_labels(self, norms: list[list[str]], batch_size: int = 256) -> tuple[list[list[str]], list[str | None]]:
@@ -196,9 +220,11 @@ class Predictor:
         return Decoded(paths, labels, spans, posteriors.confidence, span_confidence, intent_probs)
 
     def _assemble(self, text: str, tokens: list[Token], labels: list[str], label_spans: list[Span],
-                  token_conf: list[float], span_conf: list[float], intent_probs: np.ndarray | None) -> Prediction:
+                  token_conf: list[float], span_conf: list[float], intent_probs: np.ndarray | None,
+                  intent_top_k: int = 0) -> Prediction:
         """One utterance's answer; ``token_conf`` (at least one per token) and ``span_conf`` (one per span)
-        are already rounded to 6 digits."""
+        are already rounded to 6 digits. With ``intent_top_k`` the intent carries the k most probable intents
+        of the same probabilities (:meth:`decode`'s, calibrated), rounded as the top one is."""
         token_predictions = tuple(
             TokenPrediction(text=token.text, start=token.start, end=token.end, label=label, confidence=conf)
             for token, label, conf in zip(tokens, labels, token_conf)
@@ -211,5 +237,12 @@ class Predictor:
         intent = None
         if intent_probs is not None and self.intents:
             best = int(intent_probs.argmax())
-            intent = IntentPrediction(name=self.intents[best], confidence=round(float(intent_probs[best]), 6))
+            ranking = None
+            if intent_top_k:
+                # Stable on the negated probabilities: a tie keeps the lower index first, as argmax does,
+                # so ranking[0] is always the top intent.
+                order = np.argsort(-intent_probs, kind="stable")[:intent_top_k].tolist()
+                ranking = tuple(RankedIntent(self.intents[i], round(float(intent_probs[i]), 6)) for i in order)
+            intent = IntentPrediction(name=self.intents[best], confidence=round(float(intent_probs[best]), 6),
+                                      ranking=ranking)
         return Prediction(text=text, tokens=token_predictions, slots=tuple(slots), intent=intent)

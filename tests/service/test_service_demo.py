@@ -135,7 +135,8 @@ def check_page_against_api(driver: Any, http: httpx.Client, text: str) -> dict[s
     """The page's marks are the API's spans for ``text``: label, character offsets, text, confidence."""
     from selenium.webdriver.common.by import By
 
-    body = http.post("/v1/tag", json={"text": text}).json()
+    ranked = min(5, len(http.get("/v1/model").json()["intents"] or []))  # what the page asks for
+    body = http.post("/v1/tag", json={"text": text, **({"intent_ranking": ranked} if ranked else {})}).json()
     marks = marks_in_page(driver)
     assert [(m["label"], m["start"], m["end"], m["text"]) for m in marks] == \
         [(s["slot"], s["start"], s["end"], s["value"]) for s in body["slots"]]
@@ -150,6 +151,24 @@ def check_page_against_api(driver: Any, http: httpx.Client, text: str) -> dict[s
         assert intent.get_attribute("data-name") == body["intent"]["name"]
         assert float(intent.get_attribute("data-confidence")) == body["intent"]["confidence"]
         assert f"{100 * body['intent']['confidence']:.1f}%" in intent.text
+    # The ranked intents, most confident first: /v1/tag's ranking for the same text, as data and as shown.
+    rows = driver.find_elements(By.CSS_SELECTOR, "#ranking li")
+    shown = [{"name": row.get_attribute("data-name"), "confidence": float(row.get_attribute("data-confidence"))}
+             for row in rows]
+    expected = (body["intent"] or {}).get("ranking", [])
+    assert shown == expected
+    if body["intent"] is not None:
+        assert ranked >= 2 and len(shown) == ranked, "the sample model's intents are ranked, up to 5"
+    widths = []
+    for index, (row, entry) in enumerate(zip(rows, expected)):
+        assert row.get_attribute("data-rank") == str(index + 1) and row.is_displayed()
+        assert row.find_element(By.CSS_SELECTOR, ".name").text == entry["name"]
+        assert row.find_element(By.CSS_SELECTOR, ".confidence").text == f"{100 * entry['confidence']:.1f}%"
+        width = row.find_element(By.CSS_SELECTOR, ".bar").value_of_css_property("width")
+        widths.append(float(width.removesuffix("px")))
+    assert widths == sorted(widths, reverse=True), "a bar per intent, as long as its confidence"
+    if body["intent"] is not None and expected:
+        assert expected[0] == {"name": body["intent"]["name"], "confidence": body["intent"]["confidence"]}
     return body
 
 

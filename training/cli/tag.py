@@ -17,11 +17,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "refused (empty_text), as the HTTP API refuses it: in text input that is a blank "
                              "line; JSONL input skips blank lines")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--intent-ranking", type=_positive, metavar="K",
+                        help="add the K most confident intents to each line's intent, as 'ranking' (K from 1 to the "
+                             "model's number of intents), as the HTTP API's intent_ranking does")
     return parser
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return number
 
 
 def run(args: argparse.Namespace) -> int:
     from ..tagging import tag_stream
 
-    tag_stream(args.model, args.input, args.output, input_format=args.format, batch_size=args.batch_size)
+    tag_stream(args.model, args.input, args.output, input_format=args.format, batch_size=args.batch_size,
+               intent_ranking=args.intent_ranking or 0)
     return 0
