@@ -287,3 +287,13 @@ def test_cli_error_is_one_line_with_exit_2_and_writes_nothing(tmp_path):
     assert result.stderr == (f"slotfill data: error: {data}:1: entity 'city' [9, 13) cuts the token 'Boston' "
                              "[7, 13)\n")
     assert not out.exists()
+
+
+def test_tokens_that_jsonl_text_would_lose_are_refused_for_jsonl_but_fine_for_conll(tmp_path):
+    data = write(tmp_path / "hf.jsonl", '{"tokens": ["EU", "rejects", "it", "."], "ner_tags": [3, 0, 0, 0]}\n')
+    shutil.copy(RESOURCES / "dataset_info.json", tmp_path)
+    with raises_at(data, 1, "token 3 '.' would not survive JSONL's re-tokenisation"):
+        convert("tokens", data, tmp_path / "train.jsonl")
+    assert not (tmp_path / "train.jsonl").exists()
+    convert("tokens", data, tmp_path / "train.conll")
+    assert load_split(tmp_path / "train.conll")[0].tokens == ("EU", "rejects", "it", ".")
