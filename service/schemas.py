@@ -12,6 +12,7 @@ Input rules checked here (static; the size limits depend on settings and are che
 * exactly one of ``text`` and ``tokens``.
 * ``intent_ranking``: an integer >= 1 (its upper bound, the model's number of intents, is checked in
   ``routers/tag.py``).
+* ``min_confidence``: a number from 0 to 1.
 """
 
 from __future__ import annotations
@@ -93,6 +94,12 @@ class TagRequest(StrictModel):
                           "number of intents in /v1/model's `intents`), most confident first, with confidences "
                           "from the same calibrated softmax as the intent's. Absent or null: the top intent only.",
         examples=[3])
+    min_confidence: Annotated[float, WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1})] | None = Field(
+        None, description="Optional confidence floor from 0 to 1: slots whose confidence is below it are left out of "
+                          "`slots`, and their tokens are labelled `O` (with the model's probability of `O` as their "
+                          "confidence), so `labels` stays a valid sequence that agrees with `slots`. Absent or "
+                          "null: every slot.",
+        examples=[0.5])
 
     @field_validator("text")
     @classmethod
@@ -115,6 +122,14 @@ class TagRequest(StrictModel):
                                       "intent_ranking must be at least 1 (the number of intents to rank); got {k}",
                                       {"k": k})
         return k
+
+    @field_validator("min_confidence")
+    @classmethod
+    def _check_min_confidence(cls, floor: float | None) -> float | None:
+        if floor is not None and not 0.0 <= floor <= 1.0:  # NaN too
+            raise PydanticCustomError("invalid_min_confidence", "min_confidence must be from 0 to 1; got {floor}",
+                                      {"floor": floor})
+        return floor
 
     @field_validator("tokens")
     @classmethod

@@ -116,24 +116,36 @@ def predict_items(predictor: PredictorLike, items: Sequence[TagRequest]) -> list
 
     When an item asks for ``intent_ranking``, every call ranks the items' largest k (``intent_top_k``, checked
     against the model by :func:`check_limits` already); :func:`to_response` keeps each item's own k. Without
-    one, the calls are made as before (no ``intent_top_k``)."""
+    one, the calls are made as before (no ``intent_top_k``). When an item gives ``min_confidence``, the calls
+    pass each item's own floor (``min_span_confidence``, a list: None for an item without one); without one,
+    no ``min_span_confidence`` is passed."""
     top_k = max((item.intent_ranking or 0 for item in items), default=0)
     options: dict[str, Any] = {"intent_top_k": top_k} if top_k and predictor.intents else {}
+    floors = [item.min_confidence for item in items]
+    if all(floor is None for floor in floors):
+        floors = None
+
+    def with_floors(rows: Sequence[int]) -> dict[str, Any]:
+        return options if floors is None else {**options, "min_span_confidence": [floors[i] for i in rows]}
+
     texts = [item.text for item in items if item.text is not None]
+    everything = range(len(items))
     if len(texts) == len(items):
-        return predictor.predict_texts(texts, **options)  # type: ignore[arg-type]
+        return predictor.predict_texts(texts, **with_floors(everything))  # type: ignore[arg-type]
     if not texts:
-        return predictor.predict_tokens([item.tokens or [] for item in items], **options)
+        return predictor.predict_tokens([item.tokens or [] for item in items], **with_floors(everything))
     mixed = getattr(predictor, "predict_mixed", None)
     if mixed is not None:
-        return mixed([item.text if item.text is not None else item.tokens for item in items], **options)
+        return mixed([item.text if item.text is not None else item.tokens for item in items],
+                     **with_floors(everything))
     text_rows = [i for i, item in enumerate(items) if item.text is not None]
     token_rows = [i for i, item in enumerate(items) if item.text is None]
     predictions: list[Prediction | None] = [None] * len(items)
-    for row, prediction in zip(text_rows, predictor.predict_texts(texts, **options)):  # type: ignore[arg-type]
+    for row, prediction in zip(text_rows, predictor.predict_texts(texts,  # type: ignore[arg-type]
+                                                                  **with_floors(text_rows))):
         predictions[row] = prediction
     for row, prediction in zip(token_rows, predictor.predict_tokens([items[i].tokens or [] for i in token_rows],
-                                                                    **options)):
+                                                                    **with_floors(token_rows))):
         predictions[row] = prediction
     return predictions  # type: ignore[return-value]
 

@@ -109,28 +109,58 @@ class Predictor:
     # ``intent_top_k`` (every predict call): 0 (the default) answers the top intent only; k from 1 to the
     # number of intents adds ``intent.ranking``, the k most confident intents with their confidences from
     # the same calibrated softmax as the top one's. A model without intents answers ``intent`` None whatever k.
-    def predict_texts(self, texts: Sequence[str], *, intent_top_k: int = 0) -> list[Prediction]:
+    # ``min_span_confidence`` (every predict call): None (the default) changes nothing; a float in [0, 1] drops
+    # every span whose confidence (as answered, rounded to 6 digits) is below it: it leaves ``slots``, and its
+    # tokens are labelled ``O``, each with the model's probability of ``O`` there as its confidence (so the
+    # labels stay a valid sequence of the scheme, and spans and labels agree). A sequence gives each input its
+    # own floor (None: none), as the service does for a batch of requests.
+    def predict_texts(self, texts: Sequence[str], *, intent_top_k: int = 0,
+                      min_span_confidence: float | Sequence[float | None] | None = None) -> list[Prediction]:
         """Tokenise each raw text as in training; offsets refer to that text."""
         self.check_intent_top_k(intent_top_k)
+        floors = self.check_min_span_confidence(min_span_confidence, len(texts))
         token_lists = [self.tokenize(text) for text in texts]
-        return self._predict(list(texts), token_lists, intent_top_k)
+        return self._predict(list(texts), token_lists, intent_top_k, floors)
 
-    def predict_tokens(self, token_lists: Sequence[Sequence[str]], *, intent_top_k: int = 0) -> list[Prediction]:
+    def predict_tokens(self, token_lists: Sequence[Sequence[str]], *, intent_top_k: int = 0,
+                       min_span_confidence: float | Sequence[float | None] | None = None) -> list[Prediction]:
         """Pre-tokenised input; offsets refer to the tokens joined by single spaces."""
         self.check_intent_top_k(intent_top_k)
+        floors = self.check_min_span_confidence(min_span_confidence, len(token_lists))
         rows = [self._pretokenized(tokens) for tokens in token_lists]
-        return self._predict([text for text, _ in rows], [row for _, row in rows], intent_top_k)
+        return self._predict([text for text, _ in rows], [row for _, row in rows], intent_top_k, floors)
 
-    def predict_mixed(self, items: Sequence[str | Sequence[str]], *, intent_top_k: int = 0) -> list[Prediction]:
+    def predict_mixed(self, items: Sequence[str | Sequence[str]], *, intent_top_k: int = 0,
+                      min_span_confidence: float | Sequence[float | None] | None = None) -> list[Prediction]:
         """Raw texts (``str``) and pre-split token lists in one padded forward pass, answers in order;
         each answer equals what ``predict_texts`` / ``predict_tokens`` gives for that item."""
         self.check_intent_top_k(intent_top_k)
+        floors = self.check_min_span_confidence(min_span_confidence, len(items))
         texts, tokenised = [], []
         for item in items:
             text, row = (item, self.tokenize(item)) if isinstance(item, str) else self._pretokenized(item)
             texts.append(text)
             tokenised.append(row)
-        return self._predict(texts, tokenised, intent_top_k)
+        return self._predict(texts, tokenised, intent_top_k, floors)
+
+    @staticmethod
+    def check_min_span_confidence(floor: object, count: int) -> list[float | None] | None:
+        """One floor per input (None: no floor), or None when no input has one; ValueError unless ``floor`` is
+        None, a real number from 0 to 1 (not NaN, not a bool), or a sequence of ``count`` such values or None."""
+        if floor is None:
+            return None
+        values = list(floor) if isinstance(floor, (list, tuple)) else [floor] * count
+        if len(values) != count:
+            raise ValueError(f"min_span_confidence has {len(values)} values for {count} inputs")
+        for value in values:
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValueError(f"min_span_confidence must be a number from 0 to 1, not {type(value).__name__}")
+            if not 0.0 <= float(value) <= 1.0:  # NaN fails too
+                raise ValueError(f"min_span_confidence must be from 0 to 1; got {value}")
+        floors = [None if value is None else float(value) for value in values]
+        return floors if any(value is not None for value in floors) else None
 
     def check_intent_top_k(self, k: object) -> int:
         """``k`` as given, or ValueError: an int from 1 to the number of intents, or 0 for no ranking. Any k
@@ -152,7 +182,8 @@ class Predictor:
         return " ".join(tokens), row
 
     # ------------------------------------------------------------------ internals
-    def _predict(self, texts: list[str], token_lists: list[list[Token]], intent_top_k: int = 0) -> list[Prediction]:
+    def _predict(self, texts: list[str], token_lists: list[list[Token]], intent_top_k: int = 0,
+                 floors: list[float | None] | None = None) -> list[Prediction]:
         results: list[Prediction | None] = [None] * len(texts)
         nonempty = [i for i, tokens in enumerate(token_lists) if tokens]
         for i, tokens in enumerate(token_lists):
@@ -160,7 +191,10 @@ class Predictor:
                 results[i] = Prediction(text=texts[i], tokens=(), slots=(), intent=None)
         if nonempty:
             norms = [[token.norm or token.text for token in token_lists[i]] for i in nonempty]
-            decoded = self.decode(*self.run_network(norms))
+            outputs = self.run_network(norms)
+            decoded = self.decode(*outputs)
+            if floors is not None:
+                self._apply_floors(decoded, outputs[0], outputs[2], [floors[i] for i in nonempty])
             # Rounded to 6 digits through float64: float32 would print 0.99987102 for 0.999871.
             token_probs = np.round(decoded.token_confidence, 6).tolist()
             for row, i in enumerate(nonempty):
@@ -218,6 +252,38 @@ class Predictor:
             span_confidence.append(span_probs[used: used + len(found)])
             used += len(found)
         return Decoded(paths, labels, spans, posteriors.confidence, span_confidence, intent_probs)
+
+    def _apply_floors(self, decoded: Decoded, emissions: np.ndarray, lengths: np.ndarray,
+                      floors: list[float | None]) -> None:
+        """Drop, in place, each row's spans whose (rounded) confidence is below its floor: out of ``spans`` and
+        ``span_confidence``, their tokens labelled ``O`` in ``labels`` and ``paths``, and those tokens'
+        confidences become the model's probability of ``O`` there (same decoder, same temperature)."""
+        if "O" not in self.labels:
+            raise ValueError("min_span_confidence needs a model with an O label")
+        outside = self.labels.index("O")
+        paths = decoded.paths.copy()
+        changed = []
+        for row, floor in enumerate(floors):
+            if floor is None:
+                continue
+            kept, kept_confidence = [], []
+            labels = decoded.labels[row]
+            for span, confidence in zip(decoded.spans[row], decoded.span_confidence[row]):
+                if confidence >= floor:
+                    kept.append(span)
+                    kept_confidence.append(confidence)
+                    continue
+                _, start, end = span
+                paths[row, start:end] = outside
+                labels = labels[:start] + ["O"] * (end - start) + labels[end:]
+            if len(kept) != len(decoded.spans[row]):
+                decoded.labels[row], decoded.spans[row], decoded.span_confidence[row] = labels, kept, kept_confidence
+                changed.append(row)
+        if changed:
+            none = np.zeros(0, dtype=np.int64)
+            confidence = self._scorer.posteriors(emissions, lengths, paths, none, none, none).confidence
+            decoded.token_confidence[changed] = confidence[changed]
+            decoded.paths = paths
 
     def _assemble(self, text: str, tokens: list[Token], labels: list[str], label_spans: list[Span],
                   token_conf: list[float], span_conf: list[float], intent_probs: np.ndarray | None,
