@@ -77,3 +77,71 @@ def test_the_decoder_gives_log_probabilities_at_its_temperature() -> None:
             count = min(5, len(expected))
             assert np.allclose(log_p[row, :count], [score - total for score, _ in expected[:count]], atol=1e-5)
             assert [tuple(p[:n]) for p in paths[row, :count].tolist()] == [path for _, path in expected[:count]]
+
+
+# --------------------------------------------------------------------------- the predictor's n_best
+
+UTTERANCES = ["book a table for two at chez pierre tomorrow at 7pm", "cancel my booking at bella napoli",
+              "find me a cheap thai restaurant in san francisco", "is there parking"]
+
+
+@pytest.fixture(scope="module")
+def predictor(sample_model_dir):
+    from slotfill.inference.predictor import Predictor
+
+    return Predictor.load(sample_model_dir, backend="torch")
+
+
+def test_alternatives_start_with_the_answer_and_are_ranked(predictor) -> None:
+    from slotfill.schemes import validate
+
+    plain = predictor.predict_texts(UTTERANCES)
+    ranked = predictor.predict_texts(UTTERANCES, n_best=5)
+    for before, after in zip(plain, ranked):
+        assert before.alternatives is None and "alternatives" not in before.to_dict()
+        alternatives = after.alternatives
+        assert len(alternatives) == 5
+        assert dataclass_without(after) == before
+        assert list(alternatives[0].labels) == before.labels and alternatives[0].slots == before.slots
+        probabilities = [a.probability for a in alternatives]
+        assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 5e-6
+        assert len({a.labels for a in alternatives}) == 5
+        for alternative in alternatives:
+            assert validate(list(alternative.labels), predictor.config.scheme) == []
+            for slot in alternative.slots:
+                assert after.text[slot.start:slot.end] == slot.value and 0 <= slot.confidence <= 1
+        out = after.to_dict()["alternatives"]
+        assert [a["probability"] for a in out] == probabilities and out[0]["labels"] == before.labels
+    # The probabilities are exp(path score - log Z) at the slot temperature: the best path's is the product
+    # chain, checked here against the decoder directly.
+    norms = [[token.norm or token.text for token in predictor.tokenize(text)] for text in UTTERANCES]
+    emissions, _, lengths = predictor.run_network(norms)
+    _, log_p = predictor._scorer.k_best(emissions, lengths, 5)
+    for row, after in enumerate(ranked):
+        assert [a.probability for a in after.alternatives] == [round(float(np.exp(v)), 6) for v in log_p[row]]
+    [empty] = predictor.predict_texts(["?!"], n_best=3)
+    assert [(a.labels, a.slots, a.probability) for a in empty.alternatives] == [((), (), 1.0)]
+
+
+def dataclass_without(prediction):
+    import dataclasses
+
+    return dataclasses.replace(prediction, alternatives=None)
+
+
+def test_every_call_takes_n_best_and_bad_values_are_refused(predictor, sample_softmax_model_dir) -> None:
+    from slotfill.inference.predictor import Predictor
+
+    tokens = [text.split() for text in UTTERANCES]
+    by_tokens = predictor.predict_tokens(tokens, n_best=2)
+    by_text = predictor.predict_texts(UTTERANCES, n_best=2)
+    mixed = predictor.predict_mixed([tokens[0], UTTERANCES[1], tokens[2], UTTERANCES[3]], n_best=2)
+    for row, prediction in enumerate(mixed):
+        assert prediction == (by_tokens if row % 2 == 0 else by_text)[row]
+    for bad in (-1, True, 2.0, "3"):
+        with pytest.raises(ValueError, match="n_best"):
+            predictor.predict_texts(UTTERANCES, n_best=bad)
+    softmax = Predictor.load(sample_softmax_model_dir, backend="torch")
+    with pytest.raises(ValueError, match="n_best needs a model with a CRF"):
+        softmax.predict_texts(UTTERANCES, n_best=2)
+    assert softmax.predict_texts(UTTERANCES, n_best=0) == softmax.predict_texts(UTTERANCES)
