@@ -145,3 +145,38 @@ def test_every_call_takes_n_best_and_bad_values_are_refused(predictor, sample_so
     with pytest.raises(ValueError, match="n_best needs a model with a CRF"):
         softmax.predict_texts(UTTERANCES, n_best=2)
     assert softmax.predict_texts(UTTERANCES, n_best=0) == softmax.predict_texts(UTTERANCES)
+
+
+# --------------------------------------------------------------------------- slotfill tag --n-best
+
+
+def test_tag_cli_adds_alternatives(sample_model_dir, sample_softmax_model_dir, tmp_path, capsys) -> None:
+    import json
+
+    from slotfill.inference.predictor import Predictor
+    from training.cli import main as cli_main
+
+    source = tmp_path / "in.txt"
+    source.write_text(f"{UTTERANCES[0]}\n{{\"tokens\": {json.dumps(UTTERANCES[1].split())}}}\n")
+    plain, ranked = tmp_path / "plain.jsonl", tmp_path / "ranked.jsonl"
+    assert cli_main(["tag", "--model", str(sample_model_dir), "--input", str(source), "--output", str(plain)]) == 0
+    assert cli_main(["tag", "--model", str(sample_model_dir), "--input", str(source), "--output", str(ranked),
+                     "--n-best", "3"]) == 0
+    predictor = Predictor.load(sample_model_dir)
+    expected = [predictor.predict_texts([UTTERANCES[0]], n_best=3)[0],
+                predictor.predict_tokens([UTTERANCES[1].split()], n_best=3)[0]]
+    for plain_line, ranked_line, prediction in zip(plain.read_text().splitlines(), ranked.read_text().splitlines(),
+                                                   expected):
+        before, after = json.loads(plain_line), json.loads(ranked_line)
+        alternatives = after.pop("alternatives")
+        assert after == before and "alternatives" not in before
+        assert alternatives == json.loads(json.dumps(prediction.to_dict()))["alternatives"]
+        assert len(alternatives) == 3 and alternatives[0]["labels"] == before["labels"]
+    assert cli_main(["tag", "--model", str(sample_softmax_model_dir), "--input", str(source), "--n-best", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("slotfill tag: error: --n-best 2: n_best needs a model with a CRF") and err.count("\n") == 1
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["tag", "--model", str(sample_model_dir), "--input", str(source), "--n-best", bad])
+        assert exit_info.value.code == 2
+        assert "--n-best" in capsys.readouterr().err

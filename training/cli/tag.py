@@ -23,6 +23,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--min-confidence", type=_unit_interval, metavar="X",
                         help="drop slots whose confidence is below X (from 0 to 1) and label their tokens O, as the "
                              "HTTP API's min_confidence does")
+    parser.add_argument("--n-best", type=_positive, metavar="K",
+                        help="add the K most probable label sequences (CRF models only) to each line, as "
+                             "'alternatives', as the HTTP API's n_best does")
     return parser
 
 
@@ -50,5 +53,6 @@ def run(args: argparse.Namespace) -> int:
     from ..tagging import tag_stream
 
     tag_stream(args.model, args.input, args.output, input_format=args.format, batch_size=args.batch_size,
-               intent_ranking=args.intent_ranking or 0, min_confidence=args.min_confidence)
+               intent_ranking=args.intent_ranking or 0, min_confidence=args.min_confidence,
+               n_best=args.n_best or 0)
     return 0
