@@ -12,6 +12,8 @@ Input rules checked here (static; the size limits depend on settings and are che
 * exactly one of ``text`` and ``tokens``.
 * ``intent_ranking``: an integer >= 1 (its upper bound, the model's number of intents, is checked in
   ``routers/tag.py``).
+* ``min_confidence``: a number from 0 to 1.
+* ``n_best``: an integer from 1 to 10 (a model without a CRF refuses it, in ``routers/tag.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ ALLOWED_CONTROLS = frozenset("\t\n\r")
 # A regex runs in C; tests/service check it against unicodedata for every code point.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _CONTROL_EXCEPT_WHITESPACE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+MAX_N_BEST = 10  # the most alternatives a request may ask for
 
 
 class StrictModel(BaseModel):
@@ -93,6 +98,18 @@ class TagRequest(StrictModel):
                           "number of intents in /v1/model's `intents`), most confident first, with confidences "
                           "from the same calibrated softmax as the intent's. Absent or null: the top intent only.",
         examples=[3])
+    min_confidence: Annotated[float, WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1})] | None = Field(
+        None, description="Optional confidence floor from 0 to 1: slots whose confidence is below it are left out of "
+                          "`slots`, and their tokens are labelled `O` (with the model's probability of `O` as their "
+                          "confidence), so `labels` stays a valid sequence that agrees with `slots`. Absent or "
+                          "null: every slot.",
+        examples=[0.5])
+    n_best: Annotated[int, WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 10})] | None = Field(
+        None, description="Optional: answer the k (1 to 10) most probable label sequences under the model's CRF too, "
+                          "as `alternatives`, most probable first, each with its labels, slots and probability; the "
+                          "first is the answer's own labels (before any `min_confidence`). A model without a CRF "
+                          "refuses it (n_best_needs_crf). Absent or null: no alternatives.",
+        examples=[3])
 
     @field_validator("text")
     @classmethod
@@ -114,6 +131,22 @@ class TagRequest(StrictModel):
             raise PydanticCustomError("invalid_intent_ranking",
                                       "intent_ranking must be at least 1 (the number of intents to rank); got {k}",
                                       {"k": k})
+        return k
+
+    @field_validator("min_confidence")
+    @classmethod
+    def _check_min_confidence(cls, floor: float | None) -> float | None:
+        if floor is not None and not 0.0 <= floor <= 1.0:  # NaN too
+            raise PydanticCustomError("invalid_min_confidence", "min_confidence must be from 0 to 1; got {floor}",
+                                      {"floor": floor})
+        return floor
+
+    @field_validator("n_best")
+    @classmethod
+    def _check_n_best(cls, k: int | None) -> int | None:
+        if k is not None and not 1 <= k <= MAX_N_BEST:
+            raise PydanticCustomError("invalid_n_best", "n_best must be from 1 to {limit}; got {k}",
+                                      {"k": k, "limit": MAX_N_BEST})
         return k
 
     @field_validator("tokens")
@@ -184,12 +217,22 @@ class ModelRef(StrictModel):
     version: str
 
 
+class AlternativeOut(StrictModel):
+    labels: list[str]
+    slots: list[SlotOut] = Field(description="This sequence's slots, each with its confidence as a span of it.")
+    probability: float = Field(description="The sequence's probability under the CRF (calibrated).")
+
+
 class TagResponse(StrictModel):
     tokens: list[TokenOut]
     labels: list[str]
     slots: list[SlotOut]
     intent: IntentOut | None
     model: ModelRef
+    alternatives: list[AlternativeOut] | None = Field(
+        None, description="Only when the request gave `n_best` k (absent otherwise): the k most probable label "
+                          "sequences (fewer when the scheme allows fewer), most probable first; the first has "
+                          "this answer's labels as decoded.")
 
 
 class BatchResponse(StrictModel):

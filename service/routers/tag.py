@@ -50,8 +50,11 @@ def check_limits(item: TagRequest, predictor: PredictorLike, settings: Settings,
     Both are 422s naming the field: the body was fine, one value in it is too big.
     Characters are Unicode code points; tokens are counted after the model's own tokeniser. ``intent_ranking``
     (at least 1 by the schema) is at most the model's number of intents (any k for a model without intents:
-    its ``intent`` is null).
+    its ``intent`` is null). ``n_best`` needs a model with a CRF.
     """
+    if item.n_best is not None and getattr(predictor.config, "decoder", "crf") != "crf":
+        raise APIError(422, "n_best_needs_crf", "n_best needs a model with a CRF; this model tags each token on "
+                                                "its own (softmax)", f"{prefix}n_best")
     if item.intent_ranking is not None:
         count = len(predictor.intents or ())
         if count and item.intent_ranking > count:
@@ -78,10 +81,12 @@ def check_limits(item: TagRequest, predictor: PredictorLike, settings: Settings,
                                             f"{settings.max_chars}", f"{prefix}tokens")
 
 
-def to_response(prediction: Prediction, model: dict[str, str], intent_ranking: int | None = None) -> dict[str, Any]:
+def to_response(prediction: Prediction, model: dict[str, str], intent_ranking: int | None = None,
+                n_best: int | None = None) -> dict[str, Any]:
     """One ``TagResponse`` as plain dicts (built in the worker thread; serialised by :func:`json_response`).
     ``intent_ranking`` (the request's): the intent gets ``ranking``, the first k of the prediction's (which may
-    rank more: a batch is predicted with its items' largest k).
+    rank more: a batch is predicted with its items' largest k); ``n_best`` likewise keeps the first k of the
+    prediction's ``alternatives``.
 
     Pydantic models for every nested token and slot cost more CPU than the rest of a request;
     the OpenAPI schema still comes from ``response_model=TagResponse`` on the route."""
@@ -93,15 +98,23 @@ def to_response(prediction: Prediction, model: dict[str, str], intent_ranking: i
         if intent_ranking is not None and intent.ranking is not None:
             intent_out["ranking"] = [{"name": name, "confidence": float(confidence)}
                                      for name, confidence in intent.ranking[:intent_ranking]]
-    return {
+    out = {
         "tokens": [{"text": t.text, "start": int(t.start), "end": int(t.end), "label": t.label,
                     "confidence": float(t.confidence)} for t in tokens],
         "labels": [t.label for t in tokens],
-        "slots": [{"slot": s.slot, "value": s.value, "start": int(s.start), "end": int(s.end),
-                   "confidence": float(s.confidence)} for s in prediction.slots],
+        "slots": _slots(prediction.slots),
         "intent": intent_out,
         "model": model,
     }
+    if n_best is not None and prediction.alternatives is not None:
+        out["alternatives"] = [{"labels": list(a.labels), "slots": _slots(a.slots), "probability": float(a.probability)}
+                               for a in prediction.alternatives[:n_best]]
+    return out
+
+
+def _slots(slots: Sequence[Any]) -> list[dict[str, Any]]:
+    return [{"slot": s.slot, "value": s.value, "start": int(s.start), "end": int(s.end),
+             "confidence": float(s.confidence)} for s in slots]
 
 
 def json_response(content: Any) -> Response:
@@ -116,24 +129,40 @@ def predict_items(predictor: PredictorLike, items: Sequence[TagRequest]) -> list
 
     When an item asks for ``intent_ranking``, every call ranks the items' largest k (``intent_top_k``, checked
     against the model by :func:`check_limits` already); :func:`to_response` keeps each item's own k. Without
-    one, the calls are made as before (no ``intent_top_k``)."""
+    one, the calls are made as before (no ``intent_top_k``). When an item gives ``min_confidence``, the calls
+    pass each item's own floor (``min_span_confidence``, a list: None for an item without one); without one,
+    no ``min_span_confidence`` is passed. ``n_best`` as ``intent_ranking``: the items' largest k, passed only when
+    one asks (checked by :func:`check_limits`: a CRF model)."""
     top_k = max((item.intent_ranking or 0 for item in items), default=0)
     options: dict[str, Any] = {"intent_top_k": top_k} if top_k and predictor.intents else {}
+    n_best = max((item.n_best or 0 for item in items), default=0)
+    if n_best:
+        options["n_best"] = n_best
+    floors = [item.min_confidence for item in items]
+    if all(floor is None for floor in floors):
+        floors = None
+
+    def with_floors(rows: Sequence[int]) -> dict[str, Any]:
+        return options if floors is None else {**options, "min_span_confidence": [floors[i] for i in rows]}
+
     texts = [item.text for item in items if item.text is not None]
+    everything = range(len(items))
     if len(texts) == len(items):
-        return predictor.predict_texts(texts, **options)  # type: ignore[arg-type]
+        return predictor.predict_texts(texts, **with_floors(everything))  # type: ignore[arg-type]
     if not texts:
-        return predictor.predict_tokens([item.tokens or [] for item in items], **options)
+        return predictor.predict_tokens([item.tokens or [] for item in items], **with_floors(everything))
     mixed = getattr(predictor, "predict_mixed", None)
     if mixed is not None:
-        return mixed([item.text if item.text is not None else item.tokens for item in items], **options)
+        return mixed([item.text if item.text is not None else item.tokens for item in items],
+                     **with_floors(everything))
     text_rows = [i for i, item in enumerate(items) if item.text is not None]
     token_rows = [i for i, item in enumerate(items) if item.text is None]
     predictions: list[Prediction | None] = [None] * len(items)
-    for row, prediction in zip(text_rows, predictor.predict_texts(texts, **options)):  # type: ignore[arg-type]
+    for row, prediction in zip(text_rows, predictor.predict_texts(texts,  # type: ignore[arg-type]
+                                                                  **with_floors(text_rows))):
         predictions[row] = prediction
     for row, prediction in zip(token_rows, predictor.predict_tokens([items[i].tokens or [] for i in token_rows],
-                                                                    **options)):
+                                                                    **with_floors(token_rows))):
         predictions[row] = prediction
     return predictions  # type: ignore[return-value]
 
@@ -142,7 +171,7 @@ def respond(predictor: PredictorLike, items: list[TagRequest]) -> list[dict[str,
     """Run the model on validated items and build the responses as plain dicts (the micro-batcher's
     ``run_batch``)."""
     model = {"name": predictor.name, "version": predictor.version}
-    return [to_response(prediction, model, item.intent_ranking)
+    return [to_response(prediction, model, item.intent_ranking, item.n_best)
             for item, prediction in zip(items, predict_items(predictor, items))]
 
 

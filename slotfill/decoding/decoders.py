@@ -20,7 +20,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from slotfill.decoding import kernels
-from slotfill.decoding.reference import CRFTables, Posteriors, path_posteriors, softmax, viterbi
+from slotfill.decoding.reference import (
+    CRFTables,
+    Posteriors,
+    forward_backward,
+    kbest_viterbi,
+    path_posteriors,
+    softmax,
+    viterbi,
+)
 
 
 def _pick(scores: np.ndarray, paths: np.ndarray) -> np.ndarray:
@@ -71,6 +79,15 @@ class CRFDecoder:
     def _scale(self, emissions: np.ndarray) -> np.ndarray:
         return emissions / np.asarray(self.temperature, dtype=emissions.dtype) if self.temperature != 1.0 \
             else emissions
+
+    def k_best(self, emissions: np.ndarray, lengths: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k most probable paths of each row, (B, k, T) int64, and their log-probabilities (B, k) float64
+        (``-inf`` in ranks a row lacks), at this decoder's temperature; in NumPy and float64
+        (:func:`~slotfill.decoding.reference.kbest_viterbi`, log Z by forward-backward)."""
+        scaled = self._scale(emissions).astype(np.float64)
+        tables = self._scaled.astype(np.float64)
+        paths, scores = kbest_viterbi(scaled, lengths, tables, k)
+        return paths, scores - forward_backward(scaled, lengths, tables).log_z[:, None]
 
     def posteriors(self, emissions: np.ndarray, lengths: np.ndarray, paths: np.ndarray, rows: Sequence[int],
                    starts: Sequence[int], ends: Sequence[int]) -> Posteriors:

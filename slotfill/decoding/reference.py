@@ -138,6 +138,49 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTables) -> np
     return out
 
 
+def kbest_viterbi(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTables,
+                  k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best label paths of each sequence under the CRF, best first, computed in float64.
+
+    ``emissions`` (B, T, K), ``lengths`` (B,) >= 1, ``k`` >= 1. Returns ``paths`` (B, k, T) int64 (0 past each
+    length) and ``scores`` (B, k) float64: each path's score (start + emissions + transitions + end; its
+    probability is ``exp(score - log Z)`` with :func:`forward_backward`'s ``log_z``), descending. A move the
+    scheme forbids (a table entry at :data:`DISALLOWED`) is never taken: a sequence with fewer than k allowed
+    paths has score ``-inf`` (and path 0) in the ranks it lacks.
+
+    Each step keeps, for every label, the k best prefixes ending in it, (K, k) scores with back-pointers into
+    the previous step's (K * k) prefixes; ties go to the lower (label, rank), so rank 0 is :func:`viterbi`'s
+    path except where two paths score exactly the same."""
+    def allowed(values: np.ndarray) -> np.ndarray:
+        return np.where(values <= DISALLOWED, -np.inf, values.astype(np.float64))
+
+    transitions, start, end = allowed(tables.transitions), allowed(tables.start), allowed(tables.end)
+    batch, steps, num_tags = emissions.shape
+    paths = np.zeros((batch, k, steps), dtype=np.int64)
+    scores = np.full((batch, k), -np.inf)
+    for b, n in enumerate(np.asarray(lengths).tolist()):
+        em = emissions[b, :n].astype(np.float64)
+        score = np.full((num_tags, k), -np.inf)  # score[j, r]: the r-th best prefix ending in label j
+        score[:, 0] = start + em[0]
+        back = np.zeros((n, num_tags, k), dtype=np.int64)  # flat index i * k + r into the previous step's
+        for t in range(1, n):
+            candidates = (score[:, :, None] + transitions[:, None, :]).reshape(num_tags * k, num_tags).T
+            order = np.argsort(-candidates, axis=1, kind="stable")[:, :k]  # (K_to, k)
+            back[t] = order
+            score = np.take_along_axis(candidates, order, axis=1) + em[t][:, None]
+        final = (score + end[:, None]).reshape(-1)  # flat j * k + r
+        for rank, flat in enumerate(np.argsort(-final, kind="stable")[:k].tolist()):
+            if final[flat] == -np.inf:
+                break
+            scores[b, rank] = final[flat]
+            label, r = divmod(flat, k)
+            for t in range(n - 1, -1, -1):
+                paths[b, rank, t] = label
+                if t:
+                    label, r = divmod(int(back[t, label, r]), k)
+    return paths, scores
+
+
 @dataclass(frozen=True)
 class ForwardBackward:
     """Rescaled forward-backward quantities (see :func:`forward_backward`).

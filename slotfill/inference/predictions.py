@@ -51,6 +51,16 @@ class IntentPrediction:
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """One of the k most probable label sequences (``n_best``): its labels, its slots (each with its confidence
+    as a span of this sequence) and the sequence's probability under the CRF."""
+
+    labels: tuple[str, ...]
+    slots: tuple[SlotPrediction, ...]
+    probability: float
+
+
+@dataclass(frozen=True)
 class Prediction:
     """The tagger's answer for one utterance.
 
@@ -62,6 +72,7 @@ class Prediction:
     tokens: tuple[TokenPrediction, ...]
     slots: tuple[SlotPrediction, ...]
     intent: IntentPrediction | None
+    alternatives: tuple[Alternative, ...] | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -69,9 +80,13 @@ class Prediction:
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dicts; the intent's ``ranking`` (a list of ``{"name", "confidence"}``) is there
-        only when it was asked for."""
+        only when it was asked for, and so are ``alternatives`` (each ``{"labels", "slots", "probability"}``)."""
         out = asdict(self)
         out["labels"] = self.labels
+        alternatives = out.pop("alternatives")
+        if alternatives is not None:
+            out["alternatives"] = [{"labels": list(a["labels"]), "slots": a["slots"], "probability": a["probability"]}
+                                   for a in alternatives]
         if self.intent is not None:
             out["intent"].pop("ranking")
             if self.intent.ranking is not None:

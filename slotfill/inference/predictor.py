@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from slotfill.decoding.decoders import make_decoder
 from slotfill.decoding.reference import softmax
 from slotfill.inference.engines import Engine, OnnxEngine, TorchEngine, resolve_backend
 from slotfill.inference.predictions import (
+    Alternative,
     IntentPrediction,
     Prediction,
     RankedIntent,
@@ -109,28 +111,79 @@ class Predictor:
     # ``intent_top_k`` (every predict call): 0 (the default) answers the top intent only; k from 1 to the
     # number of intents adds ``intent.ranking``, the k most confident intents with their confidences from
     # the same calibrated softmax as the top one's. A model without intents answers ``intent`` None whatever k.
-    def predict_texts(self, texts: Sequence[str], *, intent_top_k: int = 0) -> list[Prediction]:
+    # ``min_span_confidence`` (every predict call): None (the default) changes nothing; a float in [0, 1] drops
+    # every span whose confidence (as answered, rounded to 6 digits) is below it: it leaves ``slots``, and its
+    # tokens are labelled ``O``, each with the model's probability of ``O`` there as its confidence (so the
+    # labels stay a valid sequence of the scheme, and spans and labels agree). A sequence gives each input its
+    # own floor (None: none), as the service does for a batch of requests.
+    # ``n_best`` (every predict call, CRF models only): 0 (the default) adds nothing; k >= 1 adds
+    # ``alternatives``, the k most probable label sequences under the CRF (fewer where the scheme allows fewer),
+    # most probable first, each with its slots and probability (calibrated: the slot temperature); the first is
+    # the answer's own labels as decoded (before any floor).
+    def predict_texts(self, texts: Sequence[str], *, intent_top_k: int = 0,
+                      min_span_confidence: float | Sequence[float | None] | None = None,
+                      n_best: int = 0) -> list[Prediction]:
         """Tokenise each raw text as in training; offsets refer to that text."""
         self.check_intent_top_k(intent_top_k)
+        self.check_n_best(n_best)
+        floors = self.check_min_span_confidence(min_span_confidence, len(texts))
         token_lists = [self.tokenize(text) for text in texts]
-        return self._predict(list(texts), token_lists, intent_top_k)
+        return self._predict(list(texts), token_lists, intent_top_k, floors, n_best)
 
-    def predict_tokens(self, token_lists: Sequence[Sequence[str]], *, intent_top_k: int = 0) -> list[Prediction]:
+    def predict_tokens(self, token_lists: Sequence[Sequence[str]], *, intent_top_k: int = 0,
+                       min_span_confidence: float | Sequence[float | None] | None = None,
+                      n_best: int = 0) -> list[Prediction]:
         """Pre-tokenised input; offsets refer to the tokens joined by single spaces."""
         self.check_intent_top_k(intent_top_k)
+        self.check_n_best(n_best)
+        floors = self.check_min_span_confidence(min_span_confidence, len(token_lists))
         rows = [self._pretokenized(tokens) for tokens in token_lists]
-        return self._predict([text for text, _ in rows], [row for _, row in rows], intent_top_k)
+        return self._predict([text for text, _ in rows], [row for _, row in rows], intent_top_k, floors, n_best)
 
-    def predict_mixed(self, items: Sequence[str | Sequence[str]], *, intent_top_k: int = 0) -> list[Prediction]:
+    def predict_mixed(self, items: Sequence[str | Sequence[str]], *, intent_top_k: int = 0,
+                      min_span_confidence: float | Sequence[float | None] | None = None,
+                      n_best: int = 0) -> list[Prediction]:
         """Raw texts (``str``) and pre-split token lists in one padded forward pass, answers in order;
         each answer equals what ``predict_texts`` / ``predict_tokens`` gives for that item."""
         self.check_intent_top_k(intent_top_k)
+        self.check_n_best(n_best)
+        floors = self.check_min_span_confidence(min_span_confidence, len(items))
         texts, tokenised = [], []
         for item in items:
             text, row = (item, self.tokenize(item)) if isinstance(item, str) else self._pretokenized(item)
             texts.append(text)
             tokenised.append(row)
-        return self._predict(texts, tokenised, intent_top_k)
+        return self._predict(texts, tokenised, intent_top_k, floors, n_best)
+
+    def check_n_best(self, k: object) -> int:
+        """``k`` as given, or ValueError: an int >= 1, or 0 for no alternatives; a model without a CRF refuses
+        any k but 0."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise ValueError(f"n_best must be an integer, not {type(k).__name__}")
+        if k < 0:
+            raise ValueError(f"n_best must be at least 1, or 0 for no alternatives; got {k}")
+        if k and not hasattr(self._decoder, "k_best"):
+            raise ValueError("n_best needs a model with a CRF; this one tags each token on its own (softmax)")
+        return int(k)
+
+    @staticmethod
+    def check_min_span_confidence(floor: object, count: int) -> list[float | None] | None:
+        """One floor per input (None: no floor), or None when no input has one; ValueError unless ``floor`` is
+        None, a real number from 0 to 1 (not NaN, not a bool), or a sequence of ``count`` such values or None."""
+        if floor is None:
+            return None
+        values = list(floor) if isinstance(floor, (list, tuple)) else [floor] * count
+        if len(values) != count:
+            raise ValueError(f"min_span_confidence has {len(values)} values for {count} inputs")
+        for value in values:
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValueError(f"min_span_confidence must be a number from 0 to 1, not {type(value).__name__}")
+            if not 0.0 <= float(value) <= 1.0:  # NaN fails too
+                raise ValueError(f"min_span_confidence must be from 0 to 1; got {value}")
+        floors = [None if value is None else float(value) for value in values]
+        return floors if any(value is not None for value in floors) else None
 
     def check_intent_top_k(self, k: object) -> int:
         """``k`` as given, or ValueError: an int from 1 to the number of intents, or 0 for no ranking. Any k
@@ -152,15 +205,22 @@ class Predictor:
         return " ".join(tokens), row
 
     # ------------------------------------------------------------------ internals
-    def _predict(self, texts: list[str], token_lists: list[list[Token]], intent_top_k: int = 0) -> list[Prediction]:
+    def _predict(self, texts: list[str], token_lists: list[list[Token]], intent_top_k: int = 0,
+                 floors: list[float | None] | None = None, n_best: int = 0) -> list[Prediction]:
         results: list[Prediction | None] = [None] * len(texts)
         nonempty = [i for i, tokens in enumerate(token_lists) if tokens]
         for i, tokens in enumerate(token_lists):
             if not tokens:  # nothing to tag (e.g. only punctuation): no slots, no intent evidence
-                results[i] = Prediction(text=texts[i], tokens=(), slots=(), intent=None)
+                # The one (empty) label sequence, certain, when alternatives are asked for.
+                results[i] = Prediction(text=texts[i], tokens=(), slots=(), intent=None,
+                                        alternatives=(Alternative((), (), 1.0),) if n_best else None)
         if nonempty:
             norms = [[token.norm or token.text for token in token_lists[i]] for i in nonempty]
-            decoded = self.decode(*self.run_network(norms))
+            outputs = self.run_network(norms)
+            decoded = self.decode(*outputs)
+            alternatives = self._alternatives(decoded, outputs[0], outputs[2], n_best) if n_best else None
+            if floors is not None:
+                self._apply_floors(decoded, outputs[0], outputs[2], [floors[i] for i in nonempty])
             # Rounded to 6 digits through float64: float32 would print 0.99987102 for 0.999871.
             token_probs = np.round(decoded.token_confidence, 6).tolist()
             for row, i in enumerate(nonempty):
@@ -168,6 +228,9 @@ class Predictor:
                                             token_probs[row], decoded.span_confidence[row],
                                             None if decoded.intent_probs is None else decoded.intent_probs[row],
                                             intent_top_k)
+                if alternatives is not None:
+                    results[i] = dataclasses.replace(results[i], alternatives=self._assemble_alternatives(
+                        texts[i], token_lists[i], alternatives[row]))
         return results  # type: ignore[return-value]
 
     def predict_labels(self, norms: list[list[str]], batch_size: int = 256) -> tuple[list[list[str]], list[str | None]]:
@@ -218,6 +281,92 @@ class Predictor:
             span_confidence.append(span_probs[used: used + len(found)])
             used += len(found)
         return Decoded(paths, labels, spans, posteriors.confidence, span_confidence, intent_probs)
+
+    def _alternatives(self, decoded: Decoded, emissions: np.ndarray, lengths: np.ndarray,
+                      k: int) -> list[list[tuple[list[str], list[Span], list[float], float]]]:
+        """Each row's k most probable paths as (labels, spans, span confidences, probability), the decoded
+        path first: where two paths tie exactly, the one Viterbi chose leads."""
+        paths, log_p = self._scorer.k_best(emissions, lengths, k)
+        read = self._reader.read
+        found: list[list[tuple[list[int], float]]] = []
+        for row, n in enumerate(lengths.tolist()):
+            best = decoded.paths[row, :n].tolist()
+            row_paths = [(paths[row, r, :n].tolist(), float(np.exp(log_p[row, r])))
+                         for r in range(k) if log_p[row, r] > -np.inf]
+            ids = [path for path, _ in row_paths]
+            if ids[0] != best:
+                if best in ids:
+                    row_paths.insert(0, row_paths.pop(ids.index(best)))
+                else:
+                    row_paths[0] = (best, row_paths[0][1])
+            found.append(row_paths)
+        # Span confidences of every alternative, as spans of its own path: one posterior call on the rows
+        # repeated once per alternative.
+        rows = [row for row, row_paths in enumerate(found) for _ in row_paths]
+        stacked = np.zeros((len(rows), emissions.shape[1]), dtype=np.int64)
+        read_rows, span_rows, starts, ends = [], [], [], []
+        for index, (row, (path, _)) in enumerate(zip(rows, (item for row_paths in found for item in row_paths))):
+            stacked[index, :len(path)] = path
+            labels, spans = read(path)
+            read_rows.append((labels, spans))
+            for _, start, end in spans:
+                span_rows.append(index)
+                starts.append(start)
+                ends.append(end)
+        probs = np.round(self._scorer.posteriors(emissions[rows], lengths[rows], stacked, span_rows, starts,
+                                                 ends).spans, 6).tolist()
+        out, index, used = [], 0, 0
+        for row_paths in found:
+            row_out = []
+            for _, probability in row_paths:
+                labels, spans = read_rows[index]
+                row_out.append((list(labels), list(spans), probs[used:used + len(spans)], min(1.0, probability)))
+                used += len(spans)
+                index += 1
+            out.append(row_out)
+        return out
+
+    def _assemble_alternatives(self, text: str, tokens: list[Token],
+                               found: list[tuple[list[str], list[Span], list[float], float]]) -> tuple[Alternative, ...]:
+        alternatives = []
+        for labels, spans, confidences, probability in found:
+            slots = tuple(SlotPrediction(slot=slot, value=text[tokens[start].start:tokens[end - 1].end],
+                                         start=tokens[start].start, end=tokens[end - 1].end, confidence=conf)
+                          for (slot, start, end), conf in zip(spans, confidences))
+            alternatives.append(Alternative(labels=tuple(labels), slots=slots, probability=round(probability, 6)))
+        return tuple(alternatives)
+
+    def _apply_floors(self, decoded: Decoded, emissions: np.ndarray, lengths: np.ndarray,
+                      floors: list[float | None]) -> None:
+        """Drop, in place, each row's spans whose (rounded) confidence is below its floor: out of ``spans`` and
+        ``span_confidence``, their tokens labelled ``O`` in ``labels`` and ``paths``, and those tokens'
+        confidences become the model's probability of ``O`` there (same decoder, same temperature)."""
+        if "O" not in self.labels:
+            raise ValueError("min_span_confidence needs a model with an O label")
+        outside = self.labels.index("O")
+        paths = decoded.paths.copy()
+        changed = []
+        for row, floor in enumerate(floors):
+            if floor is None:
+                continue
+            kept, kept_confidence = [], []
+            labels = decoded.labels[row]
+            for span, confidence in zip(decoded.spans[row], decoded.span_confidence[row]):
+                if confidence >= floor:
+                    kept.append(span)
+                    kept_confidence.append(confidence)
+                    continue
+                _, start, end = span
+                paths[row, start:end] = outside
+                labels = labels[:start] + ["O"] * (end - start) + labels[end:]
+            if len(kept) != len(decoded.spans[row]):
+                decoded.labels[row], decoded.spans[row], decoded.span_confidence[row] = labels, kept, kept_confidence
+                changed.append(row)
+        if changed:
+            none = np.zeros(0, dtype=np.int64)
+            confidence = self._scorer.posteriors(emissions, lengths, paths, none, none, none).confidence
+            decoded.token_confidence[changed] = confidence[changed]
+            decoded.paths = paths
 
     def _assemble(self, text: str, tokens: list[Token], labels: list[str], label_spans: list[Span],
                   token_conf: list[float], span_conf: list[float], intent_probs: np.ndarray | None,

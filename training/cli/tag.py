@@ -20,7 +20,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--intent-ranking", type=_positive, metavar="K",
                         help="add the K most confident intents to each line's intent, as 'ranking' (K from 1 to the "
                              "model's number of intents), as the HTTP API's intent_ranking does")
+    parser.add_argument("--min-confidence", type=_unit_interval, metavar="X",
+                        help="drop slots whose confidence is below X (from 0 to 1) and label their tokens O, as the "
+                             "HTTP API's min_confidence does")
+    parser.add_argument("--n-best", type=_positive, metavar="K",
+                        help="add the K most probable label sequences (CRF models only) to each line, as "
+                             "'alternatives', as the HTTP API's n_best does")
     return parser
+
+
+def _unit_interval(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0.0 <= number <= 1.0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1: {value}")
+    return number
 
 
 def _positive(value: str) -> int:
@@ -37,5 +53,6 @@ def run(args: argparse.Namespace) -> int:
     from ..tagging import tag_stream
 
     tag_stream(args.model, args.input, args.output, input_format=args.format, batch_size=args.batch_size,
-               intent_ranking=args.intent_ranking or 0)
+               intent_ranking=args.intent_ranking or 0, min_confidence=args.min_confidence,
+               n_best=args.n_best or 0)
     return 0
