@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # service_testlib, whatever pytest's import mode
 
-from service_testlib import SERVER_ENV, Server, start_server, stop_server  # noqa: E402
+from service_testlib import LIMITS, SERVER_ENV, Server, ThreadServer, start_server, stop_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -49,3 +49,24 @@ def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def client(server: Server) -> Iterator[httpx.Client]:
     with server.client() as http:
         yield http
+
+
+@pytest.fixture(scope="module")
+def direct_url(predictor: Any) -> Iterator[str]:
+    """The session's model served with batching off (each request runs the model itself)."""
+    from service.app import create_app
+    from service.settings import Settings
+
+    with ThreadServer(create_app(Settings(batching=False, **LIMITS), predictor=predictor)) as base_url:
+        yield base_url
+
+
+@pytest.fixture(params=["batched", "direct"])
+def http(request: pytest.FixtureRequest, client: httpx.Client, direct_url: str) -> Iterator[httpx.Client]:
+    """A test that asks for ``http`` runs twice: against the session server (micro-batching on) and against
+    the same model with batching off. (test_service_hostile.py has an ``http`` of its own.)"""
+    if request.param == "batched":
+        yield client
+    else:
+        with httpx.Client(base_url=direct_url, timeout=30) as direct:
+            yield direct

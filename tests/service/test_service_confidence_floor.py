@@ -4,13 +4,12 @@ its bad values a 422 naming the field; micro-batched (the session server) and di
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
-from service_testlib import LIMITS, ThreadServer, assert_error
+from service_testlib import assert_error
 
 from slotfill.schemes import validate
 
@@ -22,25 +21,6 @@ def library_answer(predictor: Any, text: str, floor: float | None) -> dict[str, 
     [prediction] = predictor.predict_texts([text], min_span_confidence=floor)
     out = json.loads(json.dumps(prediction.to_dict()))
     return {key: out[key] for key in ("tokens", "labels", "slots")}
-
-
-@pytest.fixture(scope="module")
-def direct_url(predictor: Any) -> Iterator[str]:
-    """The same model with batching off (each request runs the model itself)."""
-    from service.app import create_app
-    from service.settings import Settings
-
-    with ThreadServer(create_app(Settings(batching=False, **LIMITS), predictor=predictor)) as base_url:
-        yield base_url
-
-
-@pytest.fixture(params=["batched", "direct"])
-def http(request: pytest.FixtureRequest, client: httpx.Client, direct_url: str) -> Iterator[httpx.Client]:
-    if request.param == "batched":
-        yield client
-    else:
-        with httpx.Client(base_url=direct_url, timeout=30) as direct:
-            yield direct
 
 
 @pytest.fixture(scope="module")

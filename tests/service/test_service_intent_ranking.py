@@ -3,13 +3,12 @@ asked, its bad values a 422 naming the field; micro-batched (the session server)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
-from service_testlib import LIMITS, ThreadServer, assert_error
+from service_testlib import assert_error
 
 TEXTS = ["book a table for 4 at chez pierre tomorrow at 7pm", "cancel my booking",
          "find a cheap italian restaurant near midtown"]
@@ -18,25 +17,6 @@ TEXTS = ["book a table for 4 at chez pierre tomorrow at 7pm", "cancel my booking
 def library_ranking(predictor: Any, text: str, k: int) -> list[dict[str, Any]]:
     [prediction] = predictor.predict_texts([text], intent_top_k=k)
     return [{"name": name, "confidence": confidence} for name, confidence in prediction.intent.ranking]
-
-
-@pytest.fixture(scope="module")
-def direct_url(predictor: Any) -> Iterator[str]:
-    """The same model with batching off (each request runs the model itself)."""
-    from service.app import create_app
-    from service.settings import Settings
-
-    with ThreadServer(create_app(Settings(batching=False, **LIMITS), predictor=predictor)) as base_url:
-        yield base_url
-
-
-@pytest.fixture(params=["batched", "direct"])
-def http(request: pytest.FixtureRequest, client: httpx.Client, direct_url: str) -> Iterator[httpx.Client]:
-    if request.param == "batched":
-        yield client
-    else:
-        with httpx.Client(base_url=direct_url, timeout=30) as direct:
-            yield direct
 
 
 def test_ranking_only_when_asked_and_equal_to_the_library(http: httpx.Client, predictor: Any) -> None:

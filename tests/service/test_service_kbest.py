@@ -4,7 +4,6 @@ its bad values a 422 naming the field, a softmax model's refusal; micro-batched 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,24 +16,6 @@ TEXTS = ["book a table for 4 at chez pierre tomorrow at 7pm", "cancel my booking
 def library_alternatives(predictor: Any, text: str, k: int) -> list[dict[str, Any]]:
     [prediction] = predictor.predict_texts([text], n_best=k)
     return json.loads(json.dumps(prediction.to_dict()))["alternatives"]
-
-
-@pytest.fixture(scope="module")
-def direct_url(predictor: Any) -> Iterator[str]:
-    from service.app import create_app
-    from service.settings import Settings
-
-    with ThreadServer(create_app(Settings(batching=False, **LIMITS), predictor=predictor)) as base_url:
-        yield base_url
-
-
-@pytest.fixture(params=["batched", "direct"])
-def http(request: pytest.FixtureRequest, client: httpx.Client, direct_url: str) -> Iterator[httpx.Client]:
-    if request.param == "batched":
-        yield client
-    else:
-        with httpx.Client(base_url=direct_url, timeout=30) as direct:
-            yield direct
 
 
 def test_alternatives_only_when_asked_and_equal_to_the_library(http: httpx.Client, predictor: Any) -> None:
