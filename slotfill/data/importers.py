@@ -37,7 +37,8 @@ from pathlib import Path
 
 from slotfill import schemes
 from slotfill.data.example import Example
-from slotfill.data.readers import CONLL_SUFFIXES, FOLDER_FILES, read_lines, write_conll, write_folder_split, write_jsonl
+from slotfill.data.readers import (CONLL_SUFFIXES, FOLDER_FILES, read_lines, tags_from_char_spans, write_conll,
+                                   write_folder_split, write_jsonl)
 from slotfill.errors import DataError, SlotfillError
 from slotfill.text.tokenizer import TokenizerConfig, normalize_token, tokenize
 
@@ -87,23 +88,10 @@ def example_from_spans(
             raise fail(f"entity {label!r}: start and end must be integers, got {start!r} and {end!r}")
         if not 0 <= start < end <= len(text):
             raise fail(f"entity {label!r} [{start}, {end}) is empty or outside the text (length {len(text)})")
-    ordered = sorted(spans)
-    for (s1, e1, l1), (s2, e2, l2) in zip(ordered, ordered[1:]):
-        if s2 < e1:
-            raise fail(f"entities {l1!r} [{s1}, {e1}) and {l2!r} [{s2}, {e2}) overlap")
-    token_spans = []
-    for start, end, label in ordered:
-        covered = []
-        for i, token in enumerate(tokens):
-            if token.start < start < token.end or token.start < end < token.end:
-                raise fail(f"entity {label!r} [{start}, {end}) cuts the token {token.text!r} "
-                           f"[{token.start}, {token.end})")
-            if start <= token.start and token.end <= end:
-                covered.append(i)
-        if not covered:
-            raise fail(f"entity {label!r} [{start}, {end}) {text[start:end]!r} covers no token")
-        token_spans.append((label, covered[0], covered[-1] + 1))
-    tags = schemes.tags_from_spans(len(tokens), token_spans, "IOB2")
+    try:
+        tags = tags_from_char_spans(text, tokens, spans)
+    except DataError as error:
+        raise fail(error.message) from None
     return Example(tuple(t.norm for t in tokens), tuple(tags), intent, f"{path}:{line}" if line else str(path))
 
 

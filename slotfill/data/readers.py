@@ -35,7 +35,7 @@ from slotfill import schemes
 from slotfill.artifact.files import atomic_write_text
 from slotfill.data.example import Example
 from slotfill.errors import DataError
-from slotfill.text.tokenizer import TokenizerConfig, tokenize
+from slotfill.text.tokenizer import Token, TokenizerConfig, tokenize
 
 SPLITS = ("train", "valid", "test")
 # Names a split may have on disk, in the order they are looked for.
@@ -226,6 +226,31 @@ def read_jsonl(
     return examples
 
 
+def tags_from_char_spans(text: str, tokens: Sequence[Token], spans: Iterable[tuple[int, int, str]],
+                         scheme: str = "IOB2") -> list[str]:
+    """Tags in ``scheme`` for character spans ``(start, end, label)`` (end exclusive) over ``text``'s ``tokens``:
+    the one mapping from character offsets to tokens (the JSONL reader, ``slotfill data convert``). Spans must
+    not overlap and must cover whole tokens; a span whose edge falls inside a token is refused naming both, as
+    is one that covers no token. Raises :class:`DataError` without a location (callers add file and line)."""
+    ordered = sorted(spans)
+    for (s1, e1, l1), (s2, e2, l2) in zip(ordered, ordered[1:]):
+        if s2 < e1:
+            raise DataError(f"entities {l1!r} [{s1}, {e1}) and {l2!r} [{s2}, {e2}) overlap")
+    token_spans = []
+    for start, end, label in ordered:
+        covered = []
+        for i, token in enumerate(tokens):
+            if token.start < start < token.end or token.start < end < token.end:
+                raise DataError(f"entity {label!r} [{start}, {end}) cuts the token {token.text!r} "
+                                f"[{token.start}, {token.end})")
+            if start <= token.start and token.end <= end:
+                covered.append(i)
+        if not covered:
+            raise DataError(f"entity {label!r} [{start}, {end}) {text[start:end]!r} covers no token")
+        token_spans.append((label, covered[0], covered[-1] + 1))
+    return schemes.tags_from_spans(len(tokens), token_spans, scheme)
+
+
 def _parse_jsonl_record(
     line: str, config: TokenizerConfig, scheme: str
 ) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
@@ -263,27 +288,7 @@ def _parse_jsonl_record(
         if start < 0 or end > len(text):
             raise DataError(f"span {k} ({label}) [{start}:{end}] is outside the text (length {len(text)})")
         checked.append((start, end, label))
-    checked.sort()
-    for (s1, e1, l1), (s2, e2, l2) in zip(checked, checked[1:]):
-        if s2 < e1:
-            raise DataError(f"spans overlap: {l1} [{s1}:{e1}] and {l2} [{s2}:{e2}]")
-
-    token_spans = []
-    for start, end, label in checked:
-        covered = []
-        for i, token in enumerate(tokens):
-            for edge, name in ((start, "starts"), (end, "ends")):
-                if token.start < edge < token.end:
-                    raise DataError(
-                        f"span {label} [{start}:{end}] {name} inside token {token.text!r} "
-                        f"[{token.start}:{token.end}]; spans must cover whole tokens"
-                    )
-            if start <= token.start and token.end <= end:
-                covered.append(i)
-        if not covered:
-            raise DataError(f"span {label} [{start}:{end}] {text[start:end]!r} covers no token")
-        token_spans.append((label, covered[0], covered[-1] + 1))
-    tags = schemes.tags_from_spans(len(tokens), token_spans, scheme)
+    tags = tags_from_char_spans(text, tokens, checked, scheme)
     return tuple(t.norm for t in tokens), tuple(tags), intent
 
 
