@@ -39,8 +39,7 @@ Status codes (``code`` in the body; the README has the same table):
 422   invalid_intent_ranking  ``intent_ranking`` below 1 or above the model's number of intents (a
                               non-integer is ``wrong_type``)
 422   invalid_min_confidence  ``min_confidence`` below 0 or above 1 (a non-number is ``wrong_type``)
-422   invalid_n_best          ``n_best`` below 1 or above 10 (a non-integer is ``wrong_type``)
-422   n_best_needs_crf        ``n_best`` for a model without a CRF
+422   invalid_alternatives    ``alternatives`` below 1 or above 10 (a non-integer is ``wrong_type``)
 422   too_many_items          more than ``max_batch_items`` items (``field`` "items")
 422   artifact_invalid        reload target missing, corrupt or tampered with; the old model serves on
 500   internal_error          a bug, logged with its traceback; never caused by client input
@@ -95,7 +94,7 @@ VALIDATION_CODES = {
 # Raised by the validators in schemas.py.
 CUSTOM_CODES = frozenset({
     "empty_text", "empty_tokens", "invalid_token", "invalid_characters", "text_and_tokens", "missing_input",
-    "empty_batch", "invalid_intent_ranking", "invalid_min_confidence", "invalid_n_best",
+    "empty_batch", "invalid_intent_ranking", "invalid_min_confidence", "invalid_alternatives",
 })
 
 

@@ -9,11 +9,11 @@ Input rules checked here (static; the size limits depend on settings and are che
 * ``text``: not empty or whitespace-only; no control characters except tab, newline and
   carriage return (which count as whitespace); no lone surrogates.
 * ``tokens``: at least one; each non-empty, without whitespace or control characters.
-* exactly one of ``text`` and ``tokens``.
+* exactly one of ``text`` and ``tokens`` (the OpenAPI schema says so too: :data:`TEXT_XOR_TOKENS`).
 * ``intent_ranking``: an integer >= 1 (its upper bound, the model's number of intents, is checked in
   ``routers/tag.py``).
 * ``min_confidence``: a number from 0 to 1.
-* ``n_best``: an integer from 1 to 10 (a model without a CRF refuses it, in ``routers/tag.py``).
+* ``alternatives``: an integer from 1 to :data:`MAX_ALTERNATIVES`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,15 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _CONTROL_EXCEPT_WHITESPACE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
-MAX_N_BEST = 10  # the most alternatives a request may ask for
+MAX_ALTERNATIVES = 10  # the most alternatives a request may ask for
+
+# TagRequest's "exactly one of text and tokens" in its OpenAPI schema: each branch takes one and leaves the
+# other absent or null, so a body with both (or neither) matches no branch, as the validator refuses it.
+TEXT_XOR_TOKENS = [
+    {"title": "text", "required": ["text"], "properties": {"text": {"type": "string"}, "tokens": {"type": "null"}}},
+    {"title": "tokens", "required": ["tokens"],
+     "properties": {"tokens": {"type": "array"}, "text": {"type": "null"}}},
+]
 
 
 class StrictModel(BaseModel):
@@ -83,15 +91,20 @@ Token = Annotated[str, AfterValidator(_check_token)]
 
 
 class TagRequest(StrictModel):
-    """One utterance: raw ``text`` (the service tokenises it as in training) or pre-split ``tokens``."""
+    """One utterance: raw ``text`` (the service tokenises it as in training) or pre-split ``tokens``, exactly
+    one of them."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": TEXT_XOR_TOKENS})
 
     text: str | None = Field(
         None, description="Raw utterance. Not blank; no control characters except tab/newline/CR. "
-                          "Offsets in the answer index into this string (Unicode code points).",
+                          "Offsets in the answer index into this string (Unicode code points). Give either `text` "
+                          "or `tokens`, not both (text_and_tokens) and not neither (missing_input).",
         examples=["book a flight from boston to denver tomorrow"])
     tokens: list[Token] | None = Field(
         None, description="Pre-tokenised utterance: non-empty tokens without whitespace or control characters. "
-                          "Offsets in the answer index into the tokens joined by single spaces.",
+                          "Offsets in the answer index into the tokens joined by single spaces (the answer's "
+                          "`text`). Give either `text` or `tokens`, not both.",
         examples=[["book", "a", "flight", "to", "denver"]])
     intent_ranking: Annotated[int, WithJsonSchema({"type": "integer", "minimum": 1})] | None = Field(
         None, description="Optional: answer the k most confident intents too, as `intent.ranking` (k from 1 to the "
@@ -101,14 +114,19 @@ class TagRequest(StrictModel):
     min_confidence: Annotated[float, WithJsonSchema({"type": "number", "minimum": 0, "maximum": 1})] | None = Field(
         None, description="Optional confidence floor from 0 to 1: slots whose confidence is below it are left out of "
                           "`slots`, and their tokens are labelled `O` (with the model's probability of `O` as their "
-                          "confidence), so `labels` stays a valid sequence that agrees with `slots`. Absent or "
-                          "null: every slot.",
+                          "confidence) and marked with `dropped_label`, the label they lost, so `labels` stays a "
+                          "valid sequence that agrees with `slots`. Absent or null: the server's default floor "
+                          "(/v1/model's `defaults.min_confidence`; none unless configured). 0 keeps every slot, "
+                          "whatever the default.",
         examples=[0.5])
-    n_best: Annotated[int, WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 10})] | None = Field(
-        None, description="Optional: answer the k (1 to 10) most probable label sequences under the model's CRF too, "
-                          "as `alternatives`, most probable first, each with its labels, slots and probability; the "
-                          "first is the answer's own labels (before any `min_confidence`). A model without a CRF "
-                          "refuses it (n_best_needs_crf). Absent or null: no alternatives.",
+    alternatives: Annotated[int, WithJsonSchema({"type": "integer", "minimum": 1,
+                                                 "maximum": MAX_ALTERNATIVES})] | None = Field(
+        None, description="Optional, k from 1 to 10: other answers the model finds likely. A model with a CRF "
+                          "(/v1/model's `config.decoder` `crf`) answers `alternatives`, the k most probable label "
+                          "sequences (k-best Viterbi), most probable first, each with its labels, slots and "
+                          "probability; the first is the answer's own labels (before any `min_confidence`). A model "
+                          "without one (`softmax`) tags each token on its own and answers each token's "
+                          "`top_labels` instead, its k most probable labels. Absent or null: neither.",
         examples=[3])
 
     @field_validator("text")
@@ -141,12 +159,12 @@ class TagRequest(StrictModel):
                                       {"floor": floor})
         return floor
 
-    @field_validator("n_best")
+    @field_validator("alternatives")
     @classmethod
-    def _check_n_best(cls, k: int | None) -> int | None:
-        if k is not None and not 1 <= k <= MAX_N_BEST:
-            raise PydanticCustomError("invalid_n_best", "n_best must be from 1 to {limit}; got {k}",
-                                      {"k": k, "limit": MAX_N_BEST})
+    def _check_alternatives(cls, k: int | None) -> int | None:
+        if k is not None and not 1 <= k <= MAX_ALTERNATIVES:
+            raise PydanticCustomError("invalid_alternatives", "alternatives must be from 1 to {limit}; got {k}",
+                                      {"k": k, "limit": MAX_ALTERNATIVES})
         return k
 
     @field_validator("tokens")
@@ -183,12 +201,28 @@ class ReloadRequest(StrictModel):
 
 
 # ----------------------------------------------------------------------------- responses
+class RankedLabelOut(StrictModel):
+    label: str
+    confidence: float
+
+
 class TokenOut(StrictModel):
     text: str = Field(description="Exactly input[start:end].")
     start: int
     end: int
     label: str
     confidence: float
+    dropped_label: str | None = Field(
+        None, description="Only on a token of a slot that `min_confidence` dropped (absent otherwise): the label "
+                          "the model gave it; its `label` is now `O`.")
+    top_labels: list[RankedLabelOut] | None = Field(
+        None, description="Only when the request gave `alternatives` k and the model has no CRF (absent otherwise): "
+                          "this token's k most probable labels (all of them if the model has fewer), most probable "
+                          "first, with confidences from the same calibrated softmax as `confidence`; the first is "
+                          "the model's own choice, with this token's `confidence` (before any `min_confidence`; "
+                          "where the choices spell an invalid sequence, e.g. `I-x` after `O`, `label` is their "
+                          "repair, `B-x`). Each token is decided on its own, so the top labels of neighbours need "
+                          "not form a valid sequence.")
 
 
 class SlotOut(StrictModel):
@@ -224,15 +258,18 @@ class AlternativeOut(StrictModel):
 
 
 class TagResponse(StrictModel):
+    text: str = Field(description="What the offsets index into: the request's `text`, or its `tokens` joined by "
+                                  "single spaces.")
     tokens: list[TokenOut]
     labels: list[str]
     slots: list[SlotOut]
     intent: IntentOut | None
     model: ModelRef
     alternatives: list[AlternativeOut] | None = Field(
-        None, description="Only when the request gave `n_best` k (absent otherwise): the k most probable label "
-                          "sequences (fewer when the scheme allows fewer), most probable first; the first has "
-                          "this answer's labels as decoded.")
+        None, description="Only when the request gave `alternatives` k and the model has a CRF (absent otherwise): "
+                          "the k most probable label sequences (fewer when the scheme allows fewer), most probable "
+                          "first, their probabilities summing to at most 1; each is a valid sequence of the scheme, "
+                          "and the first has this answer's labels as decoded.")
 
 
 class BatchResponse(StrictModel):
@@ -244,6 +281,11 @@ class Limits(StrictModel):
     max_tokens: int
     max_batch_items: int
     max_body_bytes: int
+
+
+class Defaults(StrictModel):
+    min_confidence: float | None = Field(
+        description="The confidence floor applied to a request that gives no `min_confidence` (null: none).")
 
 
 class ModelInfo(StrictModel):
@@ -263,6 +305,7 @@ class ModelInfo(StrictModel):
         None, description="With the onnx-int8 backend: how the int8 graph compared with the float graph when it was "
                           "made (token and intent agreement, slot F1 of both); null otherwise.")
     limits: Limits
+    defaults: Defaults = Field(description="What a request's options are when it leaves them out.")
 
 
 class ModelSummary(StrictModel):

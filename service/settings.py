@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     max_chars: int = Field(1000, ge=1, description="Longest text, in Unicode code points.")
     max_tokens: int = Field(128, ge=1, description="Most tokens per utterance (after tokenisation).")
     max_batch_items: int = Field(64, ge=1, description="Most items in one /v1/tag/batch request.")
+    min_confidence: float | None = Field(None, ge=0, le=1, description="Default confidence floor (0 to 1) for a "
+                                         "/v1/tag or /v1/tag/batch item that gives no min_confidence, and for /v2 "
+                                         "inference: slots below it are dropped. Unset: none; a request's own "
+                                         "value wins, and 0 turns the floor off for that request.")
     max_body_bytes: int = Field(1024 * 1024, ge=1, description="Largest request body, checked before parsing.")
     workers: int = Field(1, ge=1, description="Uvicorn worker processes.")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads per worker process (0: torch's default). "

@@ -46,6 +46,21 @@ def sample_model_dir(tmp_path_factory, sample_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def int8_model_dir(sample_model_dir: Path, sample_dir: Path, tmp_path_factory) -> Path:
+    """A copy of the session's CRF model (its float graph included) with an int8 graph beside it, so that one
+    artifact serves the torch, onnx and onnx-int8 backends."""
+    import shutil
+
+    from training.cli import main as cli_main
+
+    target = tmp_path_factory.mktemp("models") / "sample-int8"
+    shutil.copytree(sample_model_dir, target)
+    assert cli_main(["export", "--model", str(target), "--format", "onnx", "--quantize", "int8",
+                     "--data", str(sample_dir)]) == 0
+    return target
+
+
+@pytest.fixture(scope="session")
 def sample_softmax_model_dir(tmp_path_factory, sample_dir) -> Path:
     from training.pipeline import train
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +14,6 @@ from training.cli import main as cli_main
 
 UTTERANCES = ["book a table for two at chez pierre tomorrow at 7pm", "cancel my booking",
               "find me a cheap thai restaurant in san francisco", "is there parking at bella napoli"]
-
-
-@pytest.fixture(scope="module")
-def int8_model_dir(sample_model_dir: Path, sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the session's model (its float graph included) with an int8 graph beside it."""
-    target = tmp_path_factory.mktemp("ranking") / "model"
-    shutil.copytree(sample_model_dir, target)
-    assert cli_main(["export", "--model", str(target), "--format", "onnx", "--quantize", "int8",
-                     "--data", str(sample_dir)]) == 0
-    return target
 
 
 @pytest.fixture(scope="module", params=["torch", "onnx", "onnx-int8"])

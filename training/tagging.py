@@ -82,13 +82,14 @@ def _check_output(path: Path) -> None:
 
 def tag_stream(model_dir: str | Path, source: Path | None, output: Path | None, *, input_format: str = "auto",
                batch_size: int = 64, intent_ranking: int = 0, min_confidence: float | None = None,
-               n_best: int = 0) -> int:
+               alternatives: int = 0) -> int:
     """Tag every request in the file ``source`` (or standard input); write JSONL to ``output`` (atomically)
     or standard output. Returns the count. ``intent_ranking`` k > 0 adds ``ranking`` (the k most confident
     intents, as ``{"name", "confidence"}``) to each line's intent; a k above the model's number of intents is
     a :class:`ConfigError`, raised before anything is tagged. ``min_confidence`` (from 0 to 1) drops the slots
-    whose confidence is below it and labels their tokens ``O`` (the predictor's ``min_span_confidence``).
-    ``n_best`` k > 0 adds ``alternatives`` (the predictor's); a model without a CRF is a :class:`ConfigError`.
+    whose confidence is below it, labels their tokens ``O`` and marks them with ``dropped_label`` (the predictor's
+    ``min_span_confidence``). ``alternatives`` k > 0 adds the predictor's ``alternatives`` (a model with a CRF)
+    or each token's ``top_labels`` (a model without one).
 
     A file that cannot be read or written is a :class:`DataError` naming it, raised before the model is loaded.
     """
@@ -96,14 +97,15 @@ def tag_stream(model_dir: str | Path, source: Path | None, output: Path | None, 
         _check_output(output)
     if source is None:
         return _tag(model_dir, sys.stdin.buffer, "<stdin>", output, input_format, batch_size, intent_ranking,
-                    min_confidence, n_best)
+                    min_confidence, alternatives)
     with _open_input(source) as handle:
         return _tag(model_dir, handle, str(source), output, input_format, batch_size, intent_ranking,
-                    min_confidence, n_best)
+                    min_confidence, alternatives)
 
 
 def _tag(model_dir: str | Path, source: BinaryIO, source_name: str, output: Path | None, input_format: str,
-         batch_size: int, intent_ranking: int = 0, min_confidence: float | None = None, n_best: int = 0) -> int:
+         batch_size: int, intent_ranking: int = 0, min_confidence: float | None = None,
+         alternatives: int = 0) -> int:
     predictor = Predictor.load(model_dir)
     try:
         predictor.check_intent_top_k(intent_ranking)
@@ -112,9 +114,9 @@ def _tag(model_dir: str | Path, source: BinaryIO, source_name: str, output: Path
         raise ConfigError(f"--intent-ranking {intent_ranking}: the model has {count} intents; give 1 to "
                           f"{count}") from None
     try:
-        predictor.check_n_best(n_best)
+        predictor.check_alternatives(alternatives)
     except ValueError as exc:
-        raise ConfigError(f"--n-best {n_best}: {exc}") from None
+        raise ConfigError(f"--alternatives {alternatives}: {exc}") from None
     lines: list[tuple[int, str]] = []
     pending: list[tuple[int, str, object]] = []
 
@@ -125,7 +127,7 @@ def _tag(model_dir: str | Path, source: BinaryIO, source_name: str, output: Path
                 continue
             fn = predictor.predict_texts if kind == "text" else predictor.predict_tokens
             predictions = fn([p for _, p in group], intent_top_k=intent_ranking, min_span_confidence=min_confidence,
-                             n_best=n_best)
+                             alternatives=alternatives)
             for (line_no, _), prediction in zip(group, predictions):
                 record = {"line": line_no, **prediction.to_dict()}
                 lines.append((line_no, json.dumps(record, ensure_ascii=False)))

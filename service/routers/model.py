@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from ..dependencies import PredictorDep, SettingsDep
-from ..schemas import ErrorResponse, Limits, ModelInfo
+from ..schemas import Defaults, ErrorResponse, Limits, ModelInfo
 from ..state import config_dict
 
 router = APIRouter(prefix="/v1", tags=["model"])
@@ -22,4 +22,5 @@ async def model_info(predictor: PredictorDep, settings: SettingsDep) -> ModelInf
         decoder=getattr(predictor, "decoder", None), quantization=getattr(predictor, "quantization", None),
         limits=Limits(max_chars=settings.max_chars, max_tokens=settings.max_tokens,
                       max_batch_items=settings.max_batch_items, max_body_bytes=settings.max_body_bytes),
+        defaults=Defaults(min_confidence=settings.min_confidence),
     )

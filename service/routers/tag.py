@@ -50,11 +50,8 @@ def check_limits(item: TagRequest, predictor: PredictorLike, settings: Settings,
     Both are 422s naming the field: the body was fine, one value in it is too big.
     Characters are Unicode code points; tokens are counted after the model's own tokeniser. ``intent_ranking``
     (at least 1 by the schema) is at most the model's number of intents (any k for a model without intents:
-    its ``intent`` is null). ``n_best`` needs a model with a CRF.
+    its ``intent`` is null).
     """
-    if item.n_best is not None and getattr(predictor.config, "decoder", "crf") != "crf":
-        raise APIError(422, "n_best_needs_crf", "n_best needs a model with a CRF; this model tags each token on "
-                                                "its own (softmax)", f"{prefix}n_best")
     if item.intent_ranking is not None:
         count = len(predictor.intents or ())
         if count and item.intent_ranking > count:
@@ -82,11 +79,13 @@ def check_limits(item: TagRequest, predictor: PredictorLike, settings: Settings,
 
 
 def to_response(prediction: Prediction, model: dict[str, str], intent_ranking: int | None = None,
-                n_best: int | None = None) -> dict[str, Any]:
+                alternatives: int | None = None, floored: bool = False) -> dict[str, Any]:
     """One ``TagResponse`` as plain dicts (built in the worker thread; serialised by :func:`json_response`).
     ``intent_ranking`` (the request's): the intent gets ``ranking``, the first k of the prediction's (which may
-    rank more: a batch is predicted with its items' largest k); ``n_best`` likewise keeps the first k of the
-    prediction's ``alternatives``.
+    rank more: a batch is predicted with its items' largest k); ``alternatives`` likewise keeps the first k of
+    the prediction's ``alternatives`` (a CRF model) or of each token's ``top_labels`` (a softmax model).
+    ``floored``: the item had a confidence floor, so tokens may carry a ``dropped_label``. ``text`` is the
+    prediction's own string (the request's, for a text item), not a copy.
 
     Pydantic models for every nested token and slot cost more CPU than the rest of a request;
     the OpenAPI schema still comes from ``response_model=TagResponse`` on the route."""
@@ -99,6 +98,7 @@ def to_response(prediction: Prediction, model: dict[str, str], intent_ranking: i
             intent_out["ranking"] = [{"name": name, "confidence": float(confidence)}
                                      for name, confidence in intent.ranking[:intent_ranking]]
     out = {
+        "text": prediction.text,
         "tokens": [{"text": t.text, "start": int(t.start), "end": int(t.end), "label": t.label,
                     "confidence": float(t.confidence)} for t in tokens],
         "labels": [t.label for t in tokens],
@@ -106,10 +106,23 @@ def to_response(prediction: Prediction, model: dict[str, str], intent_ranking: i
         "intent": intent_out,
         "model": model,
     }
-    if n_best is not None and prediction.alternatives is not None:
+    if floored or alternatives is not None:
+        _token_extras(out["tokens"], tokens, alternatives)
+    if alternatives is not None and prediction.alternatives is not None:
         out["alternatives"] = [{"labels": list(a.labels), "slots": _slots(a.slots), "probability": float(a.probability)}
-                               for a in prediction.alternatives[:n_best]]
+                               for a in prediction.alternatives[:alternatives]]
     return out
+
+
+def _token_extras(tokens_out: list[dict[str, Any]], tokens: Sequence[Any], alternatives: int | None) -> None:
+    """Add, in place, each token's ``dropped_label`` and (the first ``alternatives`` of) its ``top_labels``
+    where the prediction has them."""
+    for token_out, token in zip(tokens_out, tokens):
+        if token.dropped_label is not None:
+            token_out["dropped_label"] = token.dropped_label
+        if alternatives is not None and token.top_labels is not None:
+            token_out["top_labels"] = [{"label": label, "confidence": float(confidence)}
+                                       for label, confidence in token.top_labels[:alternatives]]
 
 
 def _slots(slots: Sequence[Any]) -> list[dict[str, Any]]:
@@ -131,14 +144,14 @@ def predict_items(predictor: PredictorLike, items: Sequence[TagRequest]) -> list
     against the model by :func:`check_limits` already); :func:`to_response` keeps each item's own k. Without
     one, the calls are made as before (no ``intent_top_k``). When an item gives ``min_confidence``, the calls
     pass each item's own floor (``min_span_confidence``, a list: None for an item without one); without one,
-    no ``min_span_confidence`` is passed. ``n_best`` as ``intent_ranking``: the items' largest k, passed only when
-    one asks (checked by :func:`check_limits`: a CRF model)."""
+    no ``min_span_confidence`` is passed (a floor of 0, which drops nothing, counts as none). ``alternatives``
+    as ``intent_ranking``: the items' largest k, passed only when one asks."""
     top_k = max((item.intent_ranking or 0 for item in items), default=0)
     options: dict[str, Any] = {"intent_top_k": top_k} if top_k and predictor.intents else {}
-    n_best = max((item.n_best or 0 for item in items), default=0)
-    if n_best:
-        options["n_best"] = n_best
-    floors = [item.min_confidence for item in items]
+    alternatives = max((item.alternatives or 0 for item in items), default=0)
+    if alternatives:
+        options["alternatives"] = alternatives
+    floors: list[float | None] | None = [item.min_confidence or None for item in items]
     if all(floor is None for floor in floors):
         floors = None
 
@@ -171,7 +184,7 @@ def respond(predictor: PredictorLike, items: list[TagRequest]) -> list[dict[str,
     """Run the model on validated items and build the responses as plain dicts (the micro-batcher's
     ``run_batch``)."""
     model = {"name": predictor.name, "version": predictor.version}
-    return [to_response(prediction, model, item.intent_ranking, item.n_best)
+    return [to_response(prediction, model, item.intent_ranking, item.alternatives, bool(item.min_confidence))
             for item, prediction in zip(items, predict_items(predictor, items))]
 
 
@@ -183,11 +196,21 @@ def tag_items(items: Sequence[TagRequest], predictor: PredictorLike, settings: S
     return respond(predictor, list(items))
 
 
+def with_default_floor(items: list[TagRequest], floor: float | None) -> list[TagRequest]:
+    """The items, each without a ``min_confidence`` of its own given the server's default ``floor``
+    (``Settings.min_confidence``; None: the items as they are). A request's own value wins, 0 included."""
+    if floor is None:
+        return items
+    return [item if item.min_confidence is not None else item.model_copy(update={"min_confidence": floor})
+            for item in items]
+
+
 async def run_items(items: list[TagRequest], predictor: PredictorLike, settings: Settings,
                     batcher: MicroBatcher | None, batch: bool) -> list[dict[str, Any]]:
     """Micro-batched when a batcher runs (limits checked here first, so a bad item is its own
     request's 422 and never reaches a shared batch); otherwise the direct path, in one call of the model
-    runner (a worker thread unless ``model_thread`` is false)."""
+    runner (a worker thread unless ``model_thread`` is false). The server's default floor is applied first."""
+    items = with_default_floor(items, settings.min_confidence)
     if batcher is None:
         return await run_detached(tag_items, items, predictor, settings, batch,
                                   run_in_thread=model_runner(settings.model_thread))

@@ -11,6 +11,8 @@ Every decoder has the same two calls: ``best_paths(emissions, lengths)`` -> (B, 
 (token confidences (B, T) and the probability of each span ``[starts[i], ends[i])`` of row ``rows[i]``,
 rows ascending). ``with_temperature(t)`` gives the same decoder with every score divided by ``t``
 before probabilities are taken (calibration; see :mod:`slotfill.scoring.calibration`); paths never change.
+A CRF decoder's ``k_best`` gives the k most probable paths, a softmax one's ``top_labels`` each token's k most
+probable labels (what a predictor's ``alternatives`` answers).
 """
 
 from __future__ import annotations
@@ -48,6 +50,17 @@ class SoftmaxDecoder:
 
     def best_paths(self, emissions: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return emissions.argmax(axis=2)
+
+    def top_labels(self, emissions: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each position's ``min(k, K)`` most probable labels, (B, T, k) int64, most probable first, and their
+        probabilities (B, T, k) float64 at this decoder's temperature. Ordered by the emissions themselves
+        (stable: a tie goes to the lower label), so the first is :meth:`best_paths`' argmax even where two
+        probabilities round to the same float."""
+        order = np.argsort(-emissions, axis=2, kind="stable")[:, :, :k]
+        scaled = emissions / np.asarray(self.temperature, dtype=emissions.dtype) if self.temperature != 1.0 \
+            else emissions
+        # The dtype :meth:`posteriors` computes in, so the first one's probability is the token's confidence.
+        return order, np.take_along_axis(softmax(scaled), order, axis=2).astype(np.float64)
 
     def posteriors(self, emissions: np.ndarray, lengths: np.ndarray, paths: np.ndarray, rows: Sequence[int],
                    starts: Sequence[int], ends: Sequence[int]) -> Posteriors:
@@ -96,7 +109,8 @@ class CRFDecoder:
 
 
 class CompiledCRFDecoder(CRFDecoder):
-    """:class:`CRFDecoder` in the compiled kernels: identical paths, posteriors to float rounding."""
+    """:class:`CRFDecoder` in the compiled kernels: identical paths, posteriors to float rounding. ``k_best`` is
+    :class:`CRFDecoder`'s, in NumPy: it runs only when alternatives are asked for."""
 
     name = "c"
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from slotfill.artifact.artifact import Artifact, LoadedModel
-from slotfill.decoding.decoders import make_decoder
+from slotfill.decoding.decoders import SoftmaxDecoder, make_decoder
 from slotfill.decoding.reference import softmax
 from slotfill.inference.engines import Engine, OnnxEngine, TorchEngine, resolve_backend
 from slotfill.inference.predictions import (
@@ -19,6 +19,7 @@ from slotfill.inference.predictions import (
     IntentPrediction,
     Prediction,
     RankedIntent,
+    RankedLabel,
     SlotPrediction,
     TokenPrediction,
 )
@@ -30,7 +31,9 @@ from slotfill.text.tokenizer import Token, normalize_token, tokenize
 class Decoded:
     """A decoded batch: label ids ``paths`` (B, T); per row its labels (in the model's scheme) and spans
     (slot, start, end) in token positions; with confidences, ``token_confidence`` (B, T) float64 and each
-    row's span confidences; intent probabilities (B, I) or None."""
+    row's span confidences; intent probabilities (B, I) or None. ``dropped``: after a confidence floor dropped
+    spans (:meth:`Predictor._apply_floors`), per row None or each token's label before the floor where it was
+    dropped (None elsewhere)."""
 
     paths: np.ndarray
     labels: list[list[str]]
@@ -38,6 +41,7 @@ class Decoded:
     token_confidence: np.ndarray | None
     span_confidence: list[list[float]] | None
     intent_probs: np.ndarray | None
+    dropped: list[list[str | None] | None] | None = None
 
 
 class Predictor:
@@ -72,6 +76,8 @@ class Predictor:
         self.quantization = loaded.quantization if self.backend == "onnx-int8" else None
         self._decoder = make_decoder(engine.crf_tables())
         self.decoder = self._decoder.name  # "c" (compiled kernels) or "numpy"
+        # What ``alternatives`` answers: label sequences (a CRF) or each token's top labels (softmax).
+        self.sequence_alternatives = not isinstance(self._decoder, SoftmaxDecoder)
         calibration = loaded.calibration or {}
         self.set_temperatures(calibration.get("slot_temperature", 1.0), calibration.get("intent_temperature", 1.0))
 
@@ -114,56 +120,57 @@ class Predictor:
     # ``min_span_confidence`` (every predict call): None (the default) changes nothing; a float in [0, 1] drops
     # every span whose confidence (as answered, rounded to 6 digits) is below it: it leaves ``slots``, and its
     # tokens are labelled ``O``, each with the model's probability of ``O`` there as its confidence (so the
-    # labels stay a valid sequence of the scheme, and spans and labels agree). A sequence gives each input its
-    # own floor (None: none), as the service does for a batch of requests.
-    # ``n_best`` (every predict call, CRF models only): 0 (the default) adds nothing; k >= 1 adds
-    # ``alternatives``, the k most probable label sequences under the CRF (fewer where the scheme allows fewer),
-    # most probable first, each with its slots and probability (calibrated: the slot temperature); the first is
-    # the answer's own labels as decoded (before any floor).
+    # labels stay a valid sequence of the scheme, and spans and labels agree), and each of them keeps the label
+    # it lost as ``dropped_label``. A sequence gives each input its own floor (None: none), as the service does
+    # for a batch of requests.
+    # ``alternatives`` (every predict call): 0 (the default) adds nothing. With k >= 1 a model with a CRF adds
+    # ``alternatives``, the k most probable label sequences under the CRF by k-best Viterbi (fewer where the
+    # scheme allows fewer), most probable first, each with its slots and probability (calibrated: the slot
+    # temperature); the first is the answer's own labels as decoded (before any floor). A model without a CRF
+    # tags each token on its own: it gives each token its ``top_labels`` instead, the min(k, number of labels)
+    # most probable, most probable first (the first is the model's choice, with the token's confidence).
     def predict_texts(self, texts: Sequence[str], *, intent_top_k: int = 0,
                       min_span_confidence: float | Sequence[float | None] | None = None,
-                      n_best: int = 0) -> list[Prediction]:
+                      alternatives: int = 0) -> list[Prediction]:
         """Tokenise each raw text as in training; offsets refer to that text."""
         self.check_intent_top_k(intent_top_k)
-        self.check_n_best(n_best)
+        self.check_alternatives(alternatives)
         floors = self.check_min_span_confidence(min_span_confidence, len(texts))
         token_lists = [self.tokenize(text) for text in texts]
-        return self._predict(list(texts), token_lists, intent_top_k, floors, n_best)
+        return self._predict(list(texts), token_lists, intent_top_k, floors, alternatives)
 
     def predict_tokens(self, token_lists: Sequence[Sequence[str]], *, intent_top_k: int = 0,
                        min_span_confidence: float | Sequence[float | None] | None = None,
-                      n_best: int = 0) -> list[Prediction]:
+                       alternatives: int = 0) -> list[Prediction]:
         """Pre-tokenised input; offsets refer to the tokens joined by single spaces."""
         self.check_intent_top_k(intent_top_k)
-        self.check_n_best(n_best)
+        self.check_alternatives(alternatives)
         floors = self.check_min_span_confidence(min_span_confidence, len(token_lists))
         rows = [self._pretokenized(tokens) for tokens in token_lists]
-        return self._predict([text for text, _ in rows], [row for _, row in rows], intent_top_k, floors, n_best)
+        return self._predict([text for text, _ in rows], [row for _, row in rows], intent_top_k, floors, alternatives)
 
     def predict_mixed(self, items: Sequence[str | Sequence[str]], *, intent_top_k: int = 0,
                       min_span_confidence: float | Sequence[float | None] | None = None,
-                      n_best: int = 0) -> list[Prediction]:
+                      alternatives: int = 0) -> list[Prediction]:
         """Raw texts (``str``) and pre-split token lists in one padded forward pass, answers in order;
         each answer equals what ``predict_texts`` / ``predict_tokens`` gives for that item."""
         self.check_intent_top_k(intent_top_k)
-        self.check_n_best(n_best)
+        self.check_alternatives(alternatives)
         floors = self.check_min_span_confidence(min_span_confidence, len(items))
         texts, tokenised = [], []
         for item in items:
             text, row = (item, self.tokenize(item)) if isinstance(item, str) else self._pretokenized(item)
             texts.append(text)
             tokenised.append(row)
-        return self._predict(texts, tokenised, intent_top_k, floors, n_best)
+        return self._predict(texts, tokenised, intent_top_k, floors, alternatives)
 
-    def check_n_best(self, k: object) -> int:
-        """``k`` as given, or ValueError: an int >= 1, or 0 for no alternatives; a model without a CRF refuses
-        any k but 0."""
+    @staticmethod
+    def check_alternatives(k: object) -> int:
+        """``k`` as given, or ValueError: an int >= 1, or 0 for no alternatives."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise ValueError(f"n_best must be an integer, not {type(k).__name__}")
+            raise ValueError(f"alternatives must be an integer, not {type(k).__name__}")
         if k < 0:
-            raise ValueError(f"n_best must be at least 1, or 0 for no alternatives; got {k}")
-        if k and not hasattr(self._decoder, "k_best"):
-            raise ValueError("n_best needs a model with a CRF; this one tags each token on its own (softmax)")
+            raise ValueError(f"alternatives must be at least 1, or 0 for none; got {k}")
         return int(k)
 
     @staticmethod
@@ -206,31 +213,36 @@ class Predictor:
 
     # ------------------------------------------------------------------ internals
     def _predict(self, texts: list[str], token_lists: list[list[Token]], intent_top_k: int = 0,
-                 floors: list[float | None] | None = None, n_best: int = 0) -> list[Prediction]:
+                 floors: list[float | None] | None = None, alternatives: int = 0) -> list[Prediction]:
         results: list[Prediction | None] = [None] * len(texts)
         nonempty = [i for i, tokens in enumerate(token_lists) if tokens]
+        sequences = alternatives if self.sequence_alternatives else 0
+        per_token = 0 if self.sequence_alternatives else alternatives
         for i, tokens in enumerate(token_lists):
             if not tokens:  # nothing to tag (e.g. only punctuation): no slots, no intent evidence
-                # The one (empty) label sequence, certain, when alternatives are asked for.
+                # The one (empty) label sequence, certain, when a CRF model is asked for alternatives.
                 results[i] = Prediction(text=texts[i], tokens=(), slots=(), intent=None,
-                                        alternatives=(Alternative((), (), 1.0),) if n_best else None)
+                                        alternatives=(Alternative((), (), 1.0),) if sequences else None)
         if nonempty:
             norms = [[token.norm or token.text for token in token_lists[i]] for i in nonempty]
             outputs = self.run_network(norms)
             decoded = self.decode(*outputs)
-            alternatives = self._alternatives(decoded, outputs[0], outputs[2], n_best) if n_best else None
+            found = self._alternatives(decoded, outputs[0], outputs[2], sequences) if sequences else None
+            top_labels = self._top_labels(outputs[0], outputs[2], per_token) if per_token else None
             if floors is not None:
                 self._apply_floors(decoded, outputs[0], outputs[2], [floors[i] for i in nonempty])
             # Rounded to 6 digits through float64: float32 would print 0.99987102 for 0.999871.
             token_probs = np.round(decoded.token_confidence, 6).tolist()
+            dropped = decoded.dropped
             for row, i in enumerate(nonempty):
                 results[i] = self._assemble(texts[i], token_lists[i], decoded.labels[row], decoded.spans[row],
                                             token_probs[row], decoded.span_confidence[row],
                                             None if decoded.intent_probs is None else decoded.intent_probs[row],
-                                            intent_top_k)
-                if alternatives is not None:
+                                            intent_top_k, None if dropped is None else dropped[row],
+                                            None if top_labels is None else top_labels[row])
+                if found is not None:
                     results[i] = dataclasses.replace(results[i], alternatives=self._assemble_alternatives(
-                        texts[i], token_lists[i], alternatives[row]))
+                        texts[i], token_lists[i], found[row]))
         return results  # type: ignore[return-value]
 
     def predict_labels(self, norms: list[list[str]], batch_size: int = 256) -> tuple[list[list[str]], list[str | None]]:
@@ -285,7 +297,12 @@ class Predictor:
     def _alternatives(self, decoded: Decoded, emissions: np.ndarray, lengths: np.ndarray,
                       k: int) -> list[list[tuple[list[str], list[Span], list[float], float]]]:
         """Each row's k most probable paths as (labels, spans, span confidences, probability), the decoded
-        path first: where two paths tie exactly, the one Viterbi chose leads."""
+        path first, probabilities non-increasing.
+
+        The search runs in float64, the decoder's Viterbi in float32: they choose different first paths only
+        where the two score the same to float32 rounding (or exactly the same). Then the decoded path leads
+        with the first rank's probability, and the path it displaces takes the decoded path's rank and
+        probability (or leaves, when the decoded path was not among the k), so the order holds."""
         paths, log_p = self._scorer.k_best(emissions, lengths, k)
         read = self._reader.read
         found: list[list[tuple[list[int], float]]] = []
@@ -296,35 +313,51 @@ class Predictor:
             ids = [path for path, _ in row_paths]
             if ids[0] != best:
                 if best in ids:
-                    row_paths.insert(0, row_paths.pop(ids.index(best)))
-                else:
-                    row_paths[0] = (best, row_paths[0][1])
+                    rank = ids.index(best)
+                    row_paths[rank] = (ids[0], row_paths[rank][1])
+                row_paths[0] = (best, row_paths[0][1])
             found.append(row_paths)
-        # Span confidences of every alternative, as spans of its own path: one posterior call on the rows
-        # repeated once per alternative.
-        rows = [row for row, row_paths in enumerate(found) for _ in row_paths]
-        stacked = np.zeros((len(rows), emissions.shape[1]), dtype=np.int64)
-        read_rows, span_rows, starts, ends = [], [], [], []
-        for index, (row, (path, _)) in enumerate(zip(rows, (item for row_paths in found for item in row_paths))):
-            stacked[index, :len(path)] = path
-            labels, spans = read(path)
-            read_rows.append((labels, spans))
-            for _, start, end in spans:
-                span_rows.append(index)
-                starts.append(start)
-                ends.append(end)
-        probs = np.round(self._scorer.posteriors(emissions[rows], lengths[rows], stacked, span_rows, starts,
-                                                 ends).spans, 6).tolist()
+        # The first is the decoded path: its labels, spans and span confidences are the answer's own (before
+        # any floor). The others' span confidences, as spans of their own paths: one posterior call on the
+        # rows repeated once per further alternative.
+        rows = [row for row, row_paths in enumerate(found) for _ in row_paths[1:]]
+        others = [path for row_paths in found for path, _ in row_paths[1:]]
+        read_rows, probs = [], []
+        if rows:
+            stacked = np.zeros((len(rows), emissions.shape[1]), dtype=np.int64)
+            span_rows, starts, ends = [], [], []
+            for index, path in enumerate(others):
+                stacked[index, :len(path)] = path
+                labels, spans = read(path)
+                read_rows.append((labels, spans))
+                for _, start, end in spans:
+                    span_rows.append(index)
+                    starts.append(start)
+                    ends.append(end)
+            probs = np.round(self._scorer.posteriors(emissions[rows], lengths[rows], stacked, span_rows, starts,
+                                                     ends).spans, 6).tolist()
         out, index, used = [], 0, 0
-        for row_paths in found:
-            row_out = []
-            for _, probability in row_paths:
+        for row, row_paths in enumerate(found):
+            row_out = [(list(decoded.labels[row]), list(decoded.spans[row]), list(decoded.span_confidence[row]),
+                        min(1.0, row_paths[0][1]))]
+            for _, probability in row_paths[1:]:
                 labels, spans = read_rows[index]
                 row_out.append((list(labels), list(spans), probs[used:used + len(spans)], min(1.0, probability)))
                 used += len(spans)
                 index += 1
             out.append(row_out)
         return out
+
+    def _top_labels(self, emissions: np.ndarray, lengths: np.ndarray,
+                    k: int) -> list[list[tuple[RankedLabel, ...]]]:
+        """Each row's tokens' k most probable labels (a softmax model), with their calibrated probabilities
+        rounded to 6 digits as the token confidences are."""
+        ids, probs = self._scorer.top_labels(emissions, k)
+        names = self.labels
+        probs = np.round(probs, 6).tolist()
+        ids = ids.tolist()
+        return [[tuple(RankedLabel(names[j], p) for j, p in zip(ids[row][t], probs[row][t])) for t in range(n)]
+                for row, n in enumerate(lengths.tolist())]
 
     def _assemble_alternatives(self, text: str, tokens: list[Token],
                                found: list[tuple[list[str], list[Span], list[float], float]]) -> tuple[Alternative, ...]:
@@ -339,13 +372,15 @@ class Predictor:
     def _apply_floors(self, decoded: Decoded, emissions: np.ndarray, lengths: np.ndarray,
                       floors: list[float | None]) -> None:
         """Drop, in place, each row's spans whose (rounded) confidence is below its floor: out of ``spans`` and
-        ``span_confidence``, their tokens labelled ``O`` in ``labels`` and ``paths``, and those tokens'
-        confidences become the model's probability of ``O`` there (same decoder, same temperature)."""
+        ``span_confidence``, their tokens labelled ``O`` in ``labels`` and ``paths`` (their labels before kept in
+        ``dropped``), and those tokens' confidences become the model's probability of ``O`` there (same
+        decoder, same temperature)."""
         if "O" not in self.labels:
             raise ValueError("min_span_confidence needs a model with an O label")
         outside = self.labels.index("O")
         paths = decoded.paths.copy()
         changed = []
+        dropped: list[list[str | None] | None] = [None] * len(floors)
         for row, floor in enumerate(floors):
             if floor is None:
                 continue
@@ -358,11 +393,15 @@ class Predictor:
                     continue
                 _, start, end = span
                 paths[row, start:end] = outside
+                if dropped[row] is None:
+                    dropped[row] = [None] * len(labels)
+                dropped[row][start:end] = labels[start:end]
                 labels = labels[:start] + ["O"] * (end - start) + labels[end:]
             if len(kept) != len(decoded.spans[row]):
                 decoded.labels[row], decoded.spans[row], decoded.span_confidence[row] = labels, kept, kept_confidence
                 changed.append(row)
         if changed:
+            decoded.dropped = dropped
             none = np.zeros(0, dtype=np.int64)
             confidence = self._scorer.posteriors(emissions, lengths, paths, none, none, none).confidence
             decoded.token_confidence[changed] = confidence[changed]
@@ -370,14 +409,24 @@ class Predictor:
 
     def _assemble(self, text: str, tokens: list[Token], labels: list[str], label_spans: list[Span],
                   token_conf: list[float], span_conf: list[float], intent_probs: np.ndarray | None,
-                  intent_top_k: int = 0) -> Prediction:
+                  intent_top_k: int = 0, dropped: list[str | None] | None = None,
+                  top_labels: list[tuple[RankedLabel, ...]] | None = None) -> Prediction:
         """One utterance's answer; ``token_conf`` (at least one per token) and ``span_conf`` (one per span)
         are already rounded to 6 digits. With ``intent_top_k`` the intent carries the k most probable intents
-        of the same probabilities (:meth:`decode`'s, calibrated), rounded as the top one is."""
-        token_predictions = tuple(
-            TokenPrediction(text=token.text, start=token.start, end=token.end, label=label, confidence=conf)
-            for token, label, conf in zip(tokens, labels, token_conf)
-        )
+        of the same probabilities (:meth:`decode`'s, calibrated), rounded as the top one is. ``dropped`` and
+        ``top_labels`` (one per token, when given) become the tokens' ``dropped_label`` and ``top_labels``."""
+        if dropped is None and top_labels is None:
+            token_predictions = tuple(
+                TokenPrediction(text=token.text, start=token.start, end=token.end, label=label, confidence=conf)
+                for token, label, conf in zip(tokens, labels, token_conf)
+            )
+        else:
+            token_predictions = tuple(
+                TokenPrediction(text=token.text, start=token.start, end=token.end, label=label, confidence=conf,
+                                dropped_label=None if dropped is None else dropped[t],
+                                top_labels=None if top_labels is None else top_labels[t])
+                for t, (token, label, conf) in enumerate(zip(tokens, labels, token_conf))
+            )
         slots = []
         for (slot, start, end), conf in zip(label_spans, span_conf):
             char_start, char_end = tokens[start].start, tokens[end - 1].end

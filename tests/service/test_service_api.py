@@ -20,8 +20,10 @@ SENTENCES = [
 
 
 def check_prediction(body: dict, text: str) -> None:
-    """Offsets index into ``text``; labels line up with tokens; slots are exact substrings."""
-    assert set(body) == {"tokens", "labels", "slots", "intent", "model"}
+    """The answer echoes ``text``, and its offsets index into it; labels line up with tokens; slots are exact
+    substrings."""
+    assert set(body) == {"text", "tokens", "labels", "slots", "intent", "model"}
+    assert body["text"] == text
     assert body["labels"] == [token["label"] for token in body["tokens"]]
     previous_end = 0
     for token in body["tokens"]:
@@ -50,7 +52,7 @@ def test_health_and_ready(client: httpx.Client) -> None:
 def test_model_info(client: httpx.Client) -> None:
     info = client.get("/v1/model").json()
     assert {"name", "version", "created", "labels", "intents", "config", "metrics", "digest", "backend",
-            "decoder", "quantization", "limits"} == set(info)
+            "decoder", "quantization", "limits", "defaults"} == set(info)
     assert info["backend"] == "onnx", "training exports the graph, and auto prefers it"
     from slotfill.decoding import kernels
 
@@ -62,6 +64,7 @@ def test_model_info(client: httpx.Client) -> None:
     assert isinstance(info["config"], dict) and info["config"]
     assert isinstance(info["metrics"], dict)
     assert info["limits"] == LIMITS
+    assert info["defaults"] == {"min_confidence": None}, "no default floor unless configured"
 
 
 def test_tag_text(client: httpx.Client) -> None:
@@ -267,3 +270,45 @@ def test_openapi_documents_every_route(client: httpx.Client) -> None:
     tag_422 = schema["paths"]["/v1/tag"]["post"]["responses"]["422"]
     assert tag_422["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
     assert "HTTPValidationError" not in schema.get("components", {}).get("schemas", {})
+
+
+def test_openapi_says_text_and_tokens_exclude_each_other(client: httpx.Client) -> None:
+    """TagRequest's schema holds exactly the bodies the service takes as far as text and tokens go: one of
+    them, the other absent or null; the schema is valid JSON Schema (2020-12, as OpenAPI 3.1 uses)."""
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    schema = client.get("/openapi.json").json()
+    assert schema["openapi"].startswith("3.1")
+    components = schema["components"]
+    for name, part in components["schemas"].items():
+        assert jsonschema_rs.meta.is_valid(part), name
+    request = jsonschema_rs.Draft202012Validator({"$ref": "#/components/schemas/TagRequest",
+                                                  "components": components})
+    for body in ({"text": "cancel my booking"}, {"tokens": ["cancel", "my", "booking"]},
+                 {"text": "cancel my booking", "tokens": None}, {"text": None, "tokens": ["cancel"]}):
+        assert request.is_valid(body), body
+        assert client.post("/v1/tag", json=body).status_code == 200, body
+    for body, code in (({"text": "cancel my booking", "tokens": ["cancel"]}, "text_and_tokens"),
+                       ({}, "missing_input"), ({"text": None, "tokens": None}, "missing_input")):
+        assert not request.is_valid(body), body
+        assert client.post("/v1/tag", json=body).json()["error"]["code"] == code
+    batch = jsonschema_rs.Draft202012Validator({"$ref": "#/components/schemas/BatchRequest",
+                                                "components": components})
+    assert batch.is_valid({"items": [{"text": "hi"}, {"tokens": ["hi"]}]})
+    assert not batch.is_valid({"items": [{"text": "hi"}, {"text": "hi", "tokens": ["hi"]}]})
+    for field in ("text", "tokens"):
+        assert "not both" in components["schemas"]["TagRequest"]["properties"][field]["description"]
+    described = components["schemas"]["TagResponse"]["properties"]["text"]
+    assert described["type"] == "string" and "joined by single spaces" in described["description"]
+
+
+def test_the_text_echo_is_the_request_s_own_string(predictor) -> None:
+    """The answer's ``text`` refers to the request's string (no copy is made for it), and a tokens request's
+    is the one joined string its offsets were computed on."""
+    from service.routers.tag import respond
+    from service.schemas import TagRequest
+
+    by_text, by_tokens = TagRequest(text=SENTENCES[0]), TagRequest(tokens=SENTENCES[1].split())
+    first, second = respond(predictor, [by_text, by_tokens])
+    assert first["text"] is by_text.text
+    assert second["text"] == SENTENCES[1] and all(
+        second["text"][t["start"]:t["end"]] == t["text"] for t in second["tokens"])

@@ -1,5 +1,6 @@
-"""``min_confidence`` on ``POST /v1/tag`` and each ``/v1/tag/batch`` item: the library's floor, only when asked,
-its bad values a 422 naming the field; micro-batched (the session server) and direct alike."""
+"""``min_confidence`` on ``POST /v1/tag`` and each ``/v1/tag/batch`` item: the library's floor, only when asked
+(or when the server has a default floor, ``Settings.min_confidence``), the dropped slots' tokens marked with the
+label they lost, its bad values a 422 naming the field; micro-batched (the session server) and direct alike."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from service_testlib import assert_error
+from service_testlib import LIMITS, ThreadServer, assert_error
 
 from slotfill.schemes import validate
 
@@ -51,6 +52,21 @@ def test_the_floor_is_the_library_s_and_only_when_asked(http: httpx.Client, pred
     assert dropped
     tokens = http.post("/v1/tag", json={"tokens": TEXTS[1].split(), "min_confidence": floor}).json()
     assert tokens["slots"] == library_answer(predictor, TEXTS[1], floor)["slots"]
+
+
+def test_the_dropped_slots_tokens_carry_the_label_they_lost(http: httpx.Client, floor: float) -> None:
+    marked = 0
+    for text in TEXTS:
+        plain = http.post("/v1/tag", json={"text": text}).json()
+        body = http.post("/v1/tag", json={"text": text, "min_confidence": floor}).json()
+        dropped = [slot for slot in plain["slots"] if slot["confidence"] < floor]
+        for before, after in zip(plain["tokens"], body["tokens"]):
+            if any(slot["start"] <= before["start"] and before["end"] <= slot["end"] for slot in dropped):
+                assert after["label"] == "O" and after["dropped_label"] == before["label"] != "O"
+                marked += 1
+            else:
+                assert after == before and "dropped_label" not in after
+    assert marked, "the floor drops some slot of TEXTS"
 
 
 def test_batch_items_each_have_their_own_floor(http: httpx.Client, predictor: Any, floor: float) -> None:
@@ -95,3 +111,54 @@ def test_openapi_documents_the_option(client: httpx.Client) -> None:
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     field = schemas["TagRequest"]["properties"]["min_confidence"]
     assert {"type": "number", "minimum": 0, "maximum": 1} in field["anyOf"] and "`O`" in field["description"]
+    assert "defaults.min_confidence" in field["description"] and "dropped_label" in field["description"]
+    assert "dropped_label" not in schemas["TokenOut"]["required"]
+    assert schemas["ModelInfo"]["properties"]["defaults"]["$ref"].endswith("/Defaults")
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["batched", "direct"])
+def default_floor_url(request: pytest.FixtureRequest, predictor: Any, floor: float) -> Any:
+    """The session's model served with a default floor, micro-batched and direct."""
+    from service.app import create_app
+    from service.settings import Settings
+
+    settings = Settings(min_confidence=floor, batching=request.param, **LIMITS)
+    with ThreadServer(create_app(settings, predictor=predictor)) as base_url:
+        yield base_url
+
+
+def test_a_server_default_floor_applies_unless_the_request_gives_its_own(default_floor_url: str, predictor: Any,
+                                                                         floor: float) -> None:
+    with httpx.Client(base_url=default_floor_url, timeout=30) as http:
+        assert http.get("/v1/model").json()["defaults"] == {"min_confidence": floor}
+        for text in TEXTS:
+            absent = http.post("/v1/tag", json={"text": text})
+            assert absent.status_code == 200, absent.text
+            assert {key: absent.json()[key] for key in ("tokens", "labels", "slots")} == \
+                library_answer(predictor, text, floor)
+            assert http.post("/v1/tag", json={"text": text, "min_confidence": None}).content == absent.content
+            for own in (0, 1.0):  # the request's value wins; 0 turns the floor off
+                body = http.post("/v1/tag", json={"text": text, "min_confidence": own}).json()
+                assert {key: body[key] for key in ("tokens", "labels", "slots")} == \
+                    library_answer(predictor, text, own or None)
+        items = [{"text": TEXTS[0]}, {"tokens": TEXTS[0].split(), "min_confidence": 0}]
+        floored, unfloored = http.post("/v1/tag/batch", json={"items": items}).json()["items"]
+        assert floored["slots"] == library_answer(predictor, TEXTS[0], floor)["slots"]
+        assert unfloored["slots"] == library_answer(predictor, TEXTS[0], None)["slots"]
+        assert floored["slots"] != unfloored["slots"], "the floor drops some slot of TEXTS[0]"
+        # /v2 inference has no option of its own: the server's default applies to its slots too.
+        name = http.get("/v1/model").json()["name"]
+        v2 = http.post(f"/v2/models/{name}/infer", json={"inputs": [{"name": "text", "shape": [1],
+                                                                     "datatype": "BYTES", "data": [TEXTS[0]]}],
+                                                         "outputs": [{"name": "slots"}]}).json()
+        assert json.loads(v2["outputs"][0]["data"][0]) == floored["slots"]
+
+
+def test_the_default_floor_setting_is_checked() -> None:
+    from service.settings import load_settings
+    from slotfill.errors import ConfigError
+
+    assert load_settings(min_confidence=0.25).min_confidence == 0.25
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ConfigError, match="min_confidence"):
+            load_settings(min_confidence=bad)

@@ -21,11 +21,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="add the K most confident intents to each line's intent, as 'ranking' (K from 1 to the "
                              "model's number of intents), as the HTTP API's intent_ranking does")
     parser.add_argument("--min-confidence", type=_unit_interval, metavar="X",
-                        help="drop slots whose confidence is below X (from 0 to 1) and label their tokens O, as the "
-                             "HTTP API's min_confidence does")
-    parser.add_argument("--n-best", type=_positive, metavar="K",
-                        help="add the K most probable label sequences (CRF models only) to each line, as "
-                             "'alternatives', as the HTTP API's n_best does")
+                        help="drop slots whose confidence is below X (from 0 to 1), label their tokens O and mark them "
+                             "with the label they lost ('dropped_label'), as the HTTP API's min_confidence does")
+    parser.add_argument("--alternatives", type=_positive, metavar="K",
+                        help="add the K most probable label sequences to each line as 'alternatives' (a model with "
+                             "a CRF), or each token's K most probable labels as its 'top_labels' (a model without "
+                             "one), as the HTTP API's alternatives does")
     return parser
 
 
@@ -54,5 +55,5 @@ def run(args: argparse.Namespace) -> int:
 
     tag_stream(args.model, args.input, args.output, input_format=args.format, batch_size=args.batch_size,
                intent_ranking=args.intent_ranking or 0, min_confidence=args.min_confidence,
-               n_best=args.n_best or 0)
+               alternatives=args.alternatives or 0)
     return 0
