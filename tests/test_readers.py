@@ -253,7 +253,8 @@ def test_load_corpus_propagates_repair(tmp_path):
 
 EXAMPLES = [
     Example(("book", "a", "table", "at", "the", "golden", "dragon"), ("O", "O", "O", "O", "B-r", "I-r", "I-r"), "book"),
-    Example(("東京", "に", "st.", "louis"), ("B-city", "O", "B-city", "I-city"), "atis_flight#atis_airfare"),
+    # one token per Han or Kana character, as the tokenizer reads the JSONL text back
+    Example(("東", "京", "に", "st.", "louis"), ("B-city", "I-city", "O", "B-city", "I-city"), "atis_flight#atis_airfare"),
 ]
 
 
@@ -268,7 +269,7 @@ def test_write_read_roundtrips(tmp_path):
     assert _strip_sources(read_conll(tmp_path / "x.conll")) == _strip_sources(EXAMPLES)
     write_jsonl(EXAMPLES, tmp_path / "x.jsonl")
     assert _strip_sources(read_jsonl(tmp_path / "x.jsonl")) == _strip_sources(EXAMPLES)
-    assert '"text": "東京 に st. louis"' in (tmp_path / "x.jsonl").read_text(encoding="utf-8")
+    assert '"text": "東 京 に st. louis"' in (tmp_path / "x.jsonl").read_text(encoding="utf-8")
     # no temporary files left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "x.conll", "x.jsonl"]
 

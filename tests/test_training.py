@@ -289,13 +289,15 @@ def test_folder_without_valid_split_holds_out_part_of_train(tmp_path, sample_dir
 
 
 def test_the_log_says_what_comes_and_how_long_is_left(sample_dir, tmp_path):
-    """Before the first epoch: how many epochs at most and when early stopping ends the run; after each epoch:
-    an estimate of the time left; at the end: both temperatures. --resume on an empty --out says it starts
-    from scratch."""
+    """Before the first epoch: the tokenizer check, how many epochs at most and when early stopping ends the
+    run; after each epoch: an estimate of the time left; at the end: both temperatures. --resume on an empty
+    --out says it starts from scratch."""
     messages: list[str] = []
     train(sample_dir, tmp_path / "out", overrides={**TINY, "epochs": 3, "patience": 2}, resume=True, progress=False,
           log=messages.append)
-    assert messages[0] == (f"--resume: no checkpoint to resume from ({tmp_path / 'out' / 'training' / 'last.safetensors'}"
+    assert messages[0] == ("tokenizer check: 0/2000 training sentences (0.00%) tokenise differently from their text "
+                           "as typed (limit 1.00%, max_tokenizer_mismatch)")
+    assert messages[1] == (f"--resume: no checkpoint to resume from ({tmp_path / 'out' / 'training' / 'last.safetensors'}"
                            " does not exist); training from scratch")
     plan = ("starting at most 3 epochs, 63 batches of up to 32 sentences each; stopping early after 2 epochs in a row "
             "without a better dev selection score (patience 2)")

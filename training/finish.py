@@ -114,6 +114,7 @@ class Finisher:
                 report, errors = evaluate_with_errors(model, self.data, self.data.test_examples)
                 report["split"] = "test"
             report["best_epoch"] = state.best_epoch
+            report["tokenizer_check"] = self.data.tokenizer_check.to_dict()
             temperatures = self.calibrate(model, report)
             atomic_write_json(self.state_dir / "dev_report.json", dev_report)
             # The plots first: report.html, written with the artifact, embeds them.

@@ -30,6 +30,7 @@ from slotfill.text.tokenizer import TokenizerConfig, infer_tokenizer_config, nor
 
 from .augment import slot_substitution
 from .config import TrainConfig
+from .tokenizer_check import check_tokenizer, enforce
 
 
 @dataclass
@@ -108,8 +109,16 @@ class TrainingData:
         if not train:
             raise DataError("no training sentences", self.data_dir)
         self.train_examples, self.valid_examples, self.test_examples = train, valid, list(corpus.test)
-        self.tokenizer = tokenizer or infer_tokenizer_config([e.tokens for e in train])
+        inferred = infer_tokenizer_config([e.tokens for e in train])
+        self.tokenizer = tokenizer or inferred
         self.train_norms = normalise_examples(train, self.tokenizer)
+        # Serving tokenises raw text with self.tokenizer: it must give back the tokens the model trains on.
+        # The typed text glues letters together when the data's own style is one token per character.
+        self.tokenizer_check = check_tokenizer(train, self.train_norms, self.tokenizer,
+                                               glue_characters=inferred.char_tokens == "all",
+                                               max_rate=cfg.max_tokenizer_mismatch)
+        enforce(self.tokenizer_check, self.data_dir)
+        self.log(self.tokenizer_check.summary())
         self.featurizer = Featurizer.build(self.train_norms, min_freq=cfg.min_freq,
                                            max_word_chars=cfg.model.max_word_chars)
         self.labels = label_order({tag for e in train for tag in e.tags} | {"O"})

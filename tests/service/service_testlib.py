@@ -28,6 +28,20 @@ SERVER_ENV = {
 }
 
 
+# A tagger small enough to train in seconds through the CLI (tests/service/test_service_schemes.py,
+# test_service_scripts.py).
+TINY_TAGGER = ["hidden_size=48", "word_dim=32", "char_dim=16", "char_channels=24", "dropout=0.2", "patience=0",
+               "threads=1", "lr=0.005"]
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """``slotfill ARGS`` run as a user runs it; it must succeed."""
+    result = subprocess.run([sys.executable, "-m", "training.cli", *args], cwd=REPO, input=stdin, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -6,29 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from seqeval.metrics import f1_score
 from seqeval.scheme import IOB1, IOB2, IOBES
-from service_testlib import REPO, start_server, stop_server
+from service_testlib import TINY_TAGGER, cli, start_server, stop_server
 
 from slotfill import schemes
 from slotfill.data import load_corpus, write_folder_split
 
 SEQEVAL = {"IOB2": IOB2, "IOB1": IOB1, "BIOES": IOBES}
-SETTINGS = ["epochs=8", "hidden_size=48", "word_dim=32", "char_dim=16", "char_channels=24", "dropout=0.2",
-            "patience=0", "threads=1", "lr=0.005"]
-CHARACTERS = REPO / "tests" / "resources" / "bioes_chars"
-
-
-def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "training.cli", *args], cwd=REPO, input=stdin, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+SETTINGS = ["epochs=8", *TINY_TAGGER]
 
 
 @pytest.fixture(scope="module", params=["IOB2", "IOB1", "BIOES"])
@@ -109,19 +98,3 @@ def test_tag_and_serve_answer_in_the_scheme(trained, tmp_path):
     finally:
         stop_server(server)
 
-
-def test_character_tagged_bioes_data_trains_and_tags(tmp_path):
-    """One character a token, BIOES, as Chinese SLU corpora are published."""
-    model = tmp_path / "model"
-    cli("train", "--data", str(CHARACTERS), "--out", str(model), "--seed", "0", "--set", "scheme=BIOES",
-        "epochs=12", *SETTINGS[1:])
-    report = json.loads((model / "report.json").read_text())
-    assert report["scheme"] == "BIOES" and report["slot_f1"] > 0.8 and report["intent_accuracy"] > 0.8
-    test = load_corpus(CHARACTERS, scheme="BIOES").test[:20]
-    requests = "".join(json.dumps({"tokens": list(e.tokens)}, ensure_ascii=False) + "\n" for e in test)
-    answers = [json.loads(line) for line in cli("tag", "--model", str(model), stdin=requests).stdout.splitlines()]
-    right = 0
-    for example, answer in zip(test, answers):
-        _check_answer(answer, "BIOES", " ".join(example.tokens))
-        right += [t["label"] for t in answer["tokens"]] == list(example.tags)
-    assert right >= len(test) // 2
