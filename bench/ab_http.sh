@@ -10,7 +10,9 @@
 # SLOTFILL_MODEL_THREAD, SLOTFILL_LOG_LEVEL, ...; unset, the service's defaults). ENV_A / ENV_B add settings for one
 # side only, as space-separated VAR=value words: to compare two settings on one tree,
 #   ENV_A="SLOTFILL_MODEL_THREAD=false" ENV_B="SLOTFILL_MODEL_THREAD=true" bash bench/ab_http.sh . MODEL . MODEL
-# Requests: the first 100 ATIS test utterances as {"text": ...}.
+# Requests: the first 100 ATIS test utterances as {"text": ...}; BODY_A / BODY_B add request fields to one side's
+# bodies, as a JSON object: to price an option on one tree,
+#   BODY_B='{"alternatives": 3}' bash bench/ab_http.sh . MODEL . MODEL
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -32,16 +34,27 @@ for need in "$PYTHON" "$DATA"; do
     [ -e "$need" ] || { echo "error: $need does not exist" >&2; exit 2; }
 done
 command -v wrk >/dev/null || { echo "error: wrk is not installed (apt-get install -y wrk)" >&2; exit 2; }
-BODIES=$(mktemp)
-trap 'rm -f "$BODIES"; [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null || true' EXIT
-head -100 "$DATA" | "$PYTHON" -c 'import json, sys; [print(json.dumps({"text": l.strip()})) for l in sys.stdin]' > "$BODIES"
+BODIES_A=$(mktemp); BODIES_B=$(mktemp)
+trap 'rm -f "$BODIES_A" "$BODIES_B"; [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null || true' EXIT
+make_bodies() {  # $1 extra fields (a JSON object), $2 the file
+    head -100 "$DATA" | "$PYTHON" -c '
+import json, sys
+extra = json.loads(sys.argv[1]) if sys.argv[1] else {}
+if not isinstance(extra, dict):
+    raise SystemExit("error: BODY_A / BODY_B must be a JSON object")
+for line in sys.stdin:
+    print(json.dumps({"text": line.strip(), **extra}))
+' "$1" > "$2"
+}
+make_bodies "${BODY_A:-}" "$BODIES_A"
+make_bodies "${BODY_B:-}" "$BODIES_B"
 PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 for word in ${ENV_A:-} ${ENV_B:-}; do
     [[ "$word" =~ ^[A-Z_][A-Z0-9_]*=[^[:space:]]*$ ]] || { echo "error: ENV_A / ENV_B hold VAR=value words, got $word" >&2; exit 2; }
 done
 
-run() {  # $1 label, $2 tree, $3 model, $4 extra VAR=value words
+run() {  # $1 label, $2 tree, $3 model, $4 extra VAR=value words, $5 the bodies
     # shellcheck disable=SC2086  # $4 is split into its words on purpose
     (cd "$2" && exec env SLOTFILL_MODEL_DIR="$3" OMP_NUM_THREADS=1 $4 \
         "$PYTHON" -m service --port "$PORT") > /dev/null 2>&1 &
@@ -51,9 +64,9 @@ run() {  # $1 label, $2 tree, $3 model, $4 extra VAR=value words
         kill -0 "$SERVER" 2>/dev/null || { echo "error: the server from $2 exited before it was ready" >&2; exit 1; }
         sleep 0.2
     done
-    wrk -t2 -c"$CONNECTIONS" -d3s -s bench/load_post.lua "http://127.0.0.1:$PORT" -- "$BODIES" > /dev/null
+    wrk -t2 -c"$CONNECTIONS" -d3s -s bench/load_post.lua "http://127.0.0.1:$PORT" -- "$5" > /dev/null
     local report
-    report=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s bench/load_post.lua "http://127.0.0.1:$PORT" -- "$BODIES")
+    report=$(wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s bench/load_post.lua "http://127.0.0.1:$PORT" -- "$5")
     echo "$report" | grep WRK_JSON | "$PYTHON" -c '
 import json, sys
 label = sys.argv[1]
@@ -67,6 +80,6 @@ print(f"{label} {rate:.0f}" + (f" ({errors} errors)" if errors else ""))
 }
 
 for _ in $(seq "$ROUNDS"); do
-    run A "$TREE_A" "$MODEL_A" "${ENV_A:-}"
-    run B "$TREE_B" "$MODEL_B" "${ENV_B:-}"
+    run A "$TREE_A" "$MODEL_A" "${ENV_A:-}" "$BODIES_A"
+    run B "$TREE_B" "$MODEL_B" "${ENV_B:-}" "$BODIES_B"
 done

@@ -1,13 +1,14 @@
 """In-process tagging speed of two source trees, interleaved: A, B, A, B, ... in one run.
 
     .venv/bin/python bench/ab_tagging.py --a OLD_TREE --a-model MODEL_A --b . --b-model MODEL_B \
-        [--a-python PY] [--b-python PY] [--rounds 3] [--backend auto] [--data ../shared/datasets/atis]
+        [--a-python PY] [--b-python PY] [--a-alternatives K] [--b-alternatives K] [--rounds 3] [--backend auto] [--data ../shared/datasets/atis]
 
 Each round runs ``bench/tagging_speed.py`` of tree A and of tree B, A first in odd rounds and B first in even
 ones, so that a drift of the machine's speed weighs on both alike (each a fresh process with its own
 interpreter, so each imports its own tree's code; ``--a-python``/``--b-python`` default to the running one),
 on its model, the same data and backend, one thread. A tree's tagging_speed.py puts that tree first on the
-import path. Prints every round's rates (one at a time, and in calls of 64), the median of each side and
+import path. ``--a-alternatives``/``--b-alternatives`` pass ``--alternatives K`` to one side (the same tree and
+model on both sides then prices that option). Prints every round's rates (one at a time, and in calls of 64), the median of each side and
 B's medians over A's; ``--json`` prints those as one JSON object on the last line.
 """
 
@@ -23,9 +24,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_side(python: str, tree: Path, model: Path, args: argparse.Namespace) -> dict:
+def run_side(python: str, tree: Path, model: Path, alternatives: int, args: argparse.Namespace) -> dict:
     command = [python, str(tree / "bench" / "tagging_speed.py"), "--model", str(model), "--data", str(args.data),
                "--backend", args.backend, "--threads", "1", "--repeat", str(args.repeat), "--json"]
+    if alternatives:
+        command += ["--alternatives", str(alternatives)]
     result = subprocess.run(command, cwd=tree, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{tree}: tagging_speed.py failed: {result.stderr.strip().splitlines()[-1:]}")
@@ -38,6 +41,8 @@ def main() -> int:
         parser.add_argument(f"--{side}", required=True, type=Path, help=f"source tree {side.upper()}")
         parser.add_argument(f"--{side}-model", required=True, type=Path, help=f"the model tree {side.upper()} loads")
         parser.add_argument(f"--{side}-python", default=sys.executable, help="its interpreter")
+        parser.add_argument(f"--{side}-alternatives", type=int, default=0, metavar="K",
+                            help="ask for K alternatives in every call (0: the default answer)")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "atis")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--rounds", type=int, default=3)
@@ -56,7 +61,7 @@ def main() -> int:
     for round_no in range(1, args.rounds + 1):
         for side in (("a", "b") if round_no % 2 else ("b", "a")):
             result = run_side(getattr(args, f"{side}_python"), getattr(args, side).resolve(),
-                              getattr(args, f"{side}_model").resolve(), args)
+                              getattr(args, f"{side}_model").resolve(), getattr(args, f"{side}_alternatives"), args)
             rates[side].append((result["single_per_second"], result["batch64_per_second"]))
             print(f"round {round_no} {side.upper()} ({result['backend']}): {result['single_per_second']:,}/s one at "
                   f"a time, {result['batch64_per_second']:,}/s in calls of 64", flush=True)

@@ -1,13 +1,14 @@
 """In-process tagging speed of a trained artifact: sentences/s one at a time and in batches of 64.
 
     .venv/bin/python bench/tagging_speed.py --model MODEL [--data ../shared/datasets/atis] [--threads 1]
-        [--backend auto|torch|onnx] [--json]
+        [--backend auto|torch|onnx] [--alternatives K] [--json]
 
 Loads the artifact with ``Predictor.load`` (manifest verified), warms up, then tags every test
 sentence (pre-tokenised, as in the data) one call per sentence, then in calls of 64. Confidences
 (CRF marginals) and spans are computed as the service computes them. ``--backend`` is passed to
 ``Predictor.load`` (onnxruntime gets ``--threads`` intra-op threads); ``--json`` prints the result as
-one JSON object on the last stdout line (``bench/suite.py`` reads it).
+one JSON object on the last stdout line (``bench/suite.py`` reads it). ``--alternatives K`` asks every call
+for the K best label sequences too (``predict_tokens(..., alternatives=K)``), to price that option.
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ class LabelsOnly:
         config = self.predictor.tokenizer_config
         return self.predictor.predict_labels([[normalize_token(t, config) or t for t in tokens]
                                               for tokens in token_lists])
+
+
+class WithAlternatives:
+    """A predictor's ``predict_tokens`` asking for ``k`` alternatives in every call."""
+
+    def __init__(self, predictor, k: int):
+        self.predictor, self.k = predictor, k
+        self.backend = f"{predictor.backend} (alternatives {k})"
+
+    def predict_tokens(self, token_lists):
+        return self.predictor.predict_tokens(token_lists, alternatives=self.k)
 
 
 class PlainBiLSTM:
@@ -91,6 +103,8 @@ def main() -> int:
                              "baseline, a plain PyTorch BiLSTM tagger (see plain_bilstm)")
     parser.add_argument("--labels-only", action="store_true",
                         help="labels and intents only (Viterbi, no confidences or spans), as evaluation tags")
+    parser.add_argument("--alternatives", type=int, default=0, metavar="K",
+                        help="ask every call for the K best label sequences too (0: none, the default answer)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON on the last stdout line")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -109,10 +123,12 @@ def main() -> int:
         predictor = Predictor.load(args.model, backend=args.backend, threads=args.threads)
         if args.labels_only:
             predictor = LabelsOnly(predictor)
+        elif args.alternatives:
+            predictor = WithAlternatives(predictor, args.alternatives)
     runs = [tagging_speed(predictor, sentences, limit=len(sentences)) for _ in range(args.repeat)]
     single, batched = max(r[0] for r in runs), max(r[1] for r in runs)
     result = {"model": str(args.model), "data": str(args.data), "sentences": len(sentences), "threads": args.threads,
-              "backend": predictor.backend, "labels_only": args.labels_only, "repeat": args.repeat,
+              "backend": predictor.backend, "labels_only": args.labels_only, "alternatives": args.alternatives, "repeat": args.repeat,
               "single_per_second": round(single), "batch64_per_second": round(batched),
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.machine(),
               "cpus": os.cpu_count(), "torch": torch.__version__, "command": " ".join(sys.argv)}

@@ -150,7 +150,8 @@ def kbest_viterbi(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTables,
 
     Each step keeps, for every label, the k best prefixes ending in it, (K, k) scores with back-pointers into
     the previous step's (K * k) prefixes; ties go to the lower (label, rank), so rank 0 is :func:`viterbi`'s
-    path except where two paths score exactly the same."""
+    path except where two paths score exactly the same (an exact tie for a previous label's k-th place may
+    also keep the higher label: the scores kept are the same)."""
     def allowed(values: np.ndarray) -> np.ndarray:
         return np.where(values <= DISALLOWED, -np.inf, values.astype(np.float64))
 
@@ -158,15 +159,25 @@ def kbest_viterbi(emissions: np.ndarray, lengths: np.ndarray, tables: CRFTables,
     batch, steps, num_tags = emissions.shape
     paths = np.zeros((batch, k, steps), dtype=np.int64)
     scores = np.full((batch, k), -np.inf)
+    to_labels, ranks = np.arange(num_tags)[:, None], np.arange(k)
     for b, n in enumerate(np.asarray(lengths).tolist()):
         em = emissions[b, :n].astype(np.float64)
         score = np.full((num_tags, k), -np.inf)  # score[j, r]: the r-th best prefix ending in label j
         score[:, 0] = start + em[0]
         back = np.zeros((n, num_tags, k), dtype=np.int64)  # flat index i * k + r into the previous step's
         for t in range(1, n):
-            candidates = (score[:, :, None] + transitions[:, None, :]).reshape(num_tags * k, num_tags).T
+            # The k best prefixes into label j come from at most k previous labels: those whose best prefix
+            # ranks in the top k into j (a label whose best is beaten k times has nothing better to give).
+            # Choosing them first leaves (K, k * k) candidates to sort instead of (K, K * k).
+            if k < num_tags:
+                sources = np.sort(np.argpartition(-(score[:, 0, None] + transitions).T, k - 1, axis=1)[:, :k],
+                                  axis=1)  # (K_to, k) previous labels, ascending
+            else:
+                sources = np.broadcast_to(np.arange(num_tags), (num_tags, num_tags))
+            candidates = (score[sources] + transitions[sources, to_labels][..., None]).reshape(num_tags, -1)
+            flat = (sources[..., None] * k + ranks).reshape(num_tags, -1)  # (label, rank) into the previous step
             order = np.argsort(-candidates, axis=1, kind="stable")[:, :k]  # (K_to, k)
-            back[t] = order
+            back[t] = np.take_along_axis(flat, order, axis=1)
             score = np.take_along_axis(candidates, order, axis=1) + em[t][:, None]
         final = (score + end[:, None]).reshape(-1)  # flat j * k + r
         for rank, flat in enumerate(np.argsort(-final, kind="stable")[:k].tolist()):
