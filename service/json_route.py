@@ -15,9 +15,9 @@ FastAPI does not parse it twice.
 A body over :data:`THREAD_PARSE_BYTES` is decoded and parsed in a worker thread, one at a time per
 app, with the cycle collector paused (JSON has no reference cycles, but the containers of a 1 MiB
 body trigger enough collections to cost several times the parse). The event loop serves other
-requests while such a body waits for its turn, and whenever the parse runs Python code (a hook per
-JSON object); a parse that stays in C (a megabyte of numbers or of empty lists, tens of
-milliseconds) keeps the interpreter lock, and one at a time keeps that to one parse's worth.
+requests while such a body waits for its turn, and while the parse runs Python code (a hook per
+JSON object and per number); a stretch the C parser runs alone (a megabyte of strings or of empty
+lists, up to about 25 ms) keeps the interpreter lock, and one at a time keeps that to one parse.
 Then the route's limits are applied to the parsed value (``service/limits.py``) and the body is
 validated once: a body that fails validation is answered from that one validation, worded as
 FastAPI words it, never validated a second time.
@@ -33,6 +33,7 @@ import functools
 import gc
 import inspect
 import json
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -63,11 +64,31 @@ class _DuplicateKey(ValueError):
     """An object has the same key twice (raised by the parser's object hook; the path is found afterwards)."""
 
 
+LARGE_OBJECT = 1024  # keys; no object of a request the service accepts has more than a hundred
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # Called by the C parser once per object: building the dict from the pairs and comparing the
     # lengths costs about what the parser's own dict building does.
+    if len(pairs) > LARGE_OBJECT:
+        return _unique_keys_in_steps(pairs)
     obj = dict(pairs)
     if len(obj) != len(pairs):
+        raise _DuplicateKey
+    return obj
+
+
+def _unique_keys_in_steps(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """:func:`_unique_keys` for an object of thousands of keys (a body that will be refused), a thousand at a
+    time: ``dict(pairs)`` of 80,000 keys holds the interpreter lock for 11 ms in one piece, and so does the
+    parser's freeing of the pairs after this returns, unless they are gone by then."""
+    count = len(pairs)
+    obj: dict[str, Any] = {}
+    for start in range(0, count, LARGE_OBJECT):
+        obj.update(pairs[start:start + LARGE_OBJECT])
+    while pairs:
+        del pairs[-LARGE_OBJECT:]
+    if len(obj) != count:
         raise _DuplicateKey
     return obj
 
@@ -76,8 +97,22 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value")
 
 
+def _int(text: str) -> int:
+    return int(text)
+
+
+def _float(text: str) -> float:
+    return float(text)
+
+
 # One decoder, made once: ``json.loads`` with keyword arguments would build a new one per call.
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_not_json)
+# The same for a large body (parsed in a worker thread): a number costs a Python call, so a body of numbers
+# runs Python code all along, and the thread hands the interpreter lock to the event loop every few
+# milliseconds (``sys.getswitchinterval()``) instead of holding it for the whole parse (the C parser does not
+# let go of it). ``int`` and ``float`` themselves would take the C parser's own path again.
+_THREAD_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_not_json, parse_int=_int,
+                                   parse_float=_float)
 
 
 class _Marked(dict):
@@ -118,7 +153,13 @@ def duplicate_key_path(text: str) -> str | None:
     return None
 
 
-async def check_json_body(request: Request) -> None:
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+async def check_json_body(request: Request, finish: Callable[[Any], Any] = _unchanged) -> None:
+    """The transport checks, then the body parsed and ``finish`` applied to it (the route's limits:
+    :func:`decode_json`), cached on the request for FastAPI and the route."""
     body = await request.body()
     if not body:
         return  # FastAPI reports a missing body as a 422 on the field "body" (or uses the default)
@@ -130,21 +171,24 @@ async def check_json_body(request: Request) -> None:
     if charset is not None and charset.lower().replace("_", "-") not in ("utf-8", "utf8"):
         raise APIError(415, "unsupported_media_type", f"charset must be utf-8, not {charset!r}")
     # Starlette caches the parsed body here; FastAPI's ``await request.json()`` then reuses it.
-    request._json = await decode_json(body, request.app)  # noqa: SLF001
+    request._json = await decode_json(body, request.app, finish)  # noqa: SLF001
 
 
 # Past this many bytes a body is parsed in a worker thread: a legitimate /v1/tag body is a few hundred
 # bytes, and a full batch of long texts some tens of KiB, which the event loop parses in well under a
 # millisecond; a 1 MiB body of small containers takes tens of milliseconds.
 THREAD_PARSE_BYTES = 64 * 1024
+SWITCH_INTERVAL_S = 0.0005
 
 
-async def decode_json(body: bytes, app: Any) -> Any:
-    """The JSON value of the UTF-8 ``body``, or the :class:`APIError` that answers it (:func:`parse_json`,
-    and 400 ``invalid_utf8``); a large body is parsed off the event loop, one at a time per ``app``."""
+async def decode_json(body: bytes, app: Any, finish: Callable[[Any], Any] = _unchanged) -> Any:
+    """``finish`` of the JSON value of the UTF-8 ``body``, or the :class:`APIError` that answers it
+    (:func:`parse_json`, 400 ``invalid_utf8``, or ``finish``'s own: the route's limits). A large body is
+    parsed and finished off the event loop, one at a time per ``app``; when ``finish`` refuses it, the
+    parsed value is freed there too."""
     if len(body) > THREAD_PARSE_BYTES:
-        return await anyio.to_thread.run_sync(_decode_json_uncollected, body, limiter=_parse_limiter(app))
-    return _decode_json(body)
+        return await anyio.to_thread.run_sync(_decode_large, body, finish, limiter=_parse_limiter(app))
+    return finish(_decode_json(body))
 
 
 def _parse_limiter(app: Any) -> anyio.CapacityLimiter:
@@ -157,24 +201,39 @@ def _parse_limiter(app: Any) -> anyio.CapacityLimiter:
         return limiter
 
 
-def _decode_json(body: bytes) -> Any:
+def _decode_json(body: bytes, decoder: json.JSONDecoder | None = None) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise APIError(400, "invalid_utf8", f"request body is not valid UTF-8 (byte {exc.start})") from None
-    return parse_json(text)
+    return parse_json(text, decoder or _DECODER)
 
 
-def _decode_json_uncollected(body: bytes) -> Any:
+def _decode_large(body: bytes, finish: Callable[[Any], Any]) -> Any:
     # The parse creates no garbage cycles for the collector to find; with it paused, a body of 350,000 empty
-    # lists parsed in 26 ms instead of 131. Process-wide, for the milliseconds of the parse.
+    # lists parsed in 26 ms instead of 131. Process-wide, for the milliseconds of the parse and the limits.
     enabled = gc.isenabled()
     gc.disable()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
-        return _decode_json(body)
+        return _finish_or_free(_decode_json(body, _THREAD_DECODER), finish)
     finally:
+        sys.setswitchinterval(interval)
         if enabled:
             gc.enable()
+
+
+def _finish_or_free(value: Any, finish: Callable[[Any], Any]) -> Any:
+    """``finish(value)``; when it refuses the body, the parsed value is freed here, while the collector is
+    paused, instead of living on in the frames of the error's traceback: otherwise the first collection
+    after it walks the hundreds of thousands of objects of a refused megabyte, on the event loop."""
+    try:
+        return finish(value)
+    except APIError as exc:
+        error = exc.with_traceback(None)
+    del value
+    raise error
 
 
 def _invalid_json(exc: Exception) -> APIError:
@@ -183,10 +242,10 @@ def _invalid_json(exc: Exception) -> APIError:
     return APIError(400, "invalid_json", f"request body is not valid JSON: {exc}"[:300])
 
 
-def parse_json(text: str) -> Any:
+def parse_json(text: str, decoder: json.JSONDecoder = _DECODER) -> Any:
     """The JSON value of ``text``, or the :class:`APIError` that answers it (400 or 422 ``duplicate_field``)."""
     try:
-        return _DECODER.decode(text)
+        return decoder.decode(text)
     except _DuplicateKey:
         pass
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
@@ -245,10 +304,8 @@ class JSONBodyRoute(APIRoute):
         field = self._fast_path_field()
         if field is None:
             async def checked_handler(request: Request) -> Response:
-                await check_json_body(request)
-                parsed = getattr(request, "_json", _NOT_PARSED)
-                if parsed is not _NOT_PARSED:
-                    request._json = check(parsed, request.app.state.settings)  # noqa: SLF001 - what FastAPI reads
+                settings = request.app.state.settings
+                await check_json_body(request, lambda value: check(value, settings))  # FastAPI reads what it gives
                 return await handler(request)
 
             return checked_handler
@@ -257,12 +314,11 @@ class JSONBodyRoute(APIRoute):
         body_name, request_name = field.name, self.dependant.request_param_name
 
         async def fast_handler(request: Request) -> Response:
-            await check_json_body(request)
+            settings = request.app.state.settings
+            await check_json_body(request, lambda value: check(value, settings))
             parsed = getattr(request, "_json", _NOT_PARSED)
             if parsed is _NOT_PARSED:
                 return await handler(request)  # no body: FastAPI answers (and words the error)
-            # What is validated replaces the parsed body on the request (a trimmed copy frees the rest).
-            parsed = request._json = check(parsed, request.app.state.settings)  # noqa: SLF001
             value, errors = field.validate(parsed, {}, loc=("body",))
             if errors:
                 raise RequestValidationError(errors, body=parsed)

@@ -69,7 +69,8 @@ LIVENESS_PATHS = frozenset({b"/health", b"/v2/health/live"})
 
 
 def auto_max_connections() -> int:
-    """``max_connections`` 0: the open-file limit (soft) minus :data:`FD_HEADROOM`, at most :data:`AUTO_MAX_CONNECTIONS`."""
+    """``max_connections`` 0: the open-file limit (soft) minus :data:`FD_HEADROOM`, at most
+    :data:`AUTO_MAX_CONNECTIONS`."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return AUTO_MAX_CONNECTIONS

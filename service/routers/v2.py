@@ -173,10 +173,13 @@ async def json_request(request: Request) -> Request:
         json_bytes, binary = body[:length], body[length:]
     if not json_bytes.strip():
         raise APIError(400, "missing_body", "a JSON inference request is required")
-    parsed = await decode_json(json_bytes, request.app)  # /v1's parser: duplicate keys, NaN, nesting limits
     settings = request.app.state.settings
-    attach_binary_inputs(parsed, binary, header_length is not None, settings.max_batch_items)
-    parsed = check_inference_request(parsed, settings)  # before validation: service/limits.py
+
+    def finish(value: Any) -> Any:  # the binary tensors in, then the limits (service/limits.py)
+        attach_binary_inputs(value, binary, header_length is not None, settings.max_batch_items)
+        return check_inference_request(value, settings)
+
+    parsed = await decode_json(json_bytes, request.app, finish)  # /v1's parser: duplicate keys, NaN, nesting
     scope = dict(request.scope)
     scope["headers"] = [(name, value) for name, value in request.scope.get("headers", ())
                         if name not in (b"content-type", b"content-length")] + [(b"content-type", b"application/json")]

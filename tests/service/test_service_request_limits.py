@@ -177,6 +177,24 @@ def test_three_big_bodies_at_once_leave_the_server_answering(http: httpx.Client,
     assert_answers_correctly(http, predictor)
 
 
+def test_a_large_valid_body_is_answered_as_a_small_one(http: httpx.Client) -> None:
+    """Past 64 KiB a body is parsed in a worker thread (service/json_route.py): the answers are the same."""
+    batch = {"items": [{"text": "book a table for 4 at chez pierre"}, {"tokens": ["cancel", "my", "booking"]},
+                       {"text": "a cheap italian place near midtown", "intent_ranking": 2, "min_confidence": 0.25}]}
+    small = json.dumps(batch).encode()
+    large = small[:-1] + b" " * 100_000 + b"}"  # whitespace between JSON tokens means nothing
+    answers = [http.post("/v1/tag/batch", content=body, headers=JSON) for body in (small, large)]
+    assert [answer.status_code for answer in answers] == [200, 200], answers[1].text
+    assert answers[0].json() == answers[1].json()
+
+
+def test_a_repeated_key_among_thousands_is_named(http: httpx.Client) -> None:
+    """An object of thousands of keys is built a thousand at a time; a repeated key is still found."""
+    keys = ", ".join(f'"k{index}": {index}' for index in range(5_000))
+    body = f'{{"text": "a", {keys}, "k17": 0}}'.encode() + b" " * 70_000
+    assert_error(http.post("/v1/tag", content=body, headers=JSON), 422, "duplicate_field", "k17")
+
+
 # ----------------------------------------------------------------------------- the mechanism
 SETTINGS = Settings(**LIMITS)
 
