@@ -12,15 +12,17 @@ A number too big for a float (``1e999999``) is valid JSON; it parses to infinity
 schema like any other number where a string is expected. The parsed value is handed on so
 FastAPI does not parse it twice.
 
-A body over :data:`THREAD_PARSE_BYTES` is decoded and parsed in a worker thread, one at a time per
-app, with the cycle collector paused (JSON has no reference cycles, but the containers of a 1 MiB
-body trigger enough collections to cost several times the parse). The event loop serves other
-requests while such a body waits for its turn, and while the parse runs Python code (a hook per
-JSON object and per number); a stretch the C parser runs alone (a megabyte of strings or of empty
-lists, up to about 25 ms) keeps the interpreter lock, and one at a time keeps that to one parse.
-Then the route's limits are applied to the parsed value (``service/limits.py``) and the body is
-validated once: a body that fails validation is answered from that one validation, worded as
-FastAPI words it, never validated a second time.
+A body over :data:`THREAD_PARSE_BYTES` is decoded, parsed and checked against the route's limits
+(``service/limits.py``) in a worker thread, one at a time per app, with the cycle collector paused
+(JSON has no reference cycles, but the containers of a 1 MiB body trigger enough collections to
+cost several times the parse), and a refused body is freed there. The event loop serves other
+requests meanwhile whenever the thread runs Python code -- a hook per number and per object, and
+an object of thousands of keys is built a thousand at a time -- and, for the parse's duration, the
+interpreter's switch interval is :data:`SWITCH_INTERVAL_S` instead of 5 ms: every time the event
+loop wakes it waits for the lock that long at most. A stretch the C parser runs alone keeps the
+lock: a megabyte of empty lists, or of keys with ``true`` values, some 20 to 30 ms (RELIABILITY.md).
+Then the body is validated once: a body that fails validation is answered from that one
+validation, worded as FastAPI words it, never validated a second time.
 
 :class:`AdmittedRoute` (the tag routes) also puts each request behind the app's admission limit
 (``service/admission.py``) before its JSON is parsed.
@@ -178,6 +180,9 @@ async def check_json_body(request: Request, finish: Callable[[Any], Any] = _unch
 # bytes, and a full batch of long texts some tens of KiB, which the event loop parses in well under a
 # millisecond; a 1 MiB body of small containers takes tens of milliseconds.
 THREAD_PARSE_BYTES = 64 * 1024
+# The interpreter's switch interval while a large body is parsed (process-wide; one parse at a time). At the
+# default 5 ms, each of the several times the event loop wakes for a request waited up to 5 ms for the lock:
+# /health took 7 to 12 ms at the median during a stream of 1 MiB bodies, 2.3 ms with this.
 SWITCH_INTERVAL_S = 0.0005
 
 
