@@ -9,6 +9,7 @@ process builds its own app from the same environment.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,7 +34,7 @@ from .middleware import BodyLimitMiddleware, RequestContextMiddleware
 from .routers import admin, health, metrics, model, tag, v2
 from .routers import demo
 from .settings import Settings, load_settings
-from .state import Loader, ModelState, PredictorLike, settings_loader
+from .state import Loader, ModelState, ModelWatch, PredictorLike, settings_loader
 
 logger = logging.getLogger("slotfill.service")
 
@@ -46,7 +47,8 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
     loads ``settings.model_dir`` with ``loader`` (default: verify + load + warm up the artifact).
     """
     settings = settings if settings is not None else load_settings()
-    state = ModelState(model_dir=settings.model_dir, loader=loader or settings_loader(settings))
+    state = ModelState(model_dir=settings.model_dir, loader=loader or settings_loader(settings),
+                       watch=ModelWatch(settings.health_failures, settings.health_stall_s))
     app_metrics = Metrics()
 
     @asynccontextmanager
@@ -61,7 +63,7 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
         app.state.reload_lock = anyio.Lock()
         if settings.batching:
             # Created here, on the serving event loop; it outlives reloads (batches are keyed by model).
-            state.batcher = make_batcher(settings, app_metrics)
+            state.batcher = make_batcher(settings, app_metrics, state.watch)
         state.swap(loaded, state.model_dir)
         app_metrics.set_model(loaded.name, loaded.version, loaded.digest)
         logger.info("ready", extra={"model": loaded.name, "version": loaded.version,
@@ -114,9 +116,9 @@ def create_app(settings: Settings | None = None, *, predictor: PredictorLike | N
     return app
 
 
-def make_batcher(settings: Settings, app_metrics: Metrics) -> MicroBatcher:
+def make_batcher(settings: Settings, app_metrics: Metrics, watch: ModelWatch) -> MicroBatcher:
     """The micro-batcher for ``/v1/tag`` and ``/v1/tag/batch`` items (``service/batching.py``); its batches
-    run in a worker thread, or on the event loop with ``model_thread=false``."""
+    run in a worker thread, or on the event loop with ``model_thread=false``, and ``watch`` hears how each ended."""
     micro_sizes = app_metrics.batch_size.labels(kind="micro")
 
     def observe(size: int, waited: float) -> None:
@@ -126,7 +128,8 @@ def make_batcher(settings: Settings, app_metrics: Metrics) -> MicroBatcher:
     return MicroBatcher(tag.respond, max_size=settings.batch_max_size, max_wait_s=settings.batch_max_wait_ms / 1000.0,
                         max_concurrency=settings.batch_max_concurrency or None, on_batch=observe,
                         idle_start=settings.batch_idle_start,
-                        run_in_thread=model_runner(settings.model_thread))
+                        run_in_thread=model_runner(settings.model_thread),
+                        on_done=functools.partial(watch.finished, None))
 
 
 def configure_process(settings: Settings) -> None:

@@ -26,6 +26,9 @@ for its own request and never reaches a batch), then ``await batcher.submit(pred
 * The items of one ``/v1/tag/batch`` request are queued one by one: they may share a forward
   pass with other requests' items, and more than ``max_size`` of them span several batches.
 * A request that goes away (its task cancelled) leaves its items behind; a batch skips them.
+* ``on_done`` (optional) hears how each batch ended (``None`` or the exception), and
+  :meth:`MicroBatcher.busy_since` tells since when the oldest unfinished work has been going:
+  ``/health`` reads both (``service/state.py``'s ``ModelWatch``).
 
 All state is touched from the event loop only (no locks); ``run_batch`` runs in anyio's
 worker threads, or on the event loop itself with ``model_thread=false``.
@@ -51,6 +54,8 @@ Result = TypeVar("Result")
 RunBatch = Callable[[Any, list[Item]], Sequence[Result]]
 # (batch size, seconds the oldest item waited before the batch started)
 OnBatch = Callable[[int, float], None]
+# how a batch's model call ended: None, or what it raised
+OnDone = Callable[[BaseException | None], None]
 
 
 class OneShot:
@@ -117,7 +122,7 @@ class MicroBatcher(Generic[Item, Result]):
     def __init__(self, run_batch: Callable[[Any, list[Item]], Sequence[Result]], *, max_size: int,
                  max_wait_s: float, max_concurrency: int | None = None, on_batch: OnBatch | None = None,
                  run_in_thread: Callable[..., Awaitable[Any]] = anyio.to_thread.run_sync,
-                 idle_start: bool = True) -> None:
+                 idle_start: bool = True, on_done: OnDone | None = None) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         if max_wait_s < 0:
@@ -129,6 +134,7 @@ class MicroBatcher(Generic[Item, Result]):
         self.max_wait_s = max_wait_s
         self.max_concurrency = max_concurrency
         self.on_batch = on_batch
+        self.on_done = on_done
         self.idle_start = idle_start
         self._run_in_thread = run_in_thread
         self._pending: list[_Entry[Item, Result]] = []
@@ -136,7 +142,7 @@ class MicroBatcher(Generic[Item, Result]):
         self._timer: asyncio.Handle | None = None
         self._overdue = False  # the pending batch's timer fired while every slot was busy
         self._waiting: deque[tuple[Any, list[_Entry[Item, Result]]]] = deque()  # full batches, no free slot
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: dict[asyncio.Task[None], float] = {}  # running batch -> when it started (perf_counter)
         self._closed = False
 
     # ------------------------------------------------------------------ public
@@ -153,6 +159,16 @@ class MicroBatcher(Generic[Item, Result]):
     def running(self) -> int:
         """Batches dispatched and not finished."""
         return len(self._running)
+
+    def busy_since(self) -> float | None:
+        """When (``time.perf_counter()``) the oldest unfinished work began: the start of the longest-running
+        batch, or the arrival of the item that has waited longest for one; ``None`` when idle."""
+        times = [min(self._running.values())] if self._running else []
+        if self._waiting:
+            times.append(self._waiting[0][1][0].queued_at)
+        if self._pending:
+            times.append(self._pending[0].queued_at)
+        return min(times, default=None)
 
     async def submit(self, predictor: Any, items: Sequence[Item]) -> list[Result]:
         """Queue ``items`` (validated already) for ``predictor``; their results, in order.
@@ -252,14 +268,21 @@ class MicroBatcher(Generic[Item, Result]):
             if not entries:
                 continue
             task = asyncio.get_running_loop().create_task(self._run(predictor, entries))
-            self._running.add(task)
+            self._running[task] = time.perf_counter()
             task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
+        self._running.pop(task, None)
         self._start_next()
         if self._pending and (self._overdue or self._closed) and self._has_slot():
             self._close_pending()  # it collected while the model was busy; its wait is over
+
+    def _done(self, error: BaseException | None) -> None:
+        if self.on_done is not None:
+            try:
+                self.on_done(error)
+            except Exception:  # like on_batch: never fails a batch
+                logger.exception("micro-batch done callback failed")
 
     async def _run(self, predictor: Any, entries: list[_Entry[Item, Result]]) -> None:
         if self.on_batch is not None:
@@ -275,12 +298,14 @@ class MicroBatcher(Generic[Item, Result]):
         except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
             if not isinstance(exc, asyncio.CancelledError):
                 logger.error("micro-batch failed", extra={"items": len(entries), "error": repr(exc)[:300]})
+                self._done(exc)
             for entry in entries:
                 if not entry.future.done():
                     entry.future.set_exception(exc if isinstance(exc, Exception) else MicroBatchError("cancelled"))
             if not isinstance(exc, Exception):
                 raise
             return
+        self._done(None)
         for entry, result in zip(entries, results):
             if not entry.future.done():
                 entry.future.set_result(result)

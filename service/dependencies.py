@@ -12,7 +12,6 @@ from typing import Annotated, NamedTuple
 
 from fastapi import Depends, Request
 
-from .batching import MicroBatcher
 from .errors import APIError
 from .metrics import Metrics
 from .settings import Settings
@@ -49,14 +48,14 @@ class TagContext(NamedTuple):
     predictor: PredictorLike  # fetched once: a reload mid-request does not change it
     settings: Settings
     metrics: Metrics
-    batcher: MicroBatcher | None  # None: batching off (or no lifespan ran)
+    state: ModelState  # its batcher (None: batching off, or no lifespan ran) and its watch
 
 
 def tag_context(request: Request) -> TagContext:
     """Everything a tag request needs, read from the app state in one go (no dependency resolution)."""
     app_state = request.app.state
     state: ModelState = app_state.model
-    return TagContext(current_predictor(state), app_state.settings, app_state.metrics, state.batcher)
+    return TagContext(current_predictor(state), app_state.settings, app_state.metrics, state)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

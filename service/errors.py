@@ -11,10 +11,14 @@ Status codes (``code`` in the body; the README has the same table):
 400   invalid_json            body is not JSON (also: nesting too deep, integer literal too long,
                               NaN / Infinity)
 400   invalid_utf8            body bytes are not UTF-8 (UTF-16 JSON included)
+400   invalid_http            the HTTP parser refused the request (``service/protocol.py``; the
+                              connection is closed)
 401   unauthorized            admin token missing or wrong (``WWW-Authenticate: Bearer``)
 403   admin_disabled          no admin token configured: the admin API is off
 404   not_found               unknown route
 405   method_not_allowed      known route, wrong method (``Allow`` header)
+408   request_timeout         headers not in within ``header_timeout_s``, or the body within
+                              ``body_timeout_s`` (``service/protocol.py``; the connection is closed)
 409   reload_in_progress      another reload is running
 409   reload_unsupported      ``workers > 1``: a reload would reach one worker only
 413   body_too_large          body over ``max_body_bytes``; checked before parsing, with or
@@ -41,22 +45,29 @@ Status codes (``code`` in the body; the README has the same table):
 422   invalid_min_confidence  ``min_confidence`` below 0 or above 1 (a non-number is ``wrong_type``)
 422   invalid_alternatives    ``alternatives`` below 1 or above 10 (a non-integer is ``wrong_type``)
 422   too_many_items          more than ``max_batch_items`` items (``field`` "items")
+431   headers_too_large       request line and headers over ``max_header_bytes``, or more than
+                              ``max_headers`` header lines (``service/protocol.py``)
 422   artifact_invalid        reload target missing, corrupt or tampered with; the old model serves on
 500   internal_error          a bug, logged with its traceback; never caused by client input
 503   not_ready               no model loaded yet (``Retry-After: 1``)
 503   overloaded              ``max_pending`` tag requests in flight (``Retry-After: retry_after_s``;
-                              ``service/admission.py``)
+                              ``service/admission.py``), or ``max_connections`` connections each with
+                              a request in progress (``service/protocol.py``)
+503   model_failing           ``/health``, ``/ready``: the last ``health_failures`` model calls failed
+503   model_stalled           ``/health``, ``/ready``: a model call stuck past ``health_stall_s``
 ====  ======================  ===============================================================
 
 ``field`` is the dotted path of the offending value (``text``, ``tokens.2``, ``items.3.text``,
 ``items.1`` for an item-level error) or null when the problem is the whole body. Only the first
-problem is reported.
+problem is reported: the size limits (``too_long``, ``too_many_tokens``, ``too_many_items``) are
+checked on the parsed body before the schema (``service/limits.py``), then the schema's first error.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import traceback
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -201,11 +212,15 @@ def validation_error_response(request: Request, errors: Sequence[dict[str, Any]]
 
 async def api_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
+    # The frames the error passed through hold the request's parsed body (up to max_body_bytes of JSON, tens of
+    # MB as objects); the exception itself may live on in a reference cycle until the next collection.
+    traceback.clear_frames(exc.__traceback__)
     return error_response(request, exc.status_code, exc.code, exc.message, exc.field, exc.headers)
 
 
 async def request_validation_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    traceback.clear_frames(exc.__traceback__)
     return validation_error_response(request, list(exc.errors()))
 
 

@@ -21,6 +21,7 @@ from slotfill.errors import SlotfillError
 from slotfill.inference.engines import BACKENDS
 
 FACTORY = "service.app:create_app_from_env"
+PROTOCOL = "service.protocol:ServiceHttpProtocol"  # an import string: each worker process imports it
 # Longest uvicorn waits, after SIGTERM, for the requests in flight before it cancels them. Under
 # Kubernetes' default grace period (30 s, then SIGKILL), so the lifespan shutdown still runs.
 GRACEFUL_SHUTDOWN_S = 25
@@ -127,6 +128,11 @@ def serve(model_dir: str | Path | None = None, host: str | None = None, port: in
             server_header=False,
             proxy_headers=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            # uvicorn's httptools protocol with header limits, read timeouts and the connection cap of the
+            # settings (service/protocol.py); not uvicorn's limit_concurrency, whose 503 is plain text and
+            # counts idle connections alike with busy ones.
+            http=PROTOCOL,
+            timeout_keep_alive=settings.keep_alive_s,
         )
 
 

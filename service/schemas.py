@@ -1,7 +1,10 @@
 """Every request and response body of the HTTP API.
 
 All models forbid unknown fields and validate strictly (no ``"1"`` -> ``1`` coercion), so a
-wrong type or a misspelt field is a 422 that names it, never a silent default.
+wrong type or a misspelt field is a 422 that names it, never a silent default. Request lists and
+mappings stop at their first bad element (``fail_fast``): only the first error is answered, and
+building one per element of a large body was most of the cost of refusing it (``service/limits.py``
+bounds the sizes before validation).
 
 Input rules checked here (static; the size limits depend on settings and are checked in
 ``routers/tag.py``):
@@ -102,9 +105,10 @@ class TagRequest(StrictModel):
                           "or `tokens`, not both (text_and_tokens) and not neither (missing_input).",
         examples=["book a flight from boston to denver tomorrow"])
     tokens: list[Token] | None = Field(
-        None, description="Pre-tokenised utterance: non-empty tokens without whitespace or control characters. "
-                          "Offsets in the answer index into the tokens joined by single spaces (the answer's "
-                          "`text`). Give either `text` or `tokens`, not both.",
+        None, fail_fast=True,
+        description="Pre-tokenised utterance: non-empty tokens without whitespace or control characters. "
+                    "Offsets in the answer index into the tokens joined by single spaces (the answer's "
+                    "`text`). Give either `text` or `tokens`, not both.",
         examples=[["book", "a", "flight", "to", "denver"]])
     intent_ranking: Annotated[int, WithJsonSchema({"type": "integer", "minimum": 1})] | None = Field(
         None, description="Optional: answer the k most confident intents too, as `intent.ranking` (k from 1 to the "
@@ -186,7 +190,8 @@ class TagRequest(StrictModel):
 class BatchRequest(StrictModel):
     """Several utterances; answers come back in the same order."""
 
-    items: list[TagRequest] = Field(description="At least one item; at most max_batch_items (see /v1/model).")
+    items: list[TagRequest] = Field(description="At least one item; at most max_batch_items (see /v1/model).",
+                                    fail_fast=True)
 
     @field_validator("items")
     @classmethod
@@ -342,13 +347,13 @@ class ErrorResponse(StrictModel):
 # The bodies of /v2 (service/routers/v2.py), field for field as the protocol names them. They forbid
 # unknown fields like the rest of the API: a misspelt "ouputs" is an error, not "all outputs".
 V2Parameter = str | int | float | bool
-V2Parameters = dict[str, V2Parameter]
+V2Parameters = Annotated[dict[str, V2Parameter], Field(fail_fast=True)]
 
 
 class V2RequestInput(StrictModel):
     name: str = Field(description="The input tensor's name: `text`.", examples=["text"])
     shape: list[Annotated[int, Field(ge=0)]] = Field(
-        description="`[n]` for n texts (also `[n, 1]` or `[1, n]`); the outputs take this shape.", examples=[[2]])
+        fail_fast=True, description="`[n]` for n texts (also `[n, 1]` or `[1, n]`); the outputs take this shape.", examples=[[2]])
     datatype: str = Field(description="`BYTES`: each element is one UTF-8 text.", examples=["BYTES"])
     parameters: V2Parameters | None = Field(
         None, description="`binary_data_size`: the tensor is sent after the JSON object (binary tensor data "
@@ -370,8 +375,9 @@ class V2InferenceRequest(StrictModel):
     parameters: V2Parameters | None = Field(
         None, description="`binary_data_output`: true to receive every output as binary data (unless an output "
                           "says otherwise); other parameters are ignored.")
-    inputs: list[V2RequestInput] = Field(description="Exactly one input, `text`.")
-    outputs: list[V2RequestOutput] | None = Field(None, description="The outputs to return; default: all four.")
+    inputs: list[V2RequestInput] = Field(description="Exactly one input, `text`.", fail_fast=True)
+    outputs: list[V2RequestOutput] | None = Field(None, description="The outputs to return; default: all four.",
+                                                  fail_fast=True)
 
 
 class V2ResponseOutput(StrictModel):

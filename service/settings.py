@@ -81,6 +81,40 @@ class Settings(BaseSettings):
                              "at once instead of queueing (0: no limit). One connection has one request in flight, "
                              "so this is never reached by a few dozen clients.")
     retry_after_s: int = Field(1, ge=0, le=3600, description="Retry-After (seconds) sent with 503 overloaded.")
+    # Connections (service/protocol.py). The defaults admit any real client and bound what a hostile one costs.
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024, description="Largest request line and "
+                                  "headers together, counted as they arrive; past it 431 headers_too_large. 16 KiB "
+                                  "as h11 and Node.js allow: a browser sends under 2 KiB, and a bearer token or a "
+                                  "few cookies fit several times over.")
+    max_headers: int = Field(100, ge=8, le=10_000, description="Most header lines in one request; past it 431 "
+                             "headers_too_large (100, as Apache's LimitRequestFields; clients send about ten).")
+    header_timeout_s: float = Field(10.0, gt=0, le=3600, description="Longest time from a connection's start, or "
+                                    "a request's first byte, to the end of its headers; past it 408 request_timeout "
+                                    "and the connection is closed. A client on the other side of the world sends "
+                                    "its headers in one round trip (under a second); 10 s leaves room for a lossy "
+                                    "mobile link.")
+    body_timeout_s: float = Field(30.0, gt=0, le=3600, description="Longest time from the end of a request's "
+                                  "headers to the end of its body, in total (a client trickling a byte a second is "
+                                  "dropped too); past it 408 request_timeout, or the connection is closed when an "
+                                  "answer has started. 30 s moves max_body_bytes (1 MiB) at 35 KB/s, a slow 3G "
+                                  "link.")
+    keep_alive_s: float = Field(5.0, gt=0, le=3600, description="Longest an idle connection is kept open between "
+                                "requests (uvicorn's timeout_keep_alive, 5 s as uvicorn's default). Behind a load "
+                                "balancer that reuses connections, set it above the balancer's idle timeout (60 s "
+                                "on AWS ALB), so that the balancer closes idle connections first.")
+    max_connections: int = Field(0, ge=0, le=1_000_000, description="Most open connections per worker process (0: "
+                                 "the process's open-file limit minus 64 for the model, logs and sockets, at most "
+                                 "4096). Past it a new connection closes the connection that has waited longest "
+                                 "without a request in progress (idle between requests, or still sending its "
+                                 "headers); when every connection has a request in progress, the new one's request "
+                                 "is answered 503 overloaded and the connection closed (liveness probes, /health "
+                                 "and /v2/health/live, are answered still).")
+    health_failures: int = Field(5, ge=1, description="GET /health answers 503 model_failing once this many model "
+                                 "calls in a row have failed (client input never reaches the model: failing calls "
+                                 "mean a broken model, which a restart loads again); one success resets the count.")
+    health_stall_s: float = Field(60.0, gt=0, description="GET /health answers 503 model_stalled when a model call "
+                                  "has been running, or a request waiting for one, for longer than this (a stuck "
+                                  "backend). A full micro-batch takes tens of milliseconds.")
     log_format: Literal["json", "text"] = "json"
     log_level: LogLevel = "INFO"
     cors_origins: Annotated[list[str], NoDecode] = Field(

@@ -8,10 +8,11 @@ tests can hand ``create_app`` any object with this shape.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -106,10 +107,80 @@ def config_dict(predictor: PredictorLike) -> dict[str, Any]:
     return dict(config or {})
 
 
+class ModelWatch:
+    """Tells when the served model needs what a restart (or a reload) gives it: a fresh load.
+
+    Two signs, read by ``GET /health`` (503 with the code, ``routers/health.py``):
+
+    * ``model_failing``: the last ``failure_limit`` model calls (micro-batches, or direct calls with
+      batching off) all raised. Client input never gets there (it is refused before), so calls that keep
+      failing mean a broken model: a session in a bad state, a file gone from under a memory map. One
+      success resets the count, as does swapping in a model (start-up, reload).
+    * ``model_stalled``: a model call has been running, or a request waiting for one, for more than
+      ``stall_s`` seconds: a backend stuck in a deadlock, or a micro-batcher that stopped starting batches.
+
+    A model still loading at start-up is neither: the server does not listen until it is ready, and
+    ``/ready`` says "not loaded yet". A model that fails to load stops the process (the supervisor sees
+    it exit). Everything here runs on the event loop (no locks).
+    """
+
+    def __init__(self, failure_limit: int = 5, stall_s: float = 60.0) -> None:
+        self.failure_limit = failure_limit
+        self.stall_s = stall_s
+        self.failures = 0  # consecutive
+        self.last_error: str | None = None
+        self._calls: dict[int, float] = {}  # direct model calls running -> when they started
+        self._ids = itertools.count()
+
+    def started(self) -> int:
+        """A direct model call starts; pass the token to :meth:`finished`."""
+        token = next(self._ids)
+        self._calls[token] = time.perf_counter()
+        return token
+
+    def finished(self, token: int | None, error: BaseException | None) -> None:
+        """A model call ended (``token`` from :meth:`started`, None for a micro-batch): ``error`` is what it raised."""
+        if token is not None:
+            self._calls.pop(token, None)
+        if error is None:
+            self.failures = 0
+        else:
+            self.failures += 1
+            self.last_error = f"{type(error).__name__}: {error}"[:200]
+
+    def forget(self, token: int) -> None:
+        """A direct call ended without telling anything about the model (a limit refused its items, or it was
+        cancelled)."""
+        self._calls.pop(token, None)
+
+    def reset(self) -> None:
+        self.failures = 0
+        self.last_error = None
+
+    def problem(self, batcher: MicroBatcher | None) -> tuple[str, str] | None:
+        """``(code, message)`` when the model needs a restart, else None."""
+        if self.failures >= self.failure_limit:
+            return ("model_failing", f"the last {self.failures} model calls failed (the last with {self.last_error}); "
+                                     "a restart or a reload loads the model again")
+        times = list(self._calls.values())
+        busy = batcher.busy_since() if batcher is not None else None
+        if busy is not None:
+            times.append(busy)
+        if times:
+            waited = time.perf_counter() - min(times)
+            if waited > self.stall_s:
+                return ("model_stalled", f"a model call has been running, or a request waiting for one, for "
+                                         f"{waited:.0f} s (health_stall_s is {self.stall_s:g}); a restart loads the "
+                                         "model again")
+        return None
+
+
 @dataclass
 class ModelState:
     """Mutable holder in ``app.state.model``. ``predictor`` is replaced by a single assignment,
     so a request that already fetched the old predictor finishes with it.
+
+    ``watch`` follows the model's calls for ``/health`` (:class:`ModelWatch`).
 
     ``batcher`` (``None`` with batching off) is created in the lifespan and outlives reloads: each
     micro-batch is keyed by the predictor its requests fetched, and :meth:`swap` closes the
@@ -123,6 +194,11 @@ class ModelState:
     loaded_at: float | None = None
     loader: Loader = load_predictor
     batcher: MicroBatcher | None = None
+    watch: ModelWatch = field(default_factory=ModelWatch)
+
+    def problem(self) -> tuple[str, str] | None:
+        """``(code, message)`` when the served model needs a restart (:class:`ModelWatch`), else None."""
+        return self.watch.problem(self.batcher)
 
     def swap(self, predictor: PredictorLike, model_dir: Path | None) -> PredictorLike | None:
         previous = self.predictor
@@ -130,6 +206,7 @@ class ModelState:
         self.model_dir = model_dir
         self.loaded_at = time.time()
         self.ready = True
+        self.watch.reset()
         if self.batcher is not None and previous is not None and previous is not predictor:
             self.batcher.model_changed()
         return previous

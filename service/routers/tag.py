@@ -17,7 +17,7 @@ from pydantic_core import to_json
 
 from slotfill.inference.predictions import Prediction
 
-from ..batching import MicroBatcher, model_runner, run_detached
+from ..batching import model_runner, run_detached
 from ..dependencies import tag_context
 from ..errors import APIError
 from ..json_route import AdmittedRoute
@@ -29,7 +29,7 @@ from ..schemas import (
     TagResponse,
 )
 from ..settings import Settings
-from ..state import PredictorLike
+from ..state import ModelState, PredictorLike
 
 router = APIRouter(prefix="/v1", tags=["tag"], route_class=AdmittedRoute)
 
@@ -45,37 +45,25 @@ ERROR_RESPONSES: dict[int | str, dict] = {
 
 
 def check_limits(item: TagRequest, predictor: PredictorLike, settings: Settings, prefix: str = "") -> None:
-    """Size limits (they depend on settings, so they are not in the schema's validators).
+    """The limits that depend on the model, once the item is valid (the size limits on characters, tokens and
+    items were checked on the parsed body before validation: ``service/limits.py``).
 
-    Both are 422s naming the field: the body was fine, one value in it is too big.
-    Characters are Unicode code points; tokens are counted after the model's own tokeniser. ``intent_ranking``
-    (at least 1 by the schema) is at most the model's number of intents (any k for a model without intents:
-    its ``intent`` is null).
+    Each is a 422 naming the field: the body was fine, one value in it does not suit the model. A text is
+    tokenised with the model's own tokeniser and has at most ``max_tokens`` tokens (422 ``too_many_tokens``).
+    ``intent_ranking`` (at least 1 by the schema) is at most the model's number of intents (any k for a model
+    without intents: its ``intent`` is null).
     """
     if item.intent_ranking is not None:
         count = len(predictor.intents or ())
         if count and item.intent_ranking > count:
             raise APIError(422, "invalid_intent_ranking", f"intent_ranking is {item.intent_ranking}; the model has "
                                                           f"{count} intents", f"{prefix}intent_ranking")
-    if item.text is not None:
-        if len(item.text) > settings.max_chars:
-            raise APIError(422, "too_long", f"text has {len(item.text)} characters; the limit is "
-                                            f"{settings.max_chars}", f"{prefix}text")
-        if len(item.text) <= settings.max_tokens:
-            return  # every token has at least one character: no need to tokenise (the model does it again)
-        count = len(predictor.tokenize(item.text))
+    text = item.text
+    if text is not None and len(text) > settings.max_tokens:  # every token has a character: shorter is fine
+        count = len(predictor.tokenize(text))
         if count > settings.max_tokens:
             raise APIError(422, "too_many_tokens", f"text has {count} tokens; the limit is {settings.max_tokens}",
                            f"{prefix}text")
-    else:
-        tokens = item.tokens or []
-        if len(tokens) > settings.max_tokens:
-            raise APIError(422, "too_many_tokens", f"{len(tokens)} tokens; the limit is {settings.max_tokens}",
-                           f"{prefix}tokens")
-        joined = sum(len(token) for token in tokens) + len(tokens) - 1
-        if joined > settings.max_chars:
-            raise APIError(422, "too_long", f"tokens joined by spaces have {joined} characters; the limit is "
-                                            f"{settings.max_chars}", f"{prefix}tokens")
 
 
 def to_response(prediction: Prediction, model: dict[str, str], intent_ranking: int | None = None,
@@ -205,15 +193,31 @@ def with_default_floor(items: list[TagRequest], floor: float | None) -> list[Tag
             for item in items]
 
 
-async def run_items(items: list[TagRequest], predictor: PredictorLike, settings: Settings,
-                    batcher: MicroBatcher | None, batch: bool) -> list[dict[str, Any]]:
+async def run_items(items: list[TagRequest], predictor: PredictorLike, settings: Settings, state: ModelState,
+                    batch: bool) -> list[dict[str, Any]]:
     """Micro-batched when a batcher runs (limits checked here first, so a bad item is its own
     request's 422 and never reaches a shared batch); otherwise the direct path, in one call of the model
-    runner (a worker thread unless ``model_thread`` is false). The server's default floor is applied first."""
+    runner (a worker thread unless ``model_thread`` is false). Either way ``state.watch`` hears how the
+    model call ended (a batch's through the batcher's ``on_done``). The server's default floor is applied first."""
     items = with_default_floor(items, settings.min_confidence)
+    batcher = state.batcher
     if batcher is None:
-        return await run_detached(tag_items, items, predictor, settings, batch,
-                                  run_in_thread=model_runner(settings.model_thread))
+        watch = state.watch
+        token = watch.started()
+        try:
+            answers = await run_detached(tag_items, items, predictor, settings, batch,
+                                         run_in_thread=model_runner(settings.model_thread))
+        except APIError:  # the items broke a limit (check_limits): the model was not called
+            watch.forget(token)
+            raise
+        except Exception as exc:
+            watch.finished(token, exc)
+            raise
+        except BaseException:  # cancelled: says nothing about the model
+            watch.forget(token)
+            raise
+        watch.finished(token, None)
+        return answers
     for index, item in enumerate(items):
         check_limits(item, predictor, settings, f"items.{index}." if batch else "")
     return await batcher.submit(predictor, items)
@@ -222,8 +226,8 @@ async def run_items(items: list[TagRequest], predictor: PredictorLike, settings:
 @router.post("/tag", response_model=TagResponse, responses=ERROR_RESPONSES,
              summary="Tag one utterance (text or tokens)")
 async def tag(body: TagRequest, request: Request) -> Response:
-    predictor, settings, metrics, batcher = tag_context(request)
-    [response] = await run_items([body], predictor, settings, batcher, False)
+    predictor, settings, metrics, state = tag_context(request)
+    [response] = await run_items([body], predictor, settings, state, False)
     metrics.tagged.inc()
     return json_response(response)
 
@@ -231,11 +235,8 @@ async def tag(body: TagRequest, request: Request) -> Response:
 @router.post("/tag/batch", response_model=BatchResponse, responses=ERROR_RESPONSES,
              summary="Tag several utterances; answers in request order")
 async def tag_batch(body: BatchRequest, request: Request) -> Response:
-    predictor, settings, metrics, batcher = tag_context(request)
-    if len(body.items) > settings.max_batch_items:
-        raise APIError(422, "too_many_items", f"{len(body.items)} items; the limit is {settings.max_batch_items}",
-                       "items")
+    predictor, settings, metrics, state = tag_context(request)  # max_batch_items: checked before validation
     metrics.batch_size.labels(kind="request").observe(len(body.items))
-    responses = await run_items(body.items, predictor, settings, batcher, True)
+    responses = await run_items(body.items, predictor, settings, state, True)
     metrics.tagged.inc(len(responses))
     return json_response({"items": responses})

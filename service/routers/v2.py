@@ -49,7 +49,8 @@ from slotfill import __version__
 from ..admission import admission_for
 from ..dependencies import MetricsDep, ModelStateDep, PredictorDep, SettingsDep
 from ..errors import APIError, count_error, describe_validation_error, error_payload
-from ..json_route import parse_json
+from ..json_route import decode_json
+from ..limits import check_inference_request, check_text_size
 from ..schemas import (
     ErrorResponse,
     TagRequest,
@@ -65,6 +66,7 @@ from ..schemas import (
     V2TensorMetadata,
 )
 from ..state import PredictorLike
+from .health import check_model_health
 from .tag import run_items
 
 INPUT_NAME = "text"
@@ -171,12 +173,13 @@ async def json_request(request: Request) -> Request:
         json_bytes, binary = body[:length], body[length:]
     if not json_bytes.strip():
         raise APIError(400, "missing_body", "a JSON inference request is required")
-    try:
-        text = json_bytes.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise APIError(400, "invalid_utf8", f"request body is not valid UTF-8 (byte {exc.start})") from None
-    parsed = parse_json(text)  # the same parser as /v1: duplicate keys, NaN, nesting limits
-    attach_binary_inputs(parsed, binary, header_length is not None)
+    settings = request.app.state.settings
+
+    def finish(value: Any) -> Any:  # the binary tensors in, then the limits (service/limits.py)
+        attach_binary_inputs(value, binary, header_length is not None, settings.max_batch_items)
+        return check_inference_request(value, settings)
+
+    parsed = await decode_json(json_bytes, request.app, finish)  # /v1's parser: duplicate keys, NaN, nesting
     scope = dict(request.scope)
     scope["headers"] = [(name, value) for name, value in request.scope.get("headers", ())
                         if name not in (b"content-type", b"content-length")] + [(b"content-type", b"application/json")]
@@ -186,11 +189,12 @@ async def json_request(request: Request) -> Request:
     return rewritten
 
 
-def attach_binary_inputs(parsed: Any, binary: bytes, has_header: bool) -> None:
+def attach_binary_inputs(parsed: Any, binary: bytes, has_header: bool, max_texts: int) -> None:
     """Move each binary input's bytes (``parameters.binary_data_size``, in input order) into its ``data``.
 
-    BYTES tensors become lists of strings; other datatypes are left without data (the datatype check
-    refuses them). A body that is not shaped like a request is left to the schema to report."""
+    BYTES tensors become lists of strings (400 ``too_many_items`` past ``max_texts`` elements, found
+    before the rest is read); other datatypes are left without data (the datatype check refuses them).
+    A body that is not shaped like a request is left to the schema to report."""
     inputs = parsed.get("inputs") if isinstance(parsed, dict) else None
     offset = 0
     for index, tensor in enumerate(inputs if isinstance(inputs, list) else ()):
@@ -210,17 +214,21 @@ def attach_binary_inputs(parsed: Any, binary: bytes, has_header: bool) -> None:
         chunk = binary[offset:offset + size]
         offset += size
         if tensor.get("datatype") == BYTES:
-            tensor["data"] = decode_bytes_tensor(chunk, f"inputs.{index}")
+            tensor["data"] = decode_bytes_tensor(chunk, f"inputs.{index}", max_texts)
     if offset != len(binary):
         raise APIError(400, "invalid_binary_data", f"{len(binary) - offset} bytes after the JSON belong to no input's "
                                                    "binary_data_size")
 
 
-def decode_bytes_tensor(chunk: bytes, field: str) -> list[str]:
-    """A BYTES tensor's binary form (each element: 4-byte little-endian length, then the bytes) as texts."""
+def decode_bytes_tensor(chunk: bytes, field: str, max_texts: int) -> list[str]:
+    """A BYTES tensor's binary form (each element: 4-byte little-endian length, then the bytes) as texts,
+    at most ``max_texts`` of them (a 1 MiB tensor holds 262,144 empty ones)."""
     texts: list[str] = []
     position = 0
     while position < len(chunk):
+        if len(texts) == max_texts:
+            raise APIError(400, "too_many_items", f"more than {max_texts} texts; the limit is {max_texts}",
+                           f"{field}.shape")
         if position + 4 > len(chunk):
             raise APIError(400, "invalid_binary_data", f"element {len(texts)} is cut short in its length", field)
         (length,) = _LENGTH.unpack_from(chunk, position)
@@ -306,9 +314,12 @@ async def server_metadata() -> V2ServerMetadata:
     return V2ServerMetadata(name="slotfill", version=__version__, extensions=EXTENSIONS)
 
 
-@router.get("/health/live", response_model=V2ServerLive, summary="Liveness: the process answers")
+@router.get("/health/live", response_model=V2ServerLive, summary="Liveness: the process answers and its model works",
+            responses={503: {"model": V2ErrorResponse, "description": "The model needs a restart (model_failing, "
+                                                                     "model_stalled)."}})
 @router.head("/health/live", include_in_schema=False)  # as /health: some probes use HEAD
-async def server_live() -> V2ServerLive:
+async def server_live(state: ModelStateDep) -> V2ServerLive:
+    check_model_health(state)  # as /health: 503 when the model needs a restart
     return V2ServerLive(live=True)
 
 
@@ -318,6 +329,7 @@ async def server_live() -> V2ServerLive:
 async def server_ready(state: ModelStateDep) -> V2ServerReady:
     if state.predictor is None or not state.ready:
         raise not_ready()  # the protocol's clients read readiness from the status alone
+    check_model_health(state)
     return V2ServerReady(ready=True)
 
 
@@ -411,8 +423,9 @@ def text_input(body: V2InferenceRequest) -> tuple[int, V2RequestInput]:
     return found
 
 
-def flatten_texts(tensor: V2RequestInput, prefix: str) -> tuple[list[str], list[str]]:
-    """The input's texts in row-major order and each one's field path, checked against the shape.
+def flatten_texts(tensor: V2RequestInput, prefix: str, max_texts: int) -> tuple[list[str], list[str]]:
+    """The input's texts in row-major order and each one's field path, checked against the shape, and their
+    number against ``max_texts`` before any is read (400 ``too_many_items``).
 
     The protocol lets tensor data come flat or in the shape's own nesting; for text that means
     ``[n]``, ``[n, 1]`` or ``[1, n]`` with flat data, or nested as the 2-D shape says."""
@@ -426,6 +439,8 @@ def flatten_texts(tensor: V2RequestInput, prefix: str) -> tuple[list[str], list[
         raise APIError(400, "missing_field", "data is required (or the binary_data_size parameter with binary "
                                              "tensor data)", f"{prefix}.data")
     count = math.prod(shape)
+    if count > max_texts:
+        raise APIError(400, "too_many_items", f"{count} texts; the limit is {max_texts}", f"{prefix}.shape")
     nested = len(shape) == 2 and bool(tensor.data) and all(isinstance(row, list) for row in tensor.data)
     if nested:
         if len(tensor.data) != shape[0] or any(len(row) != shape[1] for row in tensor.data):
@@ -442,10 +457,12 @@ def flatten_texts(tensor: V2RequestInput, prefix: str) -> tuple[list[str], list[
     return [value for value, _ in cells], [path for _, path in cells]
 
 
-def tag_requests(texts: Sequence[str], paths: Sequence[str]) -> list[TagRequest]:
-    """Each text as ``/v1/tag`` would take it (not empty, no control characters), errors naming its element."""
+def tag_requests(texts: Sequence[str], paths: Sequence[str], settings: Any) -> list[TagRequest]:
+    """Each text as ``/v1/tag`` would take it (at most ``max_chars``, not empty, no control characters), errors
+    naming its element."""
     items: list[TagRequest] = []
     for text, path in zip(texts, paths):
+        check_text_size(text, settings, path)
         try:
             items.append(TagRequest(text=text))
         except ValidationError as exc:
@@ -459,16 +476,13 @@ async def run_inference(body: V2InferenceRequest, predictor: PredictorLike, stat
     outputs = requested_outputs(body)
     index, tensor = text_input(body)
     prefix = f"inputs.{index}"
-    texts, paths = flatten_texts(tensor, prefix)
+    texts, paths = flatten_texts(tensor, prefix, settings.max_batch_items)
     if not texts:
         raise APIError(400, "empty_batch", "no texts: the shape has no elements", f"{prefix}.shape")
-    if len(texts) > settings.max_batch_items:
-        raise APIError(400, "too_many_items", f"{len(texts)} texts; the limit is {settings.max_batch_items}",
-                       f"{prefix}.shape")
-    items = tag_requests(texts, paths)
+    items = tag_requests(texts, paths, settings)
     try:
         # The same path as POST /v1/tag/batch: limits, then the micro-batcher (or one direct call).
-        results = await run_items(items, predictor, settings, state.batcher, True)
+        results = await run_items(items, predictor, settings, state, True)
     except APIError as exc:
         # run_items names fields as /v1/tag/batch's body has them ("items.3.text"): point at the element.
         parts = (exc.field or "").split(".")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -74,14 +75,20 @@ class Server:
 
 
 def start_server(model_dir: Path, log_path: Path, env: dict[str, str] | None = None,
-                 args: list[str] | None = None, timeout: float = 90.0) -> Server:
-    """``python -m service`` on a free port; returns once ``/ready`` answers 200."""
+                 args: list[str] | None = None, timeout: float = 90.0, open_files: int | None = None) -> Server:
+    """``python -m service`` on a free port; returns once ``/ready`` answers 200. ``open_files``: the server
+    process's limit on open files (``ulimit -n``)."""
     port = free_port()
     command = [sys.executable, "-m", "service", "--model", str(model_dir), "--host", "127.0.0.1",
                "--port", str(port), *(args or [])]
+
+    def limit_open_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     with open(log_path, "wb") as log_file:  # the child keeps its own descriptor
         process = subprocess.Popen(command, cwd=REPO, env=clean_env(**(env or {})), stdout=log_file,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   preexec_fn=limit_open_files if open_files else None)
     server = Server(f"http://127.0.0.1:{port}", process, log_path, model_dir)
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=2.0) as client:

@@ -89,12 +89,14 @@ def app_client(predictor: Any) -> Iterator[TestClient]:
 
 
 def expected_text_error(text: str, predictor: Any) -> str | None:
+    """The first problem, in the service's order: the size limit (checked on the parsed body, before the
+    schema), the schema's rules, then the model's token count."""
+    if len(text) > MAX_CHARS:
+        return "too_long"
     if not text.strip():
         return "empty_text"
     if bad_character(text) is not None:
         return "invalid_characters"
-    if len(text) > MAX_CHARS:
-        return "too_long"
     if len(predictor.tokenize(text)) > MAX_TOKENS:
         return "too_many_tokens"
     return None
@@ -128,18 +130,17 @@ def test_any_text_gets_a_consistent_answer(app_client: TestClient, predictor: An
 def test_any_tokens_get_a_consistent_answer(app_client: TestClient, tokens: list[str]) -> None:
     response = app_client.post("/v1/tag", json={"tokens": tokens})
     joined = " ".join(tokens)
-    expected = "empty_tokens" if not tokens else None
-    for token in tokens:  # the first bad token decides
+    # The size limits first (checked on the parsed body, before the schema), then the first bad token.
+    expected = "too_many_tokens" if len(tokens) > MAX_TOKENS else "too_long" if len(joined) > MAX_CHARS else None
+    if expected is None and not tokens:
+        expected = "empty_tokens"
+    for token in tokens if expected is None else ():  # the first bad token decides
         if any(char.isspace() for char in token):
             expected = "invalid_token"
         elif bad_character(token, frozenset()) is not None:
             expected = "invalid_characters"
         if expected:
             break
-    if expected is None and len(tokens) > MAX_TOKENS:
-        expected = "too_many_tokens"
-    elif expected is None and len(joined) > MAX_CHARS:
-        expected = "too_long"
     if expected is None:
         assert response.status_code == 200, response.text
         body = response.json()
