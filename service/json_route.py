@@ -16,11 +16,11 @@ A body over :data:`THREAD_PARSE_BYTES` is decoded, parsed and checked against th
 (``service/limits.py``) in a worker thread, one at a time per app, with the cycle collector paused
 (JSON has no reference cycles, but the containers of a 1 MiB body trigger enough collections to
 cost several times the parse), and a refused body is freed there. The event loop serves other
-requests meanwhile whenever the thread runs Python code -- a hook per number and per object, and
-an object of thousands of keys is built a thousand at a time -- and, for the parse's duration, the
-interpreter's switch interval is :data:`SWITCH_INTERVAL_S` instead of 5 ms: every time the event
-loop wakes it waits for the lock that long at most. A stretch the C parser runs alone keeps the
-lock: a megabyte of empty lists, or of keys with ``true`` values, some 20 to 30 ms (RELIABILITY.md).
+requests meanwhile: the parse runs the standard library's pure-Python scanner, an object of thousands of
+keys is built a thousand at a time, and, for the parse's duration, the interpreter's switch interval is
+:data:`SWITCH_INTERVAL_S` instead of 5 ms: every time the event loop wakes it waits for the lock that
+long at most. Before that, a large body with more commas than any request within the limits can hold is
+refused unparsed (``check_separators`` in ``service/limits.py``): it would only keep a core busy.
 Then the body is validated once: a body that fails validation is answered from that one
 validation, worded as FastAPI words it, never validated a second time.
 
@@ -35,6 +35,7 @@ import functools
 import gc
 import inspect
 import json
+import json.scanner
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -48,7 +49,7 @@ from pydantic import BaseModel
 
 from .admission import admission_for
 from .errors import APIError
-from .limits import body_check
+from .limits import body_check, check_separators
 
 
 @functools.lru_cache(maxsize=256)  # clients send a handful of distinct values; parsing one is not free
@@ -99,22 +100,15 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value")
 
 
-def _int(text: str) -> int:
-    return int(text)
-
-
-def _float(text: str) -> float:
-    return float(text)
-
-
 # One decoder, made once: ``json.loads`` with keyword arguments would build a new one per call.
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_not_json)
-# The same for a large body (parsed in a worker thread): a number costs a Python call, so a body of numbers
-# runs Python code all along, and the thread hands the interpreter lock to the event loop every few
-# milliseconds (``sys.getswitchinterval()``) instead of holding it for the whole parse (the C parser does not
-# let go of it). ``int`` and ``float`` themselves would take the C parser's own path again.
-_THREAD_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_not_json, parse_int=_int,
-                                   parse_float=_float)
+# The same for a large body (parsed in a worker thread), with the standard library's pure-Python scanner in
+# place of the C one (strings are still read by the C ``scanstring``): the C scanner holds the interpreter
+# lock from the first byte to the last -- 20 to 30 ms for a megabyte of empty lists or ``true`` fields, during
+# which /health waited -- while Python code hands the lock to the event loop every switch interval. It costs
+# 5 ms instead of 0.4 for a full batch of 64 items of 128 tokens, and runs only for bodies over 64 KiB.
+_THREAD_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_not_json)
+_THREAD_DECODER.scan_once = json.scanner.py_make_scanner(_THREAD_DECODER)
 
 
 class _Marked(dict):
@@ -192,6 +186,7 @@ async def decode_json(body: bytes, app: Any, finish: Callable[[Any], Any] = _unc
     parsed and finished off the event loop, one at a time per ``app``; when ``finish`` refuses it, the
     parsed value is freed there too."""
     if len(body) > THREAD_PARSE_BYTES:
+        check_separators(body, app.state.settings)
         return await anyio.to_thread.run_sync(_decode_large, body, finish, limiter=_parse_limiter(app))
     return finish(_decode_json(body))
 

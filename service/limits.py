@@ -18,6 +18,11 @@ what the limits allow (never to the body's size):
   first is kept for validation. The schema reports unknown keys after the known fields' errors,
   first one first, so the error answered is the one the whole body gives.
 
+Before any of that, a body over 64 KiB (the ones parsed off the event loop, ``service/json_route.py``) is
+refused unparsed, 422 ``too_many_values``, when it holds more commas than any request within the limits
+can (:func:`separator_budget`): the parser builds a value per comma-separated element without calling
+back into Python, and a megabyte of ``[],`` or ``"k": true,`` held the interpreter lock for 20 to 30 ms.
+
 A value of the wrong type is left to the schema, which refuses it with one error without looking
 inside it. What reaches the schema is then bounded by the limits, and its lists and mappings stop
 at their first bad element (``fail_fast`` in ``service/schemas.py``): refusing any body builds a
@@ -50,6 +55,30 @@ MAX_PARAMETERS = 64  # entries in one "parameters" object (the protocol's own ar
 MAX_DIMENSIONS = 8  # in an input's shape (text takes one or two)
 
 BodyCheck = Callable[[Any, Settings], Any]
+
+# The fewest commas a large body may hold before it is refused unparsed, whatever the limits: the parser
+# builds 100,000 small values in about 8 ms (the interpreter lock held), under /health's goal of its
+# baseline plus 20 ms during an attack (RELIABILITY.md), and 80,000 unknown fields are still answered
+# as such.
+MIN_SEPARATOR_BUDGET = 100_000
+
+
+def separator_budget(settings: Settings) -> int:
+    """The most commas a request within the limits can hold, with room to spare: each of up to
+    ``max_batch_items`` items has at most ``max_chars`` characters of text or tokens (each may be a comma),
+    ``max_tokens`` tokens and a handful of fields; /v2 requests are bounded alike (their few tensors and
+    parameter maps are the 4,096). At least :data:`MIN_SEPARATOR_BUDGET`."""
+    per_item = settings.max_chars + settings.max_tokens + 8
+    return max(MIN_SEPARATOR_BUDGET, settings.max_batch_items * per_item + 4096)
+
+
+def check_separators(body: bytes, settings: Settings) -> None:
+    """422 ``too_many_values`` for a body with more commas than :func:`separator_budget` (counted in C, about
+    0.1 ms a megabyte, before anything is parsed)."""
+    count, budget = body.count(b","), separator_budget(settings)
+    if count > budget:
+        raise APIError(422, "too_many_values", f"the body has {count:,} commas, more JSON values than any request "
+                                               f"within the limits can hold (at most {budget:,} commas)")
 
 
 def _fields(model: type[BaseModel]) -> frozenset[str]:

@@ -36,7 +36,13 @@ from service_testlib import (
 )
 
 from service.app import create_app
-from service.limits import MAX_PARAMETERS, check_batch_request, check_tag_request
+from service.limits import (
+    MAX_PARAMETERS,
+    MIN_SEPARATOR_BUDGET,
+    check_batch_request,
+    check_tag_request,
+    separator_budget,
+)
 from service.schemas import BatchRequest, TagRequest, V2InferenceRequest
 from service.settings import Settings
 
@@ -75,19 +81,42 @@ def http(big_body_server: Server) -> Iterator[httpx.Client]:
 # (name, path, body, status, code, field, words the message has)
 ITEMS = LIMITS["max_batch_items"]
 TOKENS = LIMITS["max_tokens"]
+BUDGET = MIN_SEPARATOR_BUDGET  # the test server's limits are small: the floor is its comma budget
+
+
+def count_of(prefix: bytes, unit: bytes, suffix: bytes, count: int) -> bytes:
+    """``prefix`` + ``count`` times ``unit`` (the last one's separator dropped) + ``suffix``, padded with
+    whitespace past 64 KiB (so that it takes the large-body path)."""
+    return prefix + (unit * count)[:-1] + suffix + b" " * 70_000
+
+
+ALL_VALUES = f"more JSON values than any request within the limits can hold (at most {BUDGET:,} commas)"
 REPRODUCTIONS = [
-    ("524,282 invalid items", "/v1/tag/batch", fill(b'{"items":[', b"1,", b"]}"), 422, "too_many_items", "items",
-     f"524282 items; the limit is {ITEMS}"),
-    ("349,521 empty tokens", "/v1/tag", fill(b'{"tokens":[', b'"",', b"]}"), 422, "too_many_tokens", "tokens",
-     f"349521 tokens; the limit is {TOKENS}"),
-    ("116,507 NUL tokens", "/v1/tag", fill(b'{"tokens":[', b'"\\u0000",', b"]}"), 422, "too_many_tokens", "tokens",
-     f"116507 tokens; the limit is {TOKENS}"),
+    # The issue's megabytes: refused by their commas, before anything is parsed.
+    ("524,282 invalid items", "/v1/tag/batch", fill(b'{"items":[', b"1,", b"]}"), 422, "too_many_values", None,
+     f"the body has 524,281 commas, {ALL_VALUES}"),
+    ("349,521 empty tokens", "/v1/tag", fill(b'{"tokens":[', b'"",', b"]}"), 422, "too_many_values", None,
+     "349,520 commas"),
+    ("116,507 NUL tokens", "/v1/tag", fill(b'{"tokens":[', b'"\\u0000",', b"]}"), 422, "too_many_values", None,
+     "116,506 commas"),
     ("empty tokens in a batch item", "/v1/tag/batch", fill(b'{"items": [{"tokens": [', b'"",', b"]}]}"), 422,
-     "too_many_tokens", "items.0.tokens", "tokens; the limit is"),
-    ("349,521 empty objects as items", "/v1/tag/batch", fill(b'{"items": [', b"{},", b"]}"), 422, "too_many_items",
-     "items", "349521 items"),
-    ("349,521 empty lists as items", "/v1/tag/batch", fill(b'{"items": [', b"[],", b"]}"), 422, "too_many_items",
-     "items", "349521 items"),
+     "too_many_values", None, ALL_VALUES),
+    ("349,521 empty objects as items", "/v1/tag/batch", fill(b'{"items": [', b"{},", b"]}"), 422, "too_many_values",
+     None, ALL_VALUES),
+    ("349,521 empty lists as items", "/v1/tag/batch", fill(b'{"items": [', b"[],", b"]}"), 422, "too_many_values",
+     None, ALL_VALUES),
+    # Within the comma budget, parsed: the limits apply to the parsed body before the schema sees it.
+    ("90,000 invalid items", "/v1/tag/batch", count_of(b'{"items":[', b"1,", b"]}", 90_000), 422, "too_many_items",
+     "items", f"90000 items; the limit is {ITEMS}"),
+    ("90,000 empty tokens", "/v1/tag", count_of(b'{"tokens":[', b'"",', b"]}", 90_000), 422, "too_many_tokens",
+     "tokens", f"90000 tokens; the limit is {TOKENS}"),
+    ("90,000 NUL tokens", "/v1/tag", count_of(b'{"tokens":[', b'"\\u0000",', b"]}", 90_000), 422, "too_many_tokens",
+     "tokens", f"90000 tokens; the limit is {TOKENS}"),
+    ("empty tokens in a batch item within the budget", "/v1/tag/batch",
+     count_of(b'{"items": [{"tokens": [', b'"",', b"]}]}", 90_000), 422, "too_many_tokens", "items.0.tokens",
+     "tokens; the limit is"),
+    ("90,000 empty lists as items", "/v1/tag/batch", count_of(b'{"items": [', b"[],", b"]}", 90_000), 422,
+     "too_many_items", "items", "90000 items"),
     ("a text of control characters over max_chars", "/v1/tag",
      json.dumps({"text": "\u0000" * (LIMITS["max_chars"] + 1)}).encode(), 422, "too_long", "text",
      f"{LIMITS['max_chars'] + 1} characters"),
@@ -104,7 +133,7 @@ REPRODUCTIONS = [
 @pytest.mark.parametrize(("path", "body", "status", "code", "field", "words"), [case[1:] for case in REPRODUCTIONS],
                          ids=[case[0] for case in REPRODUCTIONS])
 def test_big_bodies_are_refused_by_their_limit(http: httpx.Client, path: str, body: bytes, status: int, code: str,
-                                               field: str, words: str) -> None:
+                                               field: str | None, words: str) -> None:
     assert len(body) <= BODY_LIMIT
     error = assert_error(http.post(path, content=body, headers=JSON), status, code, field)
     assert words in error["message"], error
@@ -118,27 +147,32 @@ def v2_input(shape: list[int], data: Any = None, **extra: Any) -> dict[str, Any]
 
 
 V2_REPRODUCTIONS = [
-    ("a shape of 300,000 dimensions", {"inputs": [v2_input([1] * 300_000, ["a"])]}, "wrong_shape", "inputs.0.shape"),
+    ("a shape of 300,000 dimensions", {"inputs": [v2_input([1] * 300_000, ["a"])]}, "too_many_values", None),
+    ("a shape of 90,000 dimensions", {"inputs": [v2_input([1] * 90_000, ["a"])]}, "wrong_shape", "inputs.0.shape"),
     ("80,000 parameters", {"parameters": {f"k{i}": [1] for i in range(80_000)}, "inputs": [v2_input([1], ["a"])]},
      "too_many_parameters", "parameters"),
     ("70,000 parameters of an input", {"inputs": [v2_input([1], ["a"], parameters={
         f"k{i}": True for i in range(70_000)})]}, "too_many_parameters", "inputs.0.parameters"),
-    ("524,282 inputs", fill(b'{"inputs": [', b"1,", b"]}"), "too_many_inputs", "inputs"),
-    ("349,517 outputs", fill(b'{"inputs": [], "outputs": [', b"{},", b"]}"), "too_many_outputs", "outputs"),
-    ("250,000 texts", {"inputs": [v2_input([250_000], ["a"] * 250_000)]}, "too_many_items", "inputs.0.shape"),
+    ("524,282 inputs", fill(b'{"inputs": [', b"1,", b"]}"), "too_many_values", None),
+    ("90,000 inputs", count_of(b'{"inputs": [', b"1,", b"]}", 90_000), "too_many_inputs", "inputs"),
+    ("349,517 outputs", fill(b'{"inputs": [], "outputs": [', b"{},", b"]}"), "too_many_values", None),
+    ("90,000 outputs", count_of(b'{"inputs": [], "outputs": [', b"{},", b"]}", 90_000), "too_many_outputs", "outputs"),
+    ("250,000 texts", {"inputs": [v2_input([250_000], ["a"] * 250_000)]}, "too_many_values", None),
+    ("90,000 texts", {"inputs": [v2_input([90_000], ["a"] * 90_000)]}, "too_many_items", "inputs.0.shape"),
 ]
 
 
-def assert_v2_error(response: httpx.Response, code: str, field: str) -> None:
+def assert_v2_error(response: httpx.Response, code: str, field: str | None) -> None:
     assert response.status_code == 400, response.text
     message = response.json()["error"]
-    assert re.fullmatch(rf"{re.escape(field)}: .+ \[{code}\]", message), message
+    where = rf"{re.escape(field)}: " if field else ""
+    assert re.fullmatch(rf"{where}.+ \[{code}\]", message), message
 
 
 @pytest.mark.parametrize(("body", "code", "field"), [case[1:] for case in V2_REPRODUCTIONS],
                          ids=[case[0] for case in V2_REPRODUCTIONS])
 def test_big_inference_requests_are_refused_by_their_limit(http: httpx.Client, body: Any, code: str,
-                                                           field: str) -> None:
+                                                           field: str | None) -> None:
     raw = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
     assert len(raw) <= BODY_LIMIT
     assert_v2_error(http.post(V2_INFER, content=raw, headers=JSON), code, field)
@@ -173,7 +207,7 @@ def test_three_big_bodies_at_once_leave_the_server_answering(http: httpx.Client,
     assert health.status_code == 200, health.text
     assert len(answers) == 3
     for answer in answers:
-        assert_error(answer, 422, "too_many_items", "items")
+        assert_error(answer, 422, "too_many_values", None)
     assert_answers_correctly(http, predictor)
 
 
@@ -223,6 +257,18 @@ def test_trimming_unknown_keys_keeps_the_first_error(body: dict[str, Any]) -> No
     checked_batch = check_batch_request(batch, SETTINGS)
     assert set(checked_batch) == {"items", "z"}
     assert first_error(BatchRequest, checked_batch) == first_error(BatchRequest, batch) is not None
+
+
+def test_the_comma_budget_admits_the_largest_request_within_the_limits() -> None:
+    """Every character of every text may be a comma: a full batch of such texts, each with every option, is
+    within the budget, whatever the limits (the default ones and the test server's)."""
+    for settings in (Settings(), SETTINGS):
+        item = {"text": "," * settings.max_chars, "intent_ranking": 1, "min_confidence": 0.5, "alternatives": 2}
+        tokens_item = {"tokens": [","] * settings.max_tokens}
+        body = json.dumps({"items": [item, tokens_item] * (settings.max_batch_items // 2)}).encode()
+        assert body.count(b",") <= separator_budget(settings)
+        assert check_batch_request(json.loads(body), settings) is not None
+    assert separator_budget(Settings(max_batch_items=1000, max_chars=1000)) > 1000 * 1000
 
 
 def test_a_body_within_the_limits_is_left_as_it_is() -> None:
