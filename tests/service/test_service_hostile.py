@@ -24,13 +24,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from service_testlib import (
     LIMITS,
-    SERVER_ENV,
+    MEGABYTE_BODY_LIMIT,
     Server,
     ThreadServer,
     assert_answers_correctly,
     assert_error,
-    start_server,
-    stop_server,
+    megabyte_body_server,
 )
 
 from service.app import create_app
@@ -39,19 +38,15 @@ from service.settings import Settings
 
 JSON = {"content-type": "application/json"}
 MAX_CHARS = LIMITS["max_chars"]
-BODY_LIMIT = 1024 * 1024
+BODY_LIMIT = MEGABYTE_BODY_LIMIT
 # What a text that is not tagged may be refused for (all 422s on the field "text").
 TEXT_REFUSALS = {"empty_text", "invalid_characters", "too_long", "too_many_tokens"}
 
 
 @pytest.fixture(scope="module")
 def hostile_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {**SERVER_ENV, "SLOTFILL_MAX_BODY_BYTES": str(BODY_LIMIT)}
-    running = start_server(model_dir, tmp_path_factory.mktemp("hostile") / "server.log", env)
-    try:
+    with megabyte_body_server(model_dir, tmp_path_factory.mktemp("hostile")) as running:
         yield running
-    finally:
-        stop_server(running)
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,12 @@ from fastapi._compat.v2 import ModelField
 from pydantic import TypeAdapter, ValidationError
 from service_testlib import (
     LIMITS,
-    SERVER_ENV,
+    MEGABYTE_BODY_LIMIT,
     Server,
     ThreadServer,
     assert_answers_correctly,
     assert_error,
-    start_server,
-    stop_server,
+    megabyte_body_server,
 )
 
 from service.app import create_app
@@ -47,7 +46,7 @@ from service.schemas import BatchRequest, TagRequest, V2InferenceRequest
 from service.settings import Settings
 
 JSON = {"content-type": "application/json"}
-BODY_LIMIT = 1024 * 1024  # the default max_body_bytes: the reproductions are bodies of that size
+BODY_LIMIT = MEGABYTE_BODY_LIMIT  # the default max_body_bytes: the reproductions are bodies of that size
 MODEL_NAME = "slotfill-model"
 V2_INFER = f"/v2/models/{MODEL_NAME}/infer"
 
@@ -64,12 +63,8 @@ def unknown_fields(count: int) -> str:
 
 @pytest.fixture(scope="module")
 def big_body_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {**SERVER_ENV, "SLOTFILL_MAX_BODY_BYTES": str(BODY_LIMIT)}
-    running = start_server(model_dir, tmp_path_factory.mktemp("limits") / "server.log", env)
-    try:
+    with megabyte_body_server(model_dir, tmp_path_factory.mktemp("limits")) as running:
         yield running
-    finally:
-        stop_server(running)
 
 
 @pytest.fixture(scope="module")
