@@ -20,7 +20,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # service_testlib, whatever pytest's import mode
 
-from service_testlib import LIMITS, SERVER_ENV, Server, ThreadServer, start_server, stop_server  # noqa: E402
+from service_testlib import (  # noqa: E402
+    LIMITS,
+    MEGABYTE_BODY_LIMIT,
+    SERVER_ENV,
+    Server,
+    ThreadServer,
+    start_server,
+    stop_server,
+)
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +47,18 @@ def predictor(model_dir: Path) -> Any:
 @pytest.fixture(scope="session")
 def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running = start_server(model_dir, tmp_path_factory.mktemp("server") / "server.log", SERVER_ENV)
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def megabyte_body_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``python -m service`` with the test limits but a 1 MiB body limit (the hardening issue's bodies), one a
+    module."""
+    env = {**SERVER_ENV, "SLOTFILL_MAX_BODY_BYTES": str(MEGABYTE_BODY_LIMIT)}
+    running = start_server(model_dir, tmp_path_factory.mktemp("megabyte") / "server.log", env)
     try:
         yield running
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import resource
@@ -12,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,17 +119,6 @@ def stop_server(server: Server) -> int:
 
 # The body limit of the servers that take the hardening issue's megabyte bodies (the default max_body_bytes).
 MEGABYTE_BODY_LIMIT = 1024 * 1024
-
-
-@contextlib.contextmanager
-def megabyte_body_server(model_dir: Path, log_dir: Path) -> Iterator[Server]:
-    """``python -m service`` with the test limits but a 1 MiB body limit, stopped on exit."""
-    env = {**SERVER_ENV, "SLOTFILL_MAX_BODY_BYTES": str(MEGABYTE_BODY_LIMIT)}
-    running = start_server(model_dir, log_dir / "server.log", env)
-    try:
-        yield running
-    finally:
-        stop_server(running)
 
 
 class ThreadServer:

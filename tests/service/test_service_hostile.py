@@ -15,7 +15,6 @@ import hmac
 import json
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +28,6 @@ from service_testlib import (
     ThreadServer,
     assert_answers_correctly,
     assert_error,
-    megabyte_body_server,
 )
 
 from service.app import create_app
@@ -44,14 +42,8 @@ TEXT_REFUSALS = {"empty_text", "invalid_characters", "too_long", "too_many_token
 
 
 @pytest.fixture(scope="module")
-def hostile_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with megabyte_body_server(model_dir, tmp_path_factory.mktemp("hostile")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def http(hostile_server: Server) -> Iterator[httpx.Client]:
-    with hostile_server.client() as client:
+def http(megabyte_body_server: Server) -> Iterator[httpx.Client]:
+    with megabyte_body_server.client() as client:
         yield client
 
 
@@ -174,9 +166,9 @@ def test_hostile_bodies_are_4xx(http: httpx.Client, path: str, body: bytes, stat
     assert_error(http.post(path, content=body, headers=JSON), status, code, field)
 
 
-def test_duplicate_key_in_a_reload_body(hostile_server: Server, http: httpx.Client) -> None:
-    headers = {**JSON, "Authorization": f"Bearer {hostile_server.admin_token}"}
-    body = json.dumps({"model_dir": str(hostile_server.model_dir)})[:-1].encode() + b', "model_dir": "/elsewhere"}'
+def test_duplicate_key_in_a_reload_body(megabyte_body_server: Server, http: httpx.Client) -> None:
+    headers = {**JSON, "Authorization": f"Bearer {megabyte_body_server.admin_token}"}
+    body = json.dumps({"model_dir": str(megabyte_body_server.model_dir)})[:-1].encode() + b', "model_dir": "/elsewhere"}'
     assert_error(http.post("/v1/admin/reload", content=body, headers=headers), 422, "duplicate_field", "model_dir")
 
 
@@ -242,9 +234,9 @@ def near_misses(token: str) -> list[tuple[str, bytes]]:
     ]
 
 
-def test_admin_rejects_near_miss_tokens(hostile_server: Server, http: httpx.Client) -> None:
+def test_admin_rejects_near_miss_tokens(megabyte_body_server: Server, http: httpx.Client) -> None:
     body = {"model": "x"}  # a bad body: the right token gets a 422 for it, so nothing is reloaded here
-    token = hostile_server.admin_token
+    token = megabyte_body_server.admin_token
     for name, value in near_misses(token):
         response = http.post("/v1/admin/reload", json=body, headers={"Authorization": value})
         assert response.status_code == 401, (name, response.status_code, response.text)

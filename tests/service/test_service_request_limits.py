@@ -17,7 +17,6 @@ import re
 import struct
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,7 +30,6 @@ from service_testlib import (
     ThreadServer,
     assert_answers_correctly,
     assert_error,
-    megabyte_body_server,
 )
 
 from service.app import create_app
@@ -62,14 +60,8 @@ def unknown_fields(count: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def big_body_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with megabyte_body_server(model_dir, tmp_path_factory.mktemp("limits")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def http(big_body_server: Server) -> Iterator[httpx.Client]:
-    with big_body_server.client() as client:
+def http(megabyte_body_server: Server) -> Iterator[httpx.Client]:
+    with megabyte_body_server.client() as client:
         yield client
 
 
@@ -184,13 +176,13 @@ def test_a_binary_tensor_of_many_empty_texts_is_refused_before_it_is_read(http: 
     assert f"more than {ITEMS} texts" in response.json()["error"]
 
 
-def test_three_big_bodies_at_once_leave_the_server_answering(http: httpx.Client, big_body_server: Server,
+def test_three_big_bodies_at_once_leave_the_server_answering(http: httpx.Client, megabyte_body_server: Server,
                                                              predictor: Any) -> None:
     body = fill(b'{"items": [', b"1,", b"]}")
     answers: list[httpx.Response] = []
 
     def post() -> None:
-        with big_body_server.client() as client:
+        with megabyte_body_server.client() as client:
             answers.append(client.post("/v1/tag/batch", content=body, headers=JSON))
 
     threads = [threading.Thread(target=post) for _ in range(3)]
