@@ -196,7 +196,7 @@ def test_plot_training_curves_needs_epoch_records(tmp_path):
     with pytest.raises(DataError, match="no per-epoch records") as info:
         plot_training_curves(metrics, tmp_path / "c.png")
     assert str(metrics) in str(info.value)
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match="file not found"):
         plot_training_curves(tmp_path / "missing.jsonl", tmp_path / "c.png")
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from slotfill import schemes
 from slotfill.data.example import Example
-from slotfill.data.readers import (CONLL_SUFFIXES, FOLDER_FILES, read_lines, tags_from_char_spans, write_conll,
+from slotfill.data.readers import (CONLL_SUFFIXES, FOLDER_FILES, read_json_lines, read_lines, tags_from_char_spans, write_conll,
                                    write_folder_split, write_jsonl)
 from slotfill.errors import DataError, SlotfillError
 from slotfill.text.tokenizer import TokenizerConfig, normalize_token, tokenize
@@ -103,20 +103,6 @@ def _load_json_document(path: Path) -> object:
         raise DataError(f"invalid JSON: {error.msg} at column {error.colno}", path, error.lineno) from None
     except RecursionError:
         raise DataError("JSON nested too deeply", path) from None
-
-
-def _json_lines(path: Path):
-    """``(line number, record)`` of each non-blank line of a JSONL file."""
-    for number, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"invalid JSON: {error.msg} at column {error.colno}", path, number) from None
-        if not isinstance(record, dict):
-            raise DataError(f"expected a JSON object, got {type(record).__name__}", path, number)
-        yield number, record
 
 
 # --------------------------------------------------------------------------- Rasa
@@ -334,7 +320,7 @@ def read_doccano(path: str | Path) -> list[Example]:
     """Examples of a doccano sequence-labelling JSONL export."""
     path = Path(path)
     examples = []
-    for number, record in _json_lines(path):
+    for number, record in read_json_lines(path):
         try:
             intent = _doccano_intent(record)
             spans = _doccano_spans(record)
@@ -403,7 +389,7 @@ def read_token_classification(path: str | Path, labels: str | Path | None = None
             raise DataError("expected a JSON list of records", path)
         records = [(None, f"record {i}: ", record) for i, record in enumerate(document)]
     else:
-        records = [(number, "", record) for number, record in _json_lines(path)]
+        records = [(number, "", record) for number, record in read_json_lines(path)]
     examples = []
     for number, where, record in records:
         try:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,11 +215,9 @@ def read_jsonl(
     path = Path(path)
     config = tokenizer_config if tokenizer_config is not None else TokenizerConfig()
     examples = []
-    for number, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            continue  # blank lines (often a trailing one) carry nothing
+    for number, record in read_json_lines(path):
         try:
-            tokens, tags, intent = _parse_jsonl_record(line, config, scheme)
+            tokens, tags, intent = _parse_jsonl_record(record, config, scheme)
         except DataError as error:
             raise DataError(error.message, path, number) from None
         examples.append(Example(tokens, tags, intent, f"{path}:{number}"))
@@ -251,16 +249,28 @@ def tags_from_char_spans(text: str, tokens: Sequence[Token], spans: Iterable[tup
     return schemes.tags_from_spans(len(tokens), token_spans, scheme)
 
 
+def read_json_lines(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` of each non-blank line of a JSON-lines file (read by :func:`read_lines`); a
+    line that is not JSON, or not an object, is a DataError naming the file and the line."""
+    path = Path(path)
+    for number, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue  # blank lines (often a trailing one) carry nothing
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"invalid JSON: {error.msg} at column {error.colno}", path, number) from None
+        except RecursionError:
+            raise DataError("JSON nested too deeply", path, number) from None
+        if not isinstance(record, dict):
+            raise DataError(f"expected a JSON object, got {type(record).__name__}", path, number)
+        yield number, record
+
+
 def _parse_jsonl_record(
-    line: str, config: TokenizerConfig, scheme: str
+    record: dict, config: TokenizerConfig, scheme: str
 ) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
-    """Tokens, tags and intent of one JSONL line; DataError without a location on problems."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise DataError(f"invalid JSON: {error.msg} at column {error.colno}") from None
-    if not isinstance(record, dict):
-        raise DataError(f"expected a JSON object, got {type(record).__name__}")
+    """Tokens, tags and intent of one JSONL object; DataError without a location on problems."""
     text = record.get("text")
     if not isinstance(text, str):
         raise DataError("missing or non-string 'text'")

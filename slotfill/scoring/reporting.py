@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from slotfill.artifact.files import atomic_write_bytes
+from slotfill.data.readers import read_json_lines
 from slotfill.errors import DataError
 
 if TYPE_CHECKING:
@@ -205,22 +206,8 @@ def _is_number(value) -> bool:
 def _read_epochs(metrics_jsonl: Path) -> list[dict]:
     """Per-epoch records from a metrics JSON-lines file, last record per epoch wins."""
     path = Path(metrics_jsonl)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(f"cannot read metrics file: {exc.strerror or exc}", path) from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(f"metrics file is not UTF-8 text: {exc}", path) from exc
     by_epoch: dict[float, dict] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"malformed JSON in metrics file: {exc.msg}", path, number) from exc
-        if not isinstance(record, dict):
-            raise DataError("malformed metrics line: expected a JSON object", path, number)
+    for number, record in read_json_lines(path):
         if "event" in record or "epoch" not in record:
             continue  # {"event": ...} markers and other non-epoch lines
         epoch = record["epoch"]
