@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -82,14 +83,28 @@ def torch_index(engine, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def images(base_image, torch_index, tmp_path_factory) -> dict[str, str]:
+def images(base_image, torch_index, tmp_path_factory) -> Iterator[dict[str, str]]:
     """Both images, built from this checkout. The classic builder builds every stage up to the target, so
     the API image (the last stage) needs the torch index too."""
     build = ["build", "--network", "host", "--build-arg", f"BASE_IMAGE={base_image}", "--build-arg",
              f"TORCH_INDEX_URL={torch_index}"]
-    docker(*build, "-t", API_IMAGE, str(REPO), timeout=1800)
-    docker(*build, "--target", "train", "-t", TRAIN_IMAGE, str(REPO), timeout=1800)
-    return {"api": API_IMAGE, "train": TRAIN_IMAGE}
+    dangling_before = _dangling_images()
+    try:
+        docker(*build, "-t", API_IMAGE, str(REPO), timeout=1800)
+        docker(*build, "--target", "train", "-t", TRAIN_IMAGE, str(REPO), timeout=1800)
+        yield {"api": API_IMAGE, "train": TRAIN_IMAGE}
+    finally:
+        # Each build leaves about 2.7 GB (the two images and the untagged stages the classic builder keeps);
+        # left behind, a few runs fill a small disk. Only what these builds made is removed.
+        docker("rmi", "-f", API_IMAGE, TRAIN_IMAGE, check=False)
+        made = sorted(_dangling_images() - dangling_before)
+        if made:
+            docker("rmi", *made, check=False)
+
+
+def _dangling_images() -> set[str]:
+    listed = docker("images", "--quiet", "--no-trunc", "--filter", "dangling=true", check=False)
+    return set(listed.stdout.split())
 
 
 def test_the_api_image_has_the_compiled_decoder_no_torch_and_no_compiler(images):
