@@ -158,8 +158,9 @@ def test_the_student_embeddings_start_from_the_teachers_contextual_vectors(small
     variance, unit overall std); the model built from the data carries exactly those rows."""
     import numpy as np
 
+    from slotfill.artifact.artifact import LoadedModel
     from training.config import TrainConfig
-    from training.distillation import teacher_word_vectors
+    from training.distillation import teacher_norms, teacher_word_states, teacher_word_vectors
     from training.prepare import TrainingData
 
     config = TrainConfig.from_dict({**SMALL_MODEL, "distill_from": str(contextual_model_dir),
@@ -177,12 +178,67 @@ def test_the_student_embeddings_start_from_the_teachers_contextual_vectors(small
     assert all(np.diff(np.diag(covariance)) <= 1e-6)
     model = data.build_model()
     assert np.array_equal(model.word_embedding.weight.detach().numpy()[found], vectors[found])
-    # The same computation as a function of the teacher and the sentences, deterministic.
-    again, _ = teacher_word_vectors(str(contextual_model_dir), [list(e.tokens) for e in data.train_examples], words,
-                                    data.train_norms, config.model.word_dim)
-    assert np.allclose(np.abs(again), np.abs(vectors), atol=1e-5)
+    # The same computation as a function of the teacher and the sentences, deterministic; the encoder run whole
+    # (no states given) agrees with its cached float16 states.
+    teacher = LoadedModel.from_pretrained(contextual_model_dir)
+    norms = teacher_norms(teacher, [e.tokens for e in data.train_examples])
+    states = teacher_word_states(teacher, [("training sentences", norms)], None, lambda m: None)
+    again, _ = teacher_word_vectors(teacher, norms, words, data.train_norms, config.model.word_dim, states=states)
+    assert np.array_equal(again, vectors)
+    whole, _ = teacher_word_vectors(teacher, norms, words, data.train_norms, config.model.word_dim)
+    assert np.allclose(np.abs(whole), np.abs(vectors), atol=2e-2)
     with pytest.raises(ConfigError, match="no transformer front-end"):
         TrainingData(small_corpus, TrainConfig.from_dict({**SMALL_MODEL, "distill_from": str(sample_model_dir),
                                                           "distill_embeddings": True}), log=lambda m: None)
     with pytest.raises(ConfigError, match="distill_embeddings: needs a teacher"):
         TrainConfig.from_dict({"distill_embeddings": True}).validate()
+
+
+def test_a_frozen_teachers_encoder_states_come_from_the_feature_cache(small_corpus, contextual_model_dir, tmp_path):
+    """The teacher's model card names its frozen encoder by the feature cache's key, so a student reads the
+    encoder's states of the teacher's training sentences from the cache its training filled, computes those
+    of the slot-substituted copies once (a second student reads them too), and gets the teacher's scores the
+    whole network gives, to float16 precision of the states, with the same best labels."""
+    import dataclasses
+
+    import numpy as np
+
+    from slotfill.artifact.artifact import LoadedModel
+    from slotfill.models.pretrained import resolve_encoder_path
+    from training.config import TrainConfig
+    from training.distillation import load_teacher, teacher_norms, teacher_word_states
+    from training.feature_cache import encoder_digest
+    from training.prepare import TrainingData
+
+    teacher = LoadedModel.from_pretrained(contextual_model_dir)
+    assert teacher.card["encoder"] == {"name": "all-MiniLM-L6-v2", "frozen": True,
+                                       "sha256": encoder_digest(resolve_encoder_path("minilm"))}
+    config = TrainConfig.from_dict({**SMALL_MODEL, "distill_from": str(contextual_model_dir), "augment": 1,
+                                    "contextual_cache": None})
+    logs: list[list[str]] = [[], []]
+    first, second = (TrainingData(small_corpus, config, log=logs[run].append) for run in (0, 1))
+    copies = len(first.augmented)
+    assert copies > 0
+    assert any("training sentences (teacher) read from" in line for line in logs[0])
+    assert any(f"teacher's contextual word states of {copies} slot-substituted copies" in line for line in logs[0])
+    assert not any("computing the teacher's" in line for line in logs[1])
+    assert sum("(teacher) read from" in line for line in logs[1]) == 2
+    for a, b in zip(first.teacher.emissions, second.teacher.emissions):
+        assert np.array_equal(a, b)
+
+    norms = teacher_norms(teacher, [e.tokens for e in first.train_examples + first.augmented])
+    whole = load_teacher(teacher, norms, first.labels, first.intents, "crf", 1.0)  # no states: the whole network
+    assert len(whole.emissions) == len(first.teacher.emissions) == len(first.train_examples) + copies
+    for live, cached in zip(whole.emissions, first.teacher.emissions):
+        assert live.shape == cached.shape
+        assert np.abs(live - cached).max() < 0.05 * max(1.0, np.abs(live).max())
+    agree = np.mean([np.array_equal(a.argmax(-1), b.argmax(-1)) for a, b in zip(whole.emissions,
+                                                                                first.teacher.emissions)])
+    assert agree > 0.99
+    assert np.allclose(whole.intent_logits, first.teacher.intent_logits, atol=0.05)
+
+    # No record of a frozen encoder (an older artifact, or a fine-tuned encoder): the network runs whole.
+    for card in ({k: v for k, v in teacher.card.items() if k != "encoder"},
+                 {**teacher.card, "encoder": {**teacher.card["encoder"], "frozen": False}}):
+        other = dataclasses.replace(teacher, card=card)
+        assert teacher_word_states(other, [("training sentences", norms)], None, lambda m: None) is None

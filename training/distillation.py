@@ -22,7 +22,9 @@ distributions are taken (a softer teacher shows more of what it considers plausi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,6 +32,7 @@ from torch.nn import functional as F
 
 from slotfill.artifact.artifact import LoadedModel
 from slotfill.errors import ConfigError
+from slotfill.inference.engines import TorchEngine
 from slotfill.inference.predictor import Predictor
 from slotfill.models.crf import log_partition
 from slotfill.models.tagger import SlotTagger, TaggerOutput
@@ -46,13 +49,51 @@ class Teacher:
     temperature: float
 
 
-def load_teacher(path: str, token_lists: list[list[str]], labels: list[str], intents: list[str],
-                 student_decoder: str, temperature: float, batch_size: int = 64) -> Teacher:
-    """Run the teacher artifact at ``path`` over the training sentences' tokens, normalised its own way."""
-    from slotfill.artifact.artifact import LoadedModel
+def teacher_norms(teacher: LoadedModel, token_lists: Sequence[Sequence[str]]) -> list[list[str]]:
+    """The sentences' tokens normalised the teacher's way."""
+    return [[normalize_token(token, teacher.tokenizer) or token for token in tokens] for tokens in token_lists]
 
-    teacher: LoadedModel = LoadedModel.from_pretrained(path)
-    norms = [[normalize_token(token, teacher.tokenizer) or token for token in tokens] for tokens in token_lists]
+
+def teacher_word_states(teacher: LoadedModel, parts: Sequence[tuple[str, list[list[str]]]], cache: str | None,
+                        log: Callable[[str], None], progress: bool = False) -> list[np.ndarray] | None:
+    """The frozen transformer word states (T, L, E) of a teacher over ``parts`` ((what, sentences normalised
+    the teacher's way)), in order, through the feature cache (``cache``: a folder, ``"off"`` or None for
+    the default; :mod:`training.feature_cache`).
+
+    The teacher's training stored the states of its own training sentences under the key of its encoder
+    (the sha256 its model card records), layers, pooling and window, so the sentences it was trained on are
+    read, not encoded again; other parts (slot-substituted copies) are computed once and stored. None for a
+    teacher without a frozen encoder on record (no transformer, a fine-tuned one, or an artifact from
+    before the record): its network then runs whole.
+    """
+    from .feature_cache import WordStateCache, compute_states, default_cache_dir
+
+    record = teacher.card.get("encoder")
+    embedder = teacher.model.contextual
+    if embedder is None or not isinstance(record, dict) or record.get("frozen") is not True \
+            or not isinstance(record.get("sha256"), str):
+        return None
+    config = teacher.config
+    root = None if cache == "off" else Path(cache or default_cache_dir())
+    store = WordStateCache(root, record["sha256"], layers=config.contextual_layers,
+                           pooling=config.contextual_pooling, window=config.contextual_window)
+    states: list[np.ndarray] = []
+    for what, sentences in parts:
+        def compute(indices: list[int], sentences=sentences, what=what) -> list[np.ndarray]:
+            log(f"computing the teacher's contextual word states of {len(indices)} {what}")
+            return compute_states(embedder, teacher.aligner, sentences, indices, torch.device("cpu"), progress,
+                                  desc=f"teacher: {what}")
+
+        states += store.states(sentences, compute, log, f"{what} (teacher)") if sentences else []
+    return states
+
+
+def load_teacher(teacher: LoadedModel, norms: list[list[str]], labels: list[str], intents: list[str],
+                 student_decoder: str, temperature: float, states: list[np.ndarray] | None = None,
+                 batch_size: int = 64) -> Teacher:
+    """Run the teacher over the training sentences (``norms``: normalised its own way), from their frozen
+    word states where given (:func:`teacher_word_states`), else through its whole network."""
+    path = teacher.directory
     config = teacher.config
     teacher_labels = [config.id2label[i] for i in range(config.num_labels)]
     if teacher_labels != labels:
@@ -64,7 +105,11 @@ def load_teacher(path: str, token_lists: list[list[str]], labels: list[str], int
     if student_decoder == "crf" and config.decoder != "crf":
         raise ConfigError("distill_from: a CRF student needs a CRF teacher (a softmax teacher has no transition "
                           "statistics to learn from)")
-    predictor = Predictor(teacher)
+    engine = None
+    if states is not None:
+        engine = TorchEngine(teacher.model, teacher.featurizer, teacher.aligner,
+                             states={tuple(tokens): value for tokens, value in zip(norms, states)})
+    predictor = Predictor(teacher, engine=engine)
     emissions: list[np.ndarray | None] = [None] * len(norms)
     logits = np.zeros((len(norms), config.num_intents), dtype=np.float32) if intents else None
     order = sorted(range(len(norms)), key=lambda i: len(norms[i]))  # similar lengths: little padding
@@ -84,31 +129,36 @@ def load_teacher(path: str, token_lists: list[list[str]], labels: list[str], int
 
 
 @torch.no_grad()
-def teacher_word_vectors(path: str, token_lists: list[list[str]], words: list[str], norms: list[list[str]],
-                         dim: int, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def teacher_word_vectors(teacher: LoadedModel, sentences: list[list[str]], words: list[str],
+                         norms: list[list[str]], dim: int, states: list[np.ndarray] | None = None,
+                         batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """The contextual word vectors of a teacher with a transformer front-end, for a student's vocabulary.
 
-    The teacher reads ``token_lists`` (the training sentences) and mixes its transformer's layers as it
-    learned to; each vocabulary word (``words``, the student's, matched through the student's
-    normalisation ``norms``, position for position) gets the mean of its vectors over its occurrences.
-    The means are centred and projected on their ``dim`` principal directions, then scaled to unit standard
-    deviation like a fresh embedding. Returns the vectors (len(words), dim) and which rows were found.
+    The teacher reads ``sentences`` (the training sentences, normalised its own way; from their frozen
+    word states ``states`` where given) and mixes its transformer's layers as it learned to; each
+    vocabulary word (``words``, the student's, matched through the student's normalisation ``norms``,
+    position for position) gets the mean of its vectors over its occurrences. The means are centred and
+    projected on their ``dim`` principal directions, then scaled to unit standard deviation like a fresh
+    embedding. Returns the vectors (len(words), dim) and which rows were found.
     """
-    teacher: LoadedModel = LoadedModel.from_pretrained(path)
     embedder = teacher.model.contextual
     if embedder is None:
-        raise ConfigError(f"distill_embeddings: the teacher {path} has no transformer front-end to take word "
-                          "vectors from")
-    teacher_norms = [[normalize_token(token, teacher.tokenizer) or token for token in tokens]
-                     for tokens in token_lists]
+        raise ConfigError(f"distill_embeddings: the teacher {teacher.directory} has no transformer front-end to "
+                          "take word vectors from")
     index = {word: i for i, word in enumerate(words)}
     sums = np.zeros((len(words), embedder.encoder.config.hidden_size))
     counts = np.zeros(len(words))
-    order = sorted(range(len(teacher_norms)), key=lambda i: len(teacher_norms[i]))
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        pieces = teacher.aligner.encode([teacher_norms[i] for i in rows]).tensors()
-        vectors = embedder(**pieces).double().numpy()  # (B, T, E)
+        if states is None:
+            pieces = teacher.aligner.encode([sentences[i] for i in rows]).tensors()
+            vectors = embedder(**pieces).double().numpy()  # (B, T, E)
+        else:
+            stacked = torch.zeros((len(rows), max(len(sentences[i]) for i in rows), *states[rows[0]].shape[1:]))
+            for j, i in enumerate(rows):
+                stacked[j, : len(states[i])] = torch.from_numpy(states[i].astype(np.float32))
+            vectors = embedder.mix(stacked).double().numpy()
         for j, i in enumerate(rows):
             for t, word in enumerate(norms[i]):
                 k = index.get(word)

@@ -43,10 +43,16 @@ class TrainResult:
 def model_card(data: TrainingData) -> dict[str, Any]:
     """The artifact's model_card.json: the model's identity, its training settings and data."""
     cfg = data.config
-    return {"name": cfg.name, "version": cfg.version,
+    card = {"name": cfg.name, "version": cfg.version,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "library_version": slotfill.__version__, "training": cfg.to_dict(), "data": str(data.data_dir),
             "train_sentences": len(data.train_examples), "augmented_sentences": len(data.augmented)}
+    if data.encoder_source is not None:
+        # Which pretrained encoder, by the feature cache's key: a student distilled from this model reads
+        # the frozen encoder's states of these training sentences from the cache instead of encoding again.
+        card["encoder"] = {"name": data.encoder_source["name"], "sha256": data.encoder_sha256,
+                           "frozen": not cfg.contextual_finetune}
+    return card
 
 
 def predictor(model: SlotTagger, data: TrainingData, *, frozen_states: bool = False) -> Predictor:

@@ -56,7 +56,7 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self._claim_out_dir()
-        self.data = data = TrainingData(self.data_dir, cfg, log=self.log)
+        self.data = data = TrainingData(self.data_dir, cfg, log=self.log, progress=self.progress)
         # Sharding by sentence index only works if index i is the same sentence everywhere.
         if not ctx.same_everywhere(data.fingerprint()):
             raise TrainingError("the ranks built different vocabularies, labels or training sets; every rank must "

@@ -30,6 +30,7 @@ from slotfill.text.tokenizer import TokenizerConfig, infer_tokenizer_config, nor
 
 from .augment import slot_substitution
 from .config import TrainConfig
+from .feature_cache import encoder_digest
 from .tokenizer_check import check_tokenizer, enforce
 
 
@@ -88,7 +89,8 @@ def load_word_vectors(path: str, featurizer: Featurizer, dim: int, embedding: to
 class TrainingData:
     """The data of one training run, read and encoded from ``data_dir`` as ``config`` says."""
 
-    def __init__(self, data_dir: str | Path, config: TrainConfig, *, log: Callable[[str], None]):
+    def __init__(self, data_dir: str | Path, config: TrainConfig, *, log: Callable[[str], None],
+                 progress: bool = False):
         self.config = config
         self.data_dir = Path(data_dir)
         self.log = log
@@ -136,27 +138,38 @@ class TrainingData:
             self.train_norms = self.train_norms + extra
             self.log(f"slot substitution: {len(self.augmented)} sentences added to {len(train)} "
                      f"({cfg.augment} cop{'y' if cfg.augment == 1 else 'ies'} of each sentence with slots)")
-        self.aligner = self.encoder_source = self.encoder_path = None
+        self.aligner = self.encoder_source = self.encoder_path = self.encoder_sha256 = None
         # The frozen encoder's word states of the dev sentences, by their tokens (see cache_contextual).
         self.frozen_states: dict[tuple[str, ...], np.ndarray] | None = None
         if cfg.contextual:
             self._load_encoder()
-        self.teacher = None
+        self.teacher = self.teacher_vectors = None
         if cfg.distill_from:
-            from .distillation import load_teacher
+            self._load_teacher(train, progress)
 
-            self.teacher = load_teacher(cfg.distill_from, [e.tokens for e in train + self.augmented], self.labels,
-                                        self.intents, cfg.model.decoder, cfg.distill_temperature)
-            self.log(f"distilling from {cfg.distill_from} (weight {cfg.distill_weight}, temperature "
-                     f"{cfg.distill_temperature})")
-        self.teacher_vectors = None
+    def _load_teacher(self, train: list[Example], progress: bool) -> None:
+        """The teacher's scores of the training sentences and copies, and with ``distill_embeddings`` its word
+        vectors; a frozen teacher's encoder states are read from (or stored in) the feature cache."""
+        from slotfill.artifact.artifact import LoadedModel
+
+        from .distillation import load_teacher, teacher_norms, teacher_word_states, teacher_word_vectors
+
+        cfg = self.config
+        started = time.perf_counter()
+        teacher = LoadedModel.from_pretrained(cfg.distill_from)
+        originals = teacher_norms(teacher, [e.tokens for e in train])
+        copies = teacher_norms(teacher, [e.tokens for e in self.augmented])
+        states = teacher_word_states(teacher, [("training sentences", originals), ("slot-substituted copies", copies)],
+                                     cfg.contextual_cache, self.log, progress)
+        self.teacher = load_teacher(teacher, originals + copies, self.labels, self.intents, cfg.model.decoder,
+                                    cfg.distill_temperature, states=states)
+        self.log(f"distilling from {cfg.distill_from} (weight {cfg.distill_weight}, temperature "
+                 f"{cfg.distill_temperature}); teacher's scores in {time.perf_counter() - started:.0f}s")
         if cfg.distill_embeddings:
-            from .distillation import teacher_word_vectors
-
             started = time.perf_counter()
-            self.teacher_vectors = teacher_word_vectors(cfg.distill_from, [list(e.tokens) for e in train],
-                                                        self.featurizer.words.itos, self.train_norms[: len(train)],
-                                                        cfg.model.word_dim)
+            self.teacher_vectors = teacher_word_vectors(teacher, originals, self.featurizer.words.itos,
+                                                        self.train_norms[: len(train)], cfg.model.word_dim,
+                                                        states=None if states is None else states[: len(train)])
             self.log(f"word embeddings from the teacher's contextual vectors: {int(self.teacher_vectors[1].sum())}"
                      f"/{len(self.featurizer.words)} words, {time.perf_counter() - started:.0f}s")
 
@@ -182,6 +195,7 @@ class TrainingData:
         name = PACKAGED_ENCODERS.get(cfg.contextual, path.name)
         self.aligner = SubwordAligner(tokenizer, tokens, cfg.model.contextual_window)
         self.encoder_path = path
+        self.encoder_sha256 = encoder_digest(path)  # the feature cache's key, and the model card's record
         self.encoder_source = {"name": name, "config": hf_config, "tokens": tokens, "weights": weights}
 
     def _encode(self, norms: list[str], example: Example, counts: Counter) -> Encoded:
@@ -224,11 +238,11 @@ class TrainingData:
         """The frozen transformer's word states of the training sentences (every layer the tagger may mix),
         and of the dev sentences for the evaluation after each epoch: read from the feature cache, or
         computed once and stored there (see :mod:`training.feature_cache`)."""
-        from .feature_cache import WordStateCache, compute_states, default_cache_dir, encoder_digest
+        from .feature_cache import WordStateCache, compute_states, default_cache_dir
 
         cfg = self.config
         root = None if cfg.contextual_cache == "off" else Path(cfg.contextual_cache or default_cache_dir())
-        cache = WordStateCache(root, encoder_digest(self.encoder_path), layers=cfg.model.contextual_layers,
+        cache = WordStateCache(root, self.encoder_sha256, layers=cfg.model.contextual_layers,
                                pooling=cfg.model.contextual_pooling, window=cfg.model.contextual_window)
         name = self.encoder_source["name"]
         started = time.perf_counter()
