@@ -11,7 +11,12 @@ import torch
 from slotfill.errors import ConfigError
 from slotfill.models.crf import CRF
 from slotfill.models.tagger import TaggerOutput
-from training.distillation import Teacher, distillation_loss, teacher_statistics
+from training.distillation import (
+    Teacher,
+    distillation_loss,
+    ensemble_distillation_loss,
+    teacher_statistics,
+)
 
 from .conftest import SMALL_MODEL
 
@@ -67,6 +72,34 @@ def test_crf_distillation_loss_is_the_exact_cross_entropy_to_the_teacher(tempera
     assert loss.item() == pytest.approx(expected / 2, rel=1e-6)
     loss.backward()
     assert student_emissions.grad.abs().sum() > 0 and student_crf.transitions.grad.abs().sum() > 0
+
+
+def test_an_ensemble_loss_is_the_exact_cross_entropy_to_the_mean_of_the_teachers():
+    """Two CRF teachers: the loss equals -sum_y (q1(y) + q2(y)) / 2 * log p(y), by enumeration, and the
+    intent term is the cross-entropy to the mean of their intent distributions."""
+    torch.manual_seed(4)
+    k, n = 3, 3
+    student_crf = CRF(k)
+    student_emissions = torch.randn(1, n, k, dtype=torch.float64)
+    student_intents = torch.randn(1, 4, dtype=torch.float64)
+    mask = torch.ones(1, n, dtype=torch.bool)
+    members, expected = [], 0.0
+    p = _sequence_log_probs(student_crf.double(), student_emissions[0], n)
+    log_p_intent = torch.log_softmax(student_intents[0], -1)
+    for seed in (5, 6):
+        torch.manual_seed(seed)
+        crf, emissions, intents = CRF(k), torch.randn(1, n, k, dtype=torch.float64) * 2, torch.randn(1, 4)
+        members.append((Teacher(emissions=[], intent_logits=None, potentials=_potentials(crf), temperature=1.0),
+                        emissions, intents))
+        q = _sequence_log_probs(crf.double(), emissions[0], n)
+        expected += -sum(torch.tensor(q[y]).exp().item() * p[y] for y in q) / 2
+        expected += -0.5 * (torch.softmax(intents[0].double(), -1) * log_p_intent).sum().item() / 2
+    out = TaggerOutput(emissions=student_emissions, intent_logits=student_intents)
+    loss = ensemble_distillation_loss(_Student(student_crf), out, mask, members, 0.5)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    # Not the cross-entropy to either teacher alone.
+    alone = ensemble_distillation_loss(_Student(student_crf), out, mask, members[:1], 0.5)
+    assert abs(alone.item() - loss.item()) > 1e-3
 
 
 def test_a_certain_teacher_gives_the_gold_negative_log_likelihood():
@@ -129,6 +162,39 @@ def test_distilled_student_trains_from_a_teacher_artifact(sample_dir, sample_mod
     assert result.report["slot_f1"] > 0.5
 
 
+def test_a_student_distils_from_the_mean_of_several_teachers(small_corpus, contextual_model_dir, sample_model_dir,
+                                                             tmp_path):
+    """distill_from=A,B: each teacher scores the sentences as it would alone (the frozen transformer teacher
+    from the feature cache, the other through its network), the student trains on both, its model card says
+    so; an empty entry is refused naming the setting."""
+    import numpy as np
+
+    from training.config import TrainConfig
+    from training.pipeline import train
+    from training.prepare import TrainingData
+
+    both = f"{contextual_model_dir}, {sample_model_dir}"
+    logs: list[str] = []
+    data = TrainingData(small_corpus, TrainConfig.from_dict({**SMALL_MODEL, "distill_from": both}), log=logs.append)
+    assert len(data.teachers) == 2
+    assert any("mean of 2 teachers" in line for line in logs)
+    for teacher, path in zip(data.teachers, (contextual_model_dir, sample_model_dir)):
+        alone = TrainingData(small_corpus, TrainConfig.from_dict({**SMALL_MODEL, "distill_from": str(path)}),
+                             log=lambda m: None).teachers
+        assert len(alone) == 1
+        assert all(np.array_equal(a, b) for a, b in zip(teacher.emissions, alone[0].emissions))
+        assert np.array_equal(teacher.intent_logits, alone[0].intent_logits)
+    assert not all(np.allclose(a, b) for a, b in zip(data.teachers[0].emissions, data.teachers[1].emissions))
+    result = train(small_corpus, tmp_path / "student",
+                   overrides={**SMALL_MODEL, "distill_from": both, "calibrate": False, "export_onnx": False},
+                   seed=0, progress=False, log=lambda m: None)
+    card = json.loads((tmp_path / "student" / "model_card.json").read_text())
+    assert card["training"]["distill_from"] == both
+    assert result.report["slot_f1"] > 0.5
+    with pytest.raises(ConfigError, match="distill_from: an empty teacher"):
+        TrainConfig.from_dict({"distill_from": f"{sample_model_dir},,"}).validate()
+
+
 def test_distilling_from_a_model_with_other_labels_is_refused(sample_dir, sample_model_dir, tmp_path):
     from training.pipeline import train
 
@@ -160,7 +226,11 @@ def test_the_student_embeddings_start_from_the_teachers_contextual_vectors(small
 
     from slotfill.artifact.artifact import LoadedModel
     from training.config import TrainConfig
-    from training.distillation import teacher_norms, teacher_word_states, teacher_word_vectors
+    from training.distillation import (
+        teacher_norms,
+        teacher_word_states,
+        teacher_word_vectors,
+    )
     from training.prepare import TrainingData
 
     config = TrainConfig.from_dict({**SMALL_MODEL, "distill_from": str(contextual_model_dir),
@@ -223,19 +293,19 @@ def test_a_frozen_teachers_encoder_states_come_from_the_feature_cache(small_corp
     assert any(f"teacher's contextual word states of {copies} slot-substituted copies" in line for line in logs[0])
     assert not any("computing the teacher's" in line for line in logs[1])
     assert sum("(teacher) read from" in line for line in logs[1]) == 2
-    for a, b in zip(first.teacher.emissions, second.teacher.emissions):
+    for a, b in zip(first.teachers[0].emissions, second.teachers[0].emissions):
         assert np.array_equal(a, b)
 
     norms = teacher_norms(teacher, [e.tokens for e in first.train_examples + first.augmented])
     whole = load_teacher(teacher, norms, first.labels, first.intents, "crf", 1.0)  # no states: the whole network
-    assert len(whole.emissions) == len(first.teacher.emissions) == len(first.train_examples) + copies
-    for live, cached in zip(whole.emissions, first.teacher.emissions):
+    assert len(whole.emissions) == len(first.teachers[0].emissions) == len(first.train_examples) + copies
+    for live, cached in zip(whole.emissions, first.teachers[0].emissions):
         assert live.shape == cached.shape
         assert np.abs(live - cached).max() < 0.05 * max(1.0, np.abs(live).max())
     agree = np.mean([np.array_equal(a.argmax(-1), b.argmax(-1)) for a, b in zip(whole.emissions,
-                                                                                first.teacher.emissions)])
+                                                                                first.teachers[0].emissions)])
     assert agree > 0.99
-    assert np.allclose(whole.intent_logits, first.teacher.intent_logits, atol=0.05)
+    assert np.allclose(whole.intent_logits, first.teachers[0].intent_logits, atol=0.05)
 
     # No record of a frozen encoder (an older artifact, or a fine-tuned encoder): the network runs whole.
     for card in ({k: v for k, v in teacher.card.items() if k != "encoder"},

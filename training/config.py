@@ -36,7 +36,8 @@ class TrainConfig:
     # for memory only; by default $SLOTFILL_FEATURE_CACHE or ~/.cache/slotfill/features
     contextual_cache: str | None = None
     contextual_lr: float = 5e-5
-    # knowledge distillation from a trained model's soft labels (training/distillation.py)
+    # knowledge distillation from a trained model's soft labels (training/distillation.py); several folders
+    # separated by commas: the mean of their distributions
     distill_from: str | None = None
     distill_weight: float = 0.5
     distill_temperature: float = 1.0
@@ -117,10 +118,18 @@ class TrainConfig:
             fail("distill_weight", f"must be in [0, 1], got {self.distill_weight}")
         if not self.distill_temperature > 0:
             fail("distill_temperature", f"must be > 0, got {self.distill_temperature}")
+        if self.distill_from is not None and not all(part.strip() for part in self.distill_from.split(",")):
+            fail("distill_from", f"an empty teacher in {self.distill_from!r} (give folders separated by commas)")
         if self.distill_embeddings and not self.distill_from:
             fail("distill_embeddings", "needs a teacher (--set distill_from=DIR)")
         if self.distill_embeddings and self.word_vectors:
             fail("distill_embeddings", "and word_vectors both initialise the word embeddings; choose one")
+
+    @property
+    def distill_teachers(self) -> list[str]:
+        """The teacher folders of ``distill_from``: one, or several separated by commas, whose distributions
+        the student learns the mean of (an ensemble)."""
+        return [part.strip() for part in self.distill_from.split(",")] if self.distill_from else []
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able settings: ``{"model": {architecture}, training settings...}``."""

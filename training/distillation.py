@@ -216,3 +216,17 @@ def distillation_loss(model: SlotTagger, out: TaggerOutput, mask: torch.Tensor, 
         intent = -(target * F.log_softmax(out.intent_logits.double(), dim=-1)).sum() / batch
         loss = loss + intent_weight * intent
     return loss.to(emissions.dtype)
+
+
+def ensemble_distillation_loss(model: SlotTagger, out: TaggerOutput, mask: torch.Tensor,
+                               teachers: Sequence[tuple[Teacher, torch.Tensor, torch.Tensor | None]],
+                               intent_weight: float) -> torch.Tensor:
+    """Cross-entropy of the student to the mean of several teachers' distributions, per sentence, averaged
+    over the batch; ``teachers``: (teacher, its emissions (B, T, K), its intent logits (B, I) or None).
+
+    The cross-entropy is linear in the target distribution, so to the mean of the teachers' sequence (and
+    intent) distributions it is the mean of the cross-entropies to each: no mixture is ever formed.
+    """
+    total = sum(distillation_loss(model, out, mask, emissions, intents, teacher, intent_weight)
+                for teacher, emissions, intents in teachers)
+    return total / len(teachers)

@@ -24,6 +24,7 @@ from slotfill.models.tagger import SlotTagger
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .distillation import Teacher
 from .finish import evaluate
 from .prepare import TrainingData
 from .timing import format_duration, time_left
@@ -130,9 +131,9 @@ class TrainingLoop:
             batch["subwords"] = self.data.aligner.encode([self.data.train_norms[i] for i in indices]).tensors()
         return batch
 
-    def _teacher_batch(self, indices: list[int], steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    @staticmethod
+    def _teacher_batch(teacher: Teacher, indices: list[int], steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The teacher's emissions (B, T, K), zero-padded, and intent logits (B, I) or None."""
-        teacher = self.data.teacher
         k = teacher.emissions[indices[0]].shape[1]
         emissions = np.zeros((len(indices), steps, k), dtype=np.float32)
         for b, i in enumerate(indices):
@@ -237,13 +238,15 @@ class TrainingLoop:
                     batch = {key: ({k: v.to(ctx.device) for k, v in value.items()} if isinstance(value, dict)
                                    else value.to(ctx.device)) for key, value in batch.items()}
                 out = net(**batch, intent_loss_weight=cfg.intent_loss_weight)
-                if data.teacher is not None:
-                    from .distillation import distillation_loss
+                if data.teachers:
+                    from .distillation import ensemble_distillation_loss
 
-                    teacher_emissions, teacher_intents = self._teacher_batch(indices, batch["word_ids"].size(1))
-                    kd = distillation_loss(model, out, batch["word_ids"].ne(0), teacher_emissions.to(ctx.device),
-                                           None if teacher_intents is None else teacher_intents.to(ctx.device),
-                                           data.teacher, cfg.intent_loss_weight)
+                    scores = []
+                    for teacher in data.teachers:
+                        emissions, intents = self._teacher_batch(teacher, indices, batch["word_ids"].size(1))
+                        scores.append((teacher, emissions.to(ctx.device),
+                                       None if intents is None else intents.to(ctx.device)))
+                    kd = ensemble_distillation_loss(model, out, batch["word_ids"].ne(0), scores, cfg.intent_loss_weight)
                     out.loss = (1.0 - cfg.distill_weight) * out.loss + cfg.distill_weight * kd
                 loss = out.loss
                 if not torch.isfinite(loss):

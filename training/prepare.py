@@ -30,6 +30,7 @@ from slotfill.text.tokenizer import TokenizerConfig, infer_tokenizer_config, nor
 
 from .augment import slot_substitution
 from .config import TrainConfig
+from .distillation import Teacher
 from .feature_cache import encoder_digest
 from .tokenizer_check import check_tokenizer, enforce
 
@@ -143,35 +144,42 @@ class TrainingData:
         self.frozen_states: dict[tuple[str, ...], np.ndarray] | None = None
         if cfg.contextual:
             self._load_encoder()
-        self.teacher = self.teacher_vectors = None
+        self.teachers: list[Teacher] = []
+        self.teacher_vectors = None
         if cfg.distill_from:
-            self._load_teacher(train, progress)
+            self._load_teachers(train, progress)
 
-    def _load_teacher(self, train: list[Example], progress: bool) -> None:
-        """The teacher's scores of the training sentences and copies, and with ``distill_embeddings`` its word
-        vectors; a frozen teacher's encoder states are read from (or stored in) the feature cache."""
+    def _load_teachers(self, train: list[Example], progress: bool) -> None:
+        """Each teacher's scores of the training sentences and copies, and with ``distill_embeddings`` the
+        first teacher's word vectors; a frozen teacher's encoder states are read from (or stored in) the
+        feature cache, so teachers over the same encoder share one encoding."""
         from slotfill.artifact.artifact import LoadedModel
 
         from .distillation import load_teacher, teacher_norms, teacher_word_states, teacher_word_vectors
 
         cfg = self.config
-        started = time.perf_counter()
-        teacher = LoadedModel.from_pretrained(cfg.distill_from)
-        originals = teacher_norms(teacher, [e.tokens for e in train])
-        copies = teacher_norms(teacher, [e.tokens for e in self.augmented])
-        states = teacher_word_states(teacher, [("training sentences", originals), ("slot-substituted copies", copies)],
-                                     cfg.contextual_cache, self.log, progress)
-        self.teacher = load_teacher(teacher, originals + copies, self.labels, self.intents, cfg.model.decoder,
-                                    cfg.distill_temperature, states=states)
-        self.log(f"distilling from {cfg.distill_from} (weight {cfg.distill_weight}, temperature "
-                 f"{cfg.distill_temperature}); teacher's scores in {time.perf_counter() - started:.0f}s")
-        if cfg.distill_embeddings:
+        paths = cfg.distill_teachers
+        for number, path in enumerate(paths):
             started = time.perf_counter()
-            self.teacher_vectors = teacher_word_vectors(teacher, originals, self.featurizer.words.itos,
-                                                        self.train_norms[: len(train)], cfg.model.word_dim,
-                                                        states=None if states is None else states[: len(train)])
-            self.log(f"word embeddings from the teacher's contextual vectors: {int(self.teacher_vectors[1].sum())}"
-                     f"/{len(self.featurizer.words)} words, {time.perf_counter() - started:.0f}s")
+            teacher = LoadedModel.from_pretrained(path)
+            originals = teacher_norms(teacher, [e.tokens for e in train])
+            copies = teacher_norms(teacher, [e.tokens for e in self.augmented])
+            states = teacher_word_states(teacher, [("training sentences", originals),
+                                                   ("slot-substituted copies", copies)],
+                                         cfg.contextual_cache, self.log, progress)
+            self.teachers.append(load_teacher(teacher, originals + copies, self.labels, self.intents,
+                                              cfg.model.decoder, cfg.distill_temperature, states=states))
+            self.log(f"teacher {path}: its scores in {time.perf_counter() - started:.0f}s")
+            if cfg.distill_embeddings and number == 0:
+                started = time.perf_counter()
+                self.teacher_vectors = teacher_word_vectors(teacher, originals, self.featurizer.words.itos,
+                                                            self.train_norms[: len(train)], cfg.model.word_dim,
+                                                            states=None if states is None else states[: len(train)])
+                self.log(f"word embeddings from the teacher's contextual vectors: "
+                         f"{int(self.teacher_vectors[1].sum())}/{len(self.featurizer.words)} words, "
+                         f"{time.perf_counter() - started:.0f}s")
+        what = "the teacher" if len(paths) == 1 else f"the mean of {len(paths)} teachers' distributions"
+        self.log(f"distilling from {what} (weight {cfg.distill_weight}, temperature {cfg.distill_temperature})")
 
     def _load_encoder(self) -> None:
         """Load the pretrained encoder's tokenizer, config and weights (the model takes them in build_model)."""
