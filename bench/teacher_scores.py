@@ -16,8 +16,8 @@ are the data's training sentences and ``--augment`` slot-substituted copies of t
 
 Prints each one's seconds, B/A and C/A, and how far B's scores are from A's (largest absolute difference
 of the emissions; share of sentences with the same best label at every token). ``--cache`` is the
-feature cache the teacher was trained with (default: ``$SLOTFILL_FEATURE_CACHE`` or its default); B's copies
-go to a temporary folder beside nothing else, so repeated runs measure the same thing.
+feature cache the teacher was trained with (default: ``$SLOTFILL_FEATURE_CACHE`` or its default); B computes
+the copies' states into a temporary folder, so repeated runs measure the same thing.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main() -> None:
         teacher_word_states,
         teacher_word_vectors,
     )
-    from training.feature_cache import default_cache_dir
+    from training.feature_cache import WordStateCache, default_cache_dir
     from training.prepare import label_order
 
     torch.set_num_threads(args.threads)
@@ -87,9 +87,15 @@ def main() -> None:
     cache = Path(args.cache) if args.cache else default_cache_dir()
     scratch = Path(tempfile.mkdtemp(prefix="teacher-scores-"))
     try:
-        # The training sentences' states where the teacher's training stored them; the copies' in scratch.
-        for path in cache.glob("*.safetensors"):
-            os.symlink(path, scratch / path.name)
+        # The training sentences' states where the teacher's training stored them (their file is linked in
+        # scratch, under the key teacher_word_states looks for); the copies' are computed into scratch.
+        record = teacher.card.get("encoder") or {}
+        key = WordStateCache(None, str(record.get("sha256")), layers=config.contextual_layers,
+                             pooling=config.contextual_pooling, window=config.contextual_window).key(originals)
+        stored = cache / f"{key}.safetensors"
+        if not stored.is_file():
+            sys.exit(f"{stored}: not there; give --cache the feature cache the teacher was trained with")
+        os.symlink(stored, scratch / stored.name)
         parts = [("training sentences", originals), ("slot-substituted copies", extra)]
         timings = []
         for _ in range(2):
