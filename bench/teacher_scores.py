@@ -51,20 +51,25 @@ def main() -> None:
 
     from slotfill.artifact.artifact import LoadedModel
     from slotfill.data import load_corpus
+    from slotfill.errors import SlotfillError
     from training.augment import slot_substitution
     from training.distillation import (
         load_teacher,
         teacher_norms,
+        teacher_state_cache,
         teacher_word_states,
         teacher_word_vectors,
     )
-    from training.feature_cache import WordStateCache, default_cache_dir
+    from training.feature_cache import default_cache_dir
     from training.prepare import label_order
 
     torch.set_num_threads(args.threads)
-    teacher = LoadedModel.from_pretrained(args.teacher)
+    try:
+        teacher = LoadedModel.from_pretrained(args.teacher)
+        corpus = load_corpus(Path(args.data), scheme=teacher.config.scheme, tokenizer_config=teacher.tokenizer)
+    except SlotfillError as exc:
+        sys.exit(f"teacher_scores: {exc}")
     config = teacher.config
-    corpus = load_corpus(Path(args.data), scheme=config.scheme, tokenizer_config=teacher.tokenizer)
     train = list(corpus.train)
     copies = slot_substitution(train, args.augment, args.seed, config.scheme)
     originals = teacher_norms(teacher, [e.tokens for e in train])
@@ -80,21 +85,23 @@ def main() -> None:
                              states=None if states is None else states[: len(originals)])
         return scored
 
+    cache = Path(args.cache) if args.cache else default_cache_dir()
+    store = teacher_state_cache(teacher, str(cache))
+    if store is None:
+        sys.exit(f"{args.teacher}: no frozen encoder on record in its model card; retrain it with this version "
+                 "to read its states from the feature cache")
+    stored = store.path(originals)
+    if not stored.is_file():
+        sys.exit(f"{stored}: not there; give --cache the feature cache the teacher was trained with")
+
     started = time.perf_counter()
     whole = scores_and_vectors(None)
     seconds_a = time.perf_counter() - started
 
-    cache = Path(args.cache) if args.cache else default_cache_dir()
     scratch = Path(tempfile.mkdtemp(prefix="teacher-scores-"))
     try:
         # The training sentences' states where the teacher's training stored them (their file is linked in
         # scratch, under the key teacher_word_states looks for); the copies' are computed into scratch.
-        record = teacher.card.get("encoder") or {}
-        key = WordStateCache(None, str(record.get("sha256")), layers=config.contextual_layers,
-                             pooling=config.contextual_pooling, window=config.contextual_window).key(originals)
-        stored = cache / f"{key}.safetensors"
-        if not stored.is_file():
-            sys.exit(f"{stored}: not there; give --cache the feature cache the teacher was trained with")
         os.symlink(stored, scratch / stored.name)
         parts = [("training sentences", originals), ("slot-substituted copies", extra)]
         timings = []
@@ -102,9 +109,6 @@ def main() -> None:
             lines: list[str] = []
             started = time.perf_counter()
             states = teacher_word_states(teacher, parts, str(scratch), lines.append)
-            if states is None:
-                sys.exit(f"{args.teacher}: no frozen encoder on record in its model card; retrain it with this "
-                         "version to read its states from the feature cache")
             cached = scores_and_vectors(states)
             timings.append(time.perf_counter() - started)
             print("\n".join(f"  {line}" for line in lines))

@@ -34,9 +34,12 @@ from slotfill.artifact.artifact import LoadedModel
 from slotfill.errors import ConfigError
 from slotfill.inference.engines import TorchEngine
 from slotfill.inference.predictor import Predictor
+from slotfill.models.contextual import pad_states
 from slotfill.models.crf import log_partition
 from slotfill.models.tagger import SlotTagger, TaggerOutput
 from slotfill.text.tokenizer import normalize_token
+
+from .feature_cache import WordStateCache, compute_states, default_cache_dir
 
 
 @dataclass
@@ -54,35 +57,39 @@ def teacher_norms(teacher: LoadedModel, token_lists: Sequence[Sequence[str]]) ->
     return [[normalize_token(token, teacher.tokenizer) or token for token in tokens] for tokens in token_lists]
 
 
-def teacher_word_states(teacher: LoadedModel, parts: Sequence[tuple[str, list[list[str]]]], cache: str | None,
-                        log: Callable[[str], None], progress: bool = False) -> list[np.ndarray] | None:
-    """The frozen transformer word states (T, L, E) of a teacher over ``parts`` ((what, sentences normalised
-    the teacher's way)), in order, through the feature cache (``cache``: a folder, ``"off"`` or None for
-    the default; :mod:`training.feature_cache`).
-
-    The teacher's training stored the states of its own training sentences under the key of its encoder
-    (the sha256 its model card records), layers, pooling and window, so the sentences it was trained on are
-    read, not encoded again; other parts (slot-substituted copies) are computed once and stored. None for a
-    teacher without a frozen encoder on record (no transformer, a fine-tuned one, or an artifact from
-    before the record): its network then runs whole.
-    """
-    from .feature_cache import WordStateCache, compute_states, default_cache_dir
-
+def teacher_state_cache(teacher: LoadedModel, cache: str | None) -> WordStateCache | None:
+    """The feature cache (``cache``: a folder, ``"off"`` or None for the default; :mod:`training.feature_cache`)
+    of a teacher's frozen encoder, keyed by the encoder its model card records and the layers, pooling and
+    window it reads; None for a teacher without a frozen encoder on record (no transformer, a fine-tuned one,
+    or an artifact from before the record)."""
     record = teacher.card.get("encoder")
-    embedder = teacher.model.contextual
-    if embedder is None or not isinstance(record, dict) or record.get("frozen") is not True \
+    if teacher.model.contextual is None or not isinstance(record, dict) or record.get("frozen") is not True \
             or not isinstance(record.get("sha256"), str):
         return None
     config = teacher.config
     root = None if cache == "off" else Path(cache or default_cache_dir())
-    store = WordStateCache(root, record["sha256"], layers=config.contextual_layers,
-                           pooling=config.contextual_pooling, window=config.contextual_window)
+    return WordStateCache(root, record["sha256"], layers=config.contextual_layers, pooling=config.contextual_pooling,
+                          window=config.contextual_window)
+
+
+def teacher_word_states(teacher: LoadedModel, parts: Sequence[tuple[str, list[list[str]]]], cache: str | None,
+                        log: Callable[[str], None], progress: bool = False) -> list[np.ndarray] | None:
+    """The frozen transformer word states (T, L, E) of a teacher over ``parts`` ((what, sentences normalised
+    the teacher's way)), in order, through :func:`teacher_state_cache`.
+
+    The teacher's training stored the states of its own training sentences under that key, so the sentences
+    it was trained on are read, not encoded again; other parts (slot-substituted copies) are computed once and
+    stored. None without a frozen encoder on record: the teacher's network then runs whole.
+    """
+    store = teacher_state_cache(teacher, cache)
+    if store is None:
+        return None
     states: list[np.ndarray] = []
     for what, sentences in parts:
         def compute(indices: list[int], sentences=sentences, what=what) -> list[np.ndarray]:
             log(f"computing the teacher's contextual word states of {len(indices)} {what}")
-            return compute_states(embedder, teacher.aligner, sentences, indices, torch.device("cpu"), progress,
-                                  desc=f"teacher: {what}")
+            return compute_states(teacher.model.contextual, teacher.aligner, sentences, indices, torch.device("cpu"),
+                                  progress, desc=f"teacher: {what}")
 
         states += store.states(sentences, compute, log, f"{what} (teacher)") if sentences else []
     return states
@@ -155,10 +162,7 @@ def teacher_word_vectors(teacher: LoadedModel, sentences: list[list[str]], words
             pieces = teacher.aligner.encode([sentences[i] for i in rows]).tensors()
             vectors = embedder(**pieces).double().numpy()  # (B, T, E)
         else:
-            stacked = torch.zeros((len(rows), max(len(sentences[i]) for i in rows), *states[rows[0]].shape[1:]))
-            for j, i in enumerate(rows):
-                stacked[j, : len(states[i])] = torch.from_numpy(states[i].astype(np.float32))
-            vectors = embedder.mix(stacked).double().numpy()
+            vectors = embedder.mix(pad_states([states[i] for i in rows])).double().numpy()
         for j, i in enumerate(rows):
             for t, word in enumerate(norms[i]):
                 k = index.get(word)

@@ -57,10 +57,14 @@ class WordStateCache:
         text = json.dumps([self.setting, [list(tokens) for tokens in sentences]], ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
+    def path(self, sentences: Sequence[Sequence[str]]) -> Path | None:
+        """Where the states of ``sentences`` are kept (None for a cache in memory only)."""
+        return self.root / f"{self.key(sentences)}.safetensors" if self.root is not None else None
+
     def states(self, sentences: Sequence[Sequence[str]], compute: Callable[[list[int]], list[np.ndarray]],
                log: Callable[[str], None], what: str) -> list[np.ndarray]:
         """The states of ``sentences`` from the cache, or from ``compute(indices)`` (then stored)."""
-        path = self.root / f"{self.key(sentences)}.safetensors" if self.root is not None else None
+        path = self.path(sentences)
         if path is not None and path.is_file():
             cached = self._read(path, sentences)
             if cached is not None:

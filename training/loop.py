@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from slotfill.artifact.files import atomic_write_json, atomic_write_text
 from slotfill.errors import ConfigError, SlotfillError
+from slotfill.models.contextual import pad_states
 from slotfill.models.tagger import SlotTagger
 
 from . import distributed
@@ -122,11 +123,7 @@ class TrainingLoop:
         batch = {"word_ids": word_ids, "char_ids": torch.from_numpy(chars), "lengths": torch.from_numpy(lengths),
                  "tags": torch.from_numpy(tags), "intents": torch.tensor([e.intent for e in items])}
         if items[0].contextual is not None:  # a frozen transformer: its word states were computed once
-            first = items[0].contextual
-            states = np.zeros((len(items), steps, *first.shape[1:]), dtype=np.float32)
-            for b, e in enumerate(items):
-                states[b, : len(e.words)] = e.contextual
-            batch["contextual"] = torch.from_numpy(states)
+            batch["contextual"] = pad_states([e.contextual for e in items], steps)
         elif self.data.aligner is not None:
             batch["subwords"] = self.data.aligner.encode([self.data.train_norms[i] for i in indices]).tensors()
         return batch

@@ -71,11 +71,9 @@ class TorchEngine:
         word_ids, char_ids, lengths = self.featurizer.arrays(token_lists)
         subwords = contextual = None
         if self.states is not None and all(tuple(tokens) in self.states for tokens in token_lists):
-            rows = [self.states[tuple(tokens)] for tokens in token_lists]
-            stacked = np.zeros((len(rows), word_ids.shape[1], *rows[0].shape[1:]), dtype=np.float32)
-            for b, row in enumerate(rows):
-                stacked[b, : len(row)] = row
-            contextual = torch.from_numpy(stacked)
+            from slotfill.models.contextual import pad_states
+
+            contextual = pad_states([self.states[tuple(tokens)] for tokens in token_lists], word_ids.shape[1])
         elif self.aligner is not None:
             subwords = self.aligner.encode(token_lists).tensors()
         with torch.inference_mode():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -11,6 +13,16 @@ from slotfill.errors import ConfigError
 
 LAYER_MODES = ("last", "mix")
 POOLINGS = ("first", "mean")
+
+
+def pad_states(rows: Sequence[np.ndarray], steps: int | None = None) -> torch.Tensor:
+    """Frozen word states of several sentences, (T_i, L, E) each (any float dtype), as one zero-padded float32
+    batch (B, steps, L, E), ``steps`` the longest T_i unless given: a tagger's ``contextual`` input."""
+    steps = max(len(row) for row in rows) if steps is None else steps
+    batch = np.zeros((len(rows), steps, *rows[0].shape[1:]), dtype=np.float32)
+    for b, row in enumerate(rows):
+        batch[b, : len(row)] = row
+    return torch.from_numpy(batch)
 
 
 def build_transformer(hf_config: dict[str, Any]) -> nn.Module:
